@@ -1,0 +1,152 @@
+"""Standard and fast transactions in one process against the cost of their own crypto (the floor).
+
+The floor is what a standard transaction cannot avoid: on each side one P-256 key generation, one
+ECDH, one ECDSA sign and one ECDSA verify, timed directly with ``cryptography``. Samples of the
+floor, standard and fast transactions are interleaved so that machine noise hits all three alike.
+Ends with exactly one line: ``standard_over_floor=R1 fast_over_standard=R2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from rich.console import Console
+from rich.table import Table
+
+from tether.protocol.crypto import PublicKey, SystemEntropy
+from tether.protocol.pump import pump
+from tether.protocol.transaction import (
+    Established,
+    PersistentKeyChanged,
+    PhoneTransaction,
+    VehicleTransaction,
+)
+
+
+class _Directory:
+    def __init__(self, phone: PublicKey) -> None:
+        self.keys = {phone.key_id: phone}
+        self.persistent: dict[bytes, bytes] = {}
+
+    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
+        return self.keys.get(endpoint_id)
+
+    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
+        return self.persistent.items()
+
+
+class _Pair:
+    """A car and a paired phone, with the persistent key kept on both sides between runs."""
+
+    def __init__(self) -> None:
+        self.entropy = SystemEntropy()
+        self.vehicle = self.entropy.new_private_key()
+        self.phone = self.entropy.new_private_key()
+        self.directory = _Directory(self.phone.public_key)
+        self.phone_persistent: bytes | None = None
+
+    def transaction(self, *, fast: bool) -> bool:
+        phone = PhoneTransaction(
+            endpoint_key=self.phone,
+            vehicle_key=self.vehicle.public_key,
+            persistent_key=self.phone_persistent,
+            entropy=self.entropy,
+            fast=fast,
+        )
+        car = VehicleTransaction(
+            vehicle_key=self.vehicle, directory=self.directory, entropy=self.entropy
+        )
+        phone.start()
+        established = 0
+        for event in pump(phone, car):
+            if isinstance(event, PersistentKeyChanged):
+                if event.endpoint_id in self.directory.keys and established == 0:
+                    self.directory.persistent[event.endpoint_id] = event.key
+                else:
+                    self.phone_persistent = event.key
+            if isinstance(event, Established):
+                established += 1
+        return established == 2
+
+
+def _floor_sample(
+    car_long: ec.EllipticCurvePrivateKey,
+    phone_long: ec.EllipticCurvePrivateKey,
+    long_pub: dict[str, ec.EllipticCurvePublicKey],
+    sigs: dict[str, bytes],
+) -> float:
+    """One sample of the crypto floor of a standard transaction, in seconds."""
+    algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    curve = ec.SECP256R1()
+    data = b"t" * 32
+    start = time.perf_counter()
+    # Each side generates an ephemeral and agrees with the other side's fresh ephemeral.
+    eph_car = ec.generate_private_key(curve)
+    eph_phone = ec.generate_private_key(curve)
+    eph_car.exchange(ec.ECDH(), eph_phone.public_key())
+    eph_phone.exchange(ec.ECDH(), eph_car.public_key())
+    # Each side signs once and verifies the other side's signature once.
+    car_long.sign(data, algorithm)
+    phone_long.sign(data, algorithm)
+    long_pub["phone"].verify(sigs["phone"], data, algorithm)
+    long_pub["car"].verify(sigs["car"], data, algorithm)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=2000, help="samples of each kind")
+    args = parser.parse_args()
+
+    algorithm = ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+    car_long = ec.generate_private_key(ec.SECP256R1())
+    phone_long = ec.generate_private_key(ec.SECP256R1())
+    long_pub = {"car": car_long.public_key(), "phone": phone_long.public_key()}
+    sigs = {
+        "car": car_long.sign(b"t" * 32, algorithm),
+        "phone": phone_long.sign(b"t" * 32, algorithm),
+    }
+    pair = _Pair()
+    assert pair.transaction(fast=False) and pair.transaction(fast=True)  # warm up, check
+    floor: list[float] = []
+    standard: list[float] = []
+    fast: list[float] = []
+    for _ in range(args.n):
+        floor.append(_floor_sample(car_long, phone_long, long_pub, sigs))
+        t0 = time.perf_counter()
+        ok_standard = pair.transaction(fast=False)
+        t1 = time.perf_counter()
+        ok_fast = pair.transaction(fast=True)
+        t2 = time.perf_counter()
+        if not (ok_standard and ok_fast):
+            raise SystemExit("a transaction failed during the benchmark")
+        standard.append(t1 - t0)
+        fast.append(t2 - t1)
+
+    med_floor = statistics.median(floor)
+    med_standard = statistics.median(standard)
+    med_fast = statistics.median(fast)
+    table = Table(title=f"Transactions in process, {args.n} samples each (medians)")
+    table.add_column("what")
+    table.add_column("median µs", justify="right")
+    table.add_column("× floor", justify="right")
+    for name, value in (
+        ("crypto floor (2 keygen, 2 ECDH, 2 sign, 2 verify)", med_floor),
+        ("standard transaction", med_standard),
+        ("fast transaction", med_fast),
+    ):
+        table.add_row(name, f"{value * 1e6:.1f}", f"{value / med_floor:.2f}")
+    Console(stderr=True).print(table)
+    print(
+        f"standard_over_floor={med_standard / med_floor:.2f} "
+        f"fast_over_standard={med_fast / med_standard:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

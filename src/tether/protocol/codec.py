@@ -1,0 +1,297 @@
+"""Deterministic CBOR envelope for every tether message, with strict schema-driven decoding.
+
+Wire form (docs/protocol.md §2): ``[version, type, {key: value, ...}]`` encoded as RFC 8949
+core deterministic CBOR. Decoding is strict: the input must be exactly the deterministic encoding of
+what it decodes to (this rejects trailing bytes, indefinite lengths, non-shortest integers, unsorted
+or duplicate keys), every field must have its declared CBOR type and size, unknown fields and
+unknown message types are refused. Every failure is a :class:`MalformedMessage` (or
+:class:`UnsupportedVersion`), never another exception.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar, dataclass_transform
+
+import cbor2
+
+from tether.errors import MalformedMessage, UnsupportedVersion
+
+PROTOCOL_VERSION = 1
+#: No tether message comes close; the limit bounds the work a hostile peer can cause.
+MAX_MESSAGE_SIZE = 64 * 1024
+_MAX_TEXT = 1024
+_MAX_LIST = 64
+
+
+class Kind(enum.Enum):
+    """The CBOR shape a field must have."""
+
+    BYTES = "bstr"
+    UINT = "uint"
+    TEXT = "tstr"
+    BOOL = "bool"
+    ENUM = "enum"
+    TEXT_LIST = "[tstr]"
+    SIGNALS = "{tstr: scalar}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """How one dataclass field is carried on the wire."""
+
+    key: int
+    kind: Kind
+    optional: bool = False
+    size: int | None = None
+    max_size: int | None = None
+    max_value: int = 2**64 - 1
+    enum_type: type[enum.Enum] | None = None
+
+
+_REQUIRED: Any = object()
+
+
+def _field(spec: FieldSpec, default: None) -> Any:
+    meta = {"wire": dataclasses.replace(spec, optional=default is None)}
+    if default is None:
+        return dataclasses.field(default=None, metadata=meta)
+    return dataclasses.field(metadata=meta)
+
+
+def bstr(
+    key: int, *, size: int | None = None, max_size: int = 4096, default: None = _REQUIRED
+) -> Any:
+    """A byte-string field, of exactly ``size`` bytes when given."""
+    return _field(FieldSpec(key, Kind.BYTES, size=size, max_size=max_size), default)
+
+
+def uint(key: int, *, max_value: int = 2**64 - 1, default: None = _REQUIRED) -> Any:
+    """An unsigned integer field."""
+    return _field(FieldSpec(key, Kind.UINT, max_value=max_value), default)
+
+
+def tstr(key: int, *, max_size: int = _MAX_TEXT, default: None = _REQUIRED) -> Any:
+    """A UTF-8 text field."""
+    return _field(FieldSpec(key, Kind.TEXT, max_size=max_size), default)
+
+
+def boolean(key: int, *, default: None = _REQUIRED) -> Any:
+    """A true/false field."""
+    return _field(FieldSpec(key, Kind.BOOL), default)
+
+
+def choice(key: int, enum_type: type[enum.Enum], *, default: None = _REQUIRED) -> Any:
+    """A field holding one value of an enum (carried as the enum's value)."""
+    return _field(FieldSpec(key, Kind.ENUM, enum_type=enum_type), default)
+
+
+def text_list(key: int, *, default: None = _REQUIRED) -> Any:
+    """A list of short text strings, carried as a CBOR array (a tuple in Python)."""
+    return _field(FieldSpec(key, Kind.TEXT_LIST, max_size=_MAX_LIST), default)
+
+
+def signals(key: int, *, default: None = _REQUIRED) -> Any:
+    """A map of VSS signal names to scalar values (bool, int, float, text)."""
+    return _field(FieldSpec(key, Kind.SIGNALS, max_size=_MAX_LIST), default)
+
+
+class Message:
+    """Base of every wire message; subclasses are made by :func:`message`."""
+
+    TYPE: ClassVar[int]
+    _SPECS: ClassVar[tuple[tuple[str, FieldSpec], ...]]
+    #: Only maps with text keys and floats need cbor2's (slower) canonical mode; every other
+    #: message is deterministic as built, because fields are emitted in ascending key order.
+    _CANONICAL: ClassVar[bool]
+    _ENCODERS: ClassVar[tuple[tuple[str, int, Callable[[Any], Any] | None], ...]]
+    _KEYS: ClassVar[frozenset[int]]
+
+    __slots__ = ()
+
+
+M = TypeVar("M", bound=Message)
+_REGISTRY: dict[int, type[Message]] = {}
+
+
+@dataclass_transform(
+    frozen_default=True,
+    kw_only_default=True,
+    field_specifiers=(bstr, uint, tstr, boolean, choice, text_list, signals),
+)
+def message(type_id: int) -> Callable[[type[M]], type[M]]:
+    """Class decorator: make a frozen message dataclass and register its wire type number."""
+
+    def register(cls: type[M]) -> type[M]:
+        if type_id in _REGISTRY:
+            raise ValueError(f"message type {type_id} registered twice")
+        made = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+        specs = []
+        keys: set[int] = set()
+        for f in dataclasses.fields(made):  # type: ignore[arg-type]
+            spec = f.metadata["wire"]
+            if spec.key in keys:
+                raise ValueError(f"{cls.__name__}: field key {spec.key} used twice")
+            keys.add(spec.key)
+            specs.append((f.name, spec))
+        made.TYPE = type_id
+        made._SPECS = tuple(sorted(specs, key=lambda item: item[1].key))
+        made._CANONICAL = any(spec.kind is Kind.SIGNALS for _, spec in specs)
+        made._ENCODERS = tuple(
+            (name, spec.key, _CONVERTERS.get(spec.kind)) for name, spec in made._SPECS
+        )
+        made._KEYS = frozenset(keys)
+        _REGISTRY[type_id] = made
+        return made
+
+    return register
+
+
+_CONVERTERS: dict[Kind, Callable[[Any], Any]] = {
+    Kind.ENUM: lambda value: value.value,
+    Kind.TEXT_LIST: list,
+    Kind.SIGNALS: dict,
+}
+
+
+def encode(msg: Message) -> bytes:
+    """Encode a message as deterministic CBOR."""
+    body: dict[int, Any] = {}
+    for name, key, convert in msg._ENCODERS:
+        value = getattr(msg, name)
+        if value is not None:
+            body[key] = value if convert is None else convert(value)
+    return cbor2.dumps([PROTOCOL_VERSION, msg.TYPE, body], canonical=msg._CANONICAL)
+
+
+def _check_size(name: str, spec: FieldSpec, length: int) -> None:
+    if spec.size is not None and length != spec.size:
+        raise MalformedMessage(f"field {name!r} must be {spec.size} bytes, got {length}")
+    if spec.max_size is not None and length > spec.max_size:
+        raise MalformedMessage(f"field {name!r} is longer than {spec.max_size}")
+
+
+def _is_uint(value: Any) -> bool:
+    # bool is an int subclass in Python but a different CBOR type on the wire.
+    return type(value) is int and value >= 0
+
+
+def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
+    kind = spec.kind
+    if kind is Kind.BYTES:
+        if type(value) is not bytes:
+            raise MalformedMessage(f"field {name!r} must be a byte string")
+        _check_size(name, spec, len(value))
+        return value
+    if kind is Kind.UINT:
+        if not _is_uint(value) or value > spec.max_value:
+            raise MalformedMessage(f"field {name!r} must be an integer from 0 to {spec.max_value}")
+        return value
+    if kind is Kind.TEXT:
+        if type(value) is not str:
+            raise MalformedMessage(f"field {name!r} must be text")
+        _check_size(name, spec, len(value))
+        return value
+    if kind is Kind.BOOL:
+        if type(value) is not bool:
+            raise MalformedMessage(f"field {name!r} must be true or false")
+        return value
+    if kind is Kind.ENUM:
+        assert spec.enum_type is not None
+        try:
+            if type(value) not in (int, str):
+                raise ValueError(value)
+            return spec.enum_type(value)
+        except ValueError:
+            raise MalformedMessage(f"field {name!r} has an unknown value") from None
+    if kind is Kind.TEXT_LIST:
+        if type(value) is not list or not all(type(v) is str and len(v) <= 64 for v in value):
+            raise MalformedMessage(f"field {name!r} must be a list of short texts")
+        _check_size(name, spec, len(value))
+        return tuple(value)
+    # Kind.SIGNALS
+    if type(value) is not dict:
+        raise MalformedMessage(f"field {name!r} must be a map")
+    _check_size(name, spec, len(value))
+    for k, v in value.items():
+        if type(k) is not str or len(k) > 128:
+            raise MalformedMessage(f"field {name!r} has a key that is not a short text")
+        if type(v) not in (bool, int, float, str) or (type(v) is str and len(v) > 256):
+            raise MalformedMessage(f"field {name!r} has a value that is not a scalar")
+    return dict(value)
+
+
+def _load(data: bytes) -> tuple[int, dict[Any, Any]]:
+    if type(data) is not bytes:
+        raise MalformedMessage("a message must be bytes")
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise MalformedMessage(f"message of {len(data)} bytes is over the {MAX_MESSAGE_SIZE} limit")
+    if not data:
+        raise MalformedMessage("empty message")
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises many types; a peer's garbage must be ours only
+        raise MalformedMessage(f"not valid CBOR: {exc.__class__.__name__}") from exc
+    if type(obj) is not list or len(obj) != 3:
+        raise MalformedMessage("a message is an array of version, type and fields")
+    version, type_id, body = obj
+    if not _is_uint(version):
+        raise MalformedMessage("version must be an unsigned integer")
+    if version != PROTOCOL_VERSION:
+        raise UnsupportedVersion(
+            f"peer speaks protocol version {version}; this side speaks {PROTOCOL_VERSION}"
+        )
+    if not _is_uint(type_id):
+        raise MalformedMessage("type must be an unsigned integer")
+    if type(body) is not dict:
+        raise MalformedMessage("fields must be a map")
+    return type_id, body
+
+
+def peek_type(data: bytes) -> type[Message]:
+    """Return the message class of ``data`` (fully validated), e.g. to dispatch a first message."""
+    return type(decode(data))
+
+
+def decode(data: bytes) -> Message:
+    """Decode and validate one message; raises :class:`MalformedMessage` on anything wrong."""
+    type_id, body = _load(data)
+    cls = _REGISTRY.get(type_id)
+    if cls is None:
+        raise MalformedMessage(f"unknown message type {type_id}")
+    msg = _build(cls, body)
+    # Exactly one encoding is valid: this rejects trailing bytes, indefinite lengths, non-shortest
+    # integers or floats, unsorted or duplicate keys. The body holds only validated scalars here,
+    # so re-encoding it is deterministic.
+    if cbor2.dumps([PROTOCOL_VERSION, type_id, body], canonical=cls._CANONICAL) != data:
+        raise MalformedMessage("not deterministic CBOR (or trailing bytes)")
+    return msg
+
+
+def decode_as(data: bytes, cls: type[M]) -> M:
+    """Decode one message that must be of class ``cls``."""
+    msg = decode(data)
+    if not isinstance(msg, cls):
+        raise MalformedMessage(f"expected {cls.__name__}, got {type(msg).__name__}")
+    return msg
+
+
+def _build(cls: type[M], body: Mapping[Any, Any]) -> M:
+    if not body.keys() <= cls._KEYS:
+        unknown = next(k for k in body if k not in cls._KEYS)
+        raise MalformedMessage(f"{cls.__name__}: unknown field key {unknown!r}")
+    kwargs: dict[str, Any] = {}
+    for name, spec in cls._SPECS:
+        if spec.key not in body:
+            if not spec.optional:
+                raise MalformedMessage(f"{cls.__name__}: missing field {name!r}")
+            continue
+        kwargs[name] = _decode_value(name, spec, body[spec.key])
+    return cls(**kwargs)
+
+
+def registered_types() -> dict[int, type[Message]]:
+    """All message classes by wire type (for tests and the spec)."""
+    return dict(_REGISTRY)

@@ -1,0 +1,163 @@
+"""Every tether wire message as a frozen dataclass, with its type number and field keys.
+
+docs/protocol.md §3 lists the same table for implementers. Type numbers are grouped: 10-29
+pairing, 30-49 transactions, 50-59 channel records, 60 errors, 70-79 messages inside the channel.
+"""
+
+from __future__ import annotations
+
+from tether.protocol.codec import Message, boolean, bstr, message, signals, tstr, uint
+from tether.protocol.crypto import MAC_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+
+NONCE_SIZE = 16
+PAKE_MESSAGE_SIZE = 33
+_SEALED_MAX = 2048
+
+
+# -- owner pairing (§5) -------------------------------------------------------------------------
+@message(10)
+class PairRequest(Message):
+    """Phone -> vehicle: the phone's SPAKE2 message."""
+
+    pake: bytes = bstr(1, size=PAKE_MESSAGE_SIZE)
+
+
+@message(11)
+class PairChallenge(Message):
+    """Vehicle -> phone: the vehicle's SPAKE2 message."""
+
+    pake: bytes = bstr(1, size=PAKE_MESSAGE_SIZE)
+
+
+@message(12)
+class PairConfirm(Message):
+    """Phone -> vehicle: key confirmation, then the phone's enrolment sealed under the PAKE key."""
+
+    confirm: bytes = bstr(1, size=MAC_SIZE)
+    sealed: bytes = bstr(2, max_size=_SEALED_MAX)
+
+
+@message(13)
+class PairAccept(Message):
+    """Vehicle -> phone: key confirmation, then the vehicle's identity sealed under the PAKE key."""
+
+    confirm: bytes = bstr(1, size=MAC_SIZE)
+    sealed: bytes = bstr(2, max_size=_SEALED_MAX)
+
+
+@message(20)
+class PhoneEnrollment(Message):
+    """Sealed in PairConfirm: the phone's endpoint key, its name, proof of possession."""
+
+    public_key: bytes = bstr(1, size=PUBLIC_KEY_SIZE)
+    name: str = tstr(2, max_size=64)
+    signature: bytes = bstr(3, size=SIGNATURE_SIZE)
+
+
+@message(21)
+class VehicleIdentity(Message):
+    """Sealed in PairAccept: the vehicle's long-term key, its name, proof of possession."""
+
+    public_key: bytes = bstr(1, size=PUBLIC_KEY_SIZE)
+    name: str = tstr(2, max_size=64)
+    signature: bytes = bstr(3, size=SIGNATURE_SIZE)
+
+
+# -- standard transaction (§6.2) ----------------------------------------------------------------
+@message(30)
+class StandardHello(Message):
+    """Phone -> vehicle: a fresh ephemeral key and nonce; nothing that identifies the phone."""
+
+    ephemeral: bytes = bstr(1, size=PUBLIC_KEY_SIZE)
+    nonce: bytes = bstr(2, size=NONCE_SIZE)
+
+
+@message(31)
+class VehicleAuth(Message):
+    """Vehicle -> phone: its ephemeral and nonce, and its transcript signature (64 bytes) sealed."""
+
+    ephemeral: bytes = bstr(1, size=PUBLIC_KEY_SIZE)
+    nonce: bytes = bstr(2, size=NONCE_SIZE)
+    sealed: bytes = bstr(3, max_size=_SEALED_MAX)
+
+
+@message(32)
+class PhoneAuth(Message):
+    """Phone -> vehicle: key id (16) || signature (64), sealed; only to an authenticated car."""
+
+    sealed: bytes = bstr(1, max_size=_SEALED_MAX)
+
+
+@message(33)
+class Finished(Message):
+    """Vehicle -> phone: the car accepted; a MAC under the new session's confirmation key."""
+
+    mac: bytes = bstr(1, size=MAC_SIZE)
+
+
+# -- fast transaction (§6.3) --------------------------------------------------------------------
+@message(34)
+class FastHello(Message):
+    """Phone -> vehicle: asks for a fast transaction; carries only a fresh nonce."""
+
+    nonce: bytes = bstr(1, size=NONCE_SIZE)
+
+
+@message(35)
+class FastChallenge(Message):
+    """Vehicle -> phone: the vehicle's fresh nonce."""
+
+    nonce: bytes = bstr(1, size=NONCE_SIZE)
+
+
+@message(36)
+class FastProof(Message):
+    """Phone -> vehicle: a MAC under the phone's current persistent key; names no key."""
+
+    cryptogram: bytes = bstr(1, size=MAC_SIZE)
+
+
+@message(38)
+class Fallback(Message):
+    """Vehicle -> phone: no persistent key matched; run a standard transaction instead."""
+
+
+# -- secure channel (§7) ------------------------------------------------------------------------
+@message(50)
+class Record(Message):
+    """An AES-GCM record; the nonce is implicit (per-direction IV xor record counter)."""
+
+    ciphertext: bytes = bstr(1, max_size=60_000)
+
+
+@message(60)
+class Error(Message):
+    """Either side: a refusal with a machine-readable code and a sentence; ends the exchange."""
+
+    code: str = tstr(1, max_size=64)
+    message: str = tstr(2, max_size=512)
+
+
+# -- inside the channel (§8) --------------------------------------------------------------------
+@message(70)
+class CommandRequest(Message):
+    """Phone -> vehicle: run one command. The name is text so unknown commands deny cleanly."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    command: str = tstr(2, max_size=32)
+
+
+@message(71)
+class CommandResult(Message):
+    """Vehicle -> phone: the outcome; a denial carries a reason code and a sentence."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    ok: bool = boolean(2)
+    reason: str | None = tstr(3, max_size=64, default=None)
+    message: str = tstr(4, max_size=512)
+    state: dict[str, bool | int | float | str] | None = signals(5, default=None)
+
+
+@message(72)
+class Close(Message):
+    """Either side: the session ends cleanly; a cut without it is an error."""

@@ -1,0 +1,169 @@
+"""An established session (docs/protocol.md §8): commands and results inside the secure channel.
+
+The vehicle side enforces what the protocol itself guarantees, whatever the caller's policy says:
+a command name it does not know is denied with ``unknown_command``, and a session opened by a fast
+transaction may only lock, unlock and open the trunk (``fast_not_allowed``). Everything else is
+the caller's policy, answered through :meth:`VehicleSession.respond`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, ProtocolError
+from tether.protocol import codec
+from tether.protocol.channel import ChannelKeys, SecureChannel
+from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
+from tether.protocol.messages import Close, CommandRequest, CommandResult
+
+Signals = dict[str, bool | int | float | str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CommandReceived:
+    """Vehicle event: an authenticated phone asks for ``command``; answer with respond()."""
+
+    request_id: int
+    command: Command
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CommandRefused:
+    """Vehicle event: the session itself refused a command (already answered); audit it."""
+
+    request_id: int
+    command: str
+    reason: DenialReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ResultReceived:
+    """Phone event: the car answered a request."""
+
+    result: CommandResult
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionClosed:
+    """Either side: the peer closed the session cleanly."""
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class _Session:
+    def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
+        self._channel = SecureChannel(keys)
+        self._outbox: list[bytes] = []
+        self.endpoint_id = endpoint_id
+        self.fast = fast
+        self.state = SessionState.OPEN
+
+    def data_to_send(self) -> list[bytes]:
+        """Take the records waiting to go to the peer."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _send(self, msg: codec.Message) -> None:
+        if self.state is not SessionState.OPEN:
+            raise LocalProtocolError("the session is not open")
+        self._outbox.append(self._channel.seal(codec.encode(msg)))
+
+    def close(self) -> None:
+        """Queue a clean close; nothing more may be sent."""
+        self._send(Close())
+        self.state = SessionState.CLOSED
+
+    def connection_lost(self) -> None:
+        """The transport ended: a :class:`ChannelError` unless the session closed cleanly."""
+        if self.state is SessionState.OPEN:
+            self.state = SessionState.FAILED
+            raise ChannelError("the session was cut off without a close", code="truncated")
+
+    def _open(self, data: bytes) -> codec.Message:
+        if self.state is not SessionState.OPEN:
+            raise ChannelError("the session is no longer open", code="channel_closed")
+        try:
+            msg = codec.decode(self._channel.open(data))
+        except ProtocolError:
+            self.state = SessionState.FAILED
+            raise
+        if isinstance(msg, Close):
+            self.state = SessionState.CLOSED
+        return msg
+
+
+class VehicleSession(_Session):
+    """The car's end of a session: yields commands to authorise, sends results."""
+
+    def receive(self, data: bytes) -> list[object]:
+        """Feed one record; return CommandReceived / CommandRefused / SessionClosed events."""
+        msg = self._open(data)
+        if isinstance(msg, Close):
+            return [SessionClosed()]
+        if not isinstance(msg, CommandRequest):
+            self.state = SessionState.FAILED
+            raise MalformedMessage(f"a phone may not send {type(msg).__name__} in a session")
+        try:
+            command = Command(msg.command)
+        except ValueError:
+            return [self._refuse(msg, DenialReason.UNKNOWN_COMMAND)]
+        if self.fast and command not in FAST_COMMANDS:
+            return [self._refuse(msg, DenialReason.FAST_NOT_ALLOWED)]
+        return [CommandReceived(request_id=msg.request_id, command=command)]
+
+    def _refuse(self, msg: CommandRequest, reason: DenialReason) -> CommandRefused:
+        self.respond(msg.request_id, ok=False, reason=reason)
+        return CommandRefused(request_id=msg.request_id, command=msg.command, reason=reason)
+
+    def respond(
+        self,
+        request_id: int,
+        *,
+        ok: bool,
+        reason: DenialReason | None = None,
+        message: str | None = None,
+        state: Signals | None = None,
+    ) -> None:
+        """Queue the result of a command; a denial needs a reason."""
+        if ok == (reason is not None):
+            raise LocalProtocolError("a result carries a reason exactly when it is a denial")
+        text = message if message is not None else (explain(reason) if reason else "Done.")
+        self._send(
+            CommandResult(
+                request_id=request_id,
+                ok=ok,
+                reason=reason.value if reason else None,
+                message=text,
+                state=state,
+            )
+        )
+
+
+class PhoneSession(_Session):
+    """The phone's end of a session: sends commands, yields results."""
+
+    def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
+        super().__init__(keys, endpoint_id=endpoint_id, fast=fast)
+        self._next_id = 1
+
+    def request(self, command: Command | str) -> int:
+        """Queue a command; return its request id."""
+        request_id = self._next_id
+        self._next_id += 1
+        self._send(CommandRequest(request_id=request_id, command=str(command)))
+        return request_id
+
+    def receive(self, data: bytes) -> list[object]:
+        """Feed one record; return ResultReceived / SessionClosed events."""
+        msg = self._open(data)
+        if isinstance(msg, Close):
+            return [SessionClosed()]
+        if not isinstance(msg, CommandResult):
+            self.state = SessionState.FAILED
+            raise MalformedMessage(f"a car may not send {type(msg).__name__} in a session")
+        return [ResultReceived(result=msg)]

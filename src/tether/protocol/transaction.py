@@ -1,0 +1,355 @@
+"""Standard and fast transactions (docs/protocol.md §6): mutual authentication and session keys.
+
+Standard (SIGMA-I; both sides generate fresh ephemerals)::
+
+    P -> V  StandardHello {eP, nP}
+    V -> P  VehicleAuth   {eV, nV, AEAD_hv(sig_V(TH1))}                  car proves itself first
+    P -> V  PhoneAuth     {AEAD_hp(endpoint_id || sig_P(TH1 || endpoint_id))}
+    V -> P  Finished      {HMAC(kf, TH2)}
+
+Fast (symmetric only; needs the persistent key of an earlier transaction)::
+
+    P -> V  FastHello     {nP}
+    V -> P  FastChallenge {nV}
+    P -> V  FastProof     {HMAC(Kp, "fast-phone" || TH)}                names no key
+    V -> P  Finished      {HMAC(kf, TH || cryptogram)}                 or Fallback -> standard
+
+The vehicle finds the phone's key by trying its stored persistent keys, most recently used first.
+Each fast transaction replaces Kp by a one-way successor on both sides, so a key stolen today
+opens no recorded session. A fast session may only lock, unlock and open the trunk (session.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable
+from typing import ClassVar, Protocol
+
+from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage
+from tether.protocol import crypto
+from tether.protocol.channel import ChannelKeys
+from tether.protocol.codec import Message
+from tether.protocol.crypto import (
+    KEY_ID_SIZE,
+    SIGNATURE_SIZE,
+    Aead,
+    Entropy,
+    PrivateKey,
+    PublicKey,
+)
+from tether.protocol.machine import Handler, StateMachine
+from tether.protocol.messages import (
+    NONCE_SIZE,
+    Fallback,
+    FastChallenge,
+    FastHello,
+    FastProof,
+    Finished,
+    PhoneAuth,
+    StandardHello,
+    VehicleAuth,
+)
+from tether.protocol.session import PhoneSession, VehicleSession
+
+_ZERO_NONCE = bytes(12)  # each handshake key seals exactly one message
+_STANDARD = b"tether/1 standard"
+_FAST = b"tether/1 fast"
+_STANDARD_KEYS = b"tether/1 standard keys"
+_FAST_SESSION = b"tether/1 fast session"
+_VEHICLE_SIG = b"tether/1 vehicle-auth"
+_PHONE_SIG = b"tether/1 phone-auth"
+_FAST_PHONE = b"tether/1 fast-phone"
+_SESSION_KEYS_SIZE = 32 + 32 + 12 + 12 + 32 + 32
+_ALL_KEYS_SIZE = 32 + 32 + _SESSION_KEYS_SIZE
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _SessionSecrets:
+    keys_p2v: bytes
+    keys_v2p: bytes
+    iv_p2v: bytes
+    iv_v2p: bytes
+    persistent: bytes
+    finished: bytes
+
+    @classmethod
+    def derive(cls, ikm: bytes, salt: bytes, info: bytes) -> _SessionSecrets:
+        return cls.split(crypto.hkdf(ikm, salt=salt, info=info, length=_SESSION_KEYS_SIZE))
+
+    @classmethod
+    def split(cls, okm: bytes) -> _SessionSecrets:
+        return cls(okm[0:32], okm[32:64], okm[64:76], okm[76:88], okm[88:120], okm[120:152])
+
+    def phone_keys(self) -> ChannelKeys:
+        return ChannelKeys(
+            send_key=self.keys_p2v, send_iv=self.iv_p2v, recv_key=self.keys_v2p, recv_iv=self.iv_v2p
+        )
+
+    def vehicle_keys(self) -> ChannelKeys:
+        return ChannelKeys(
+            send_key=self.keys_v2p, send_iv=self.iv_v2p, recv_key=self.keys_p2v, recv_iv=self.iv_p2v
+        )
+
+
+def _standard_keys(shared: bytes, th1: bytes) -> tuple[bytes, bytes, _SessionSecrets]:
+    """Handshake keys (vehicle->phone, phone->vehicle) and session secrets, in one HKDF.
+
+    Deriving the session from TH1 is sound because both signatures cover TH1 and the Finished
+    MAC covers the whole transcript (docs/protocol.md §6.2).
+    """
+    okm = crypto.hkdf(shared, salt=th1, info=_STANDARD_KEYS, length=_ALL_KEYS_SIZE)
+    return okm[:32], okm[32:64], _SessionSecrets.split(okm[64:])
+
+
+class EndpointDirectory(Protocol):
+    """The vehicle's view of its enrolled phones, injected by the caller (the key store)."""
+
+    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
+        """The public key of an enrolled, unrevoked endpoint, or None."""
+
+    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
+        """(endpoint_id, persistent key) pairs, most recently used first."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PersistentKeyChanged:
+    """Either side: persist ``key`` as the endpoint's persistent key (replacing the old one)."""
+
+    endpoint_id: bytes
+    key: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FastFallback:
+    """Either side: the fast transaction did not match; a standard one follows."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Established:
+    """Either side: the transaction succeeded; carry on with ``session``."""
+
+    session: VehicleSession | PhoneSession
+    endpoint_id: bytes
+    fast: bool
+
+
+class TxState(enum.Enum):
+    START = "start"
+    SENT_STANDARD_HELLO = "sent_standard_hello"
+    SENT_FAST_HELLO = "sent_fast_hello"
+    SENT_VEHICLE_AUTH = "sent_vehicle_auth"
+    SENT_PHONE_AUTH = "sent_phone_auth"
+    SENT_FAST_CHALLENGE = "sent_fast_challenge"
+    SENT_FAST_PROOF = "sent_fast_proof"
+    AWAIT_STANDARD = "await_standard"
+    ESTABLISHED = "established"
+    FAILED = "failed"
+
+
+_T = TxState
+
+
+class PhoneTransaction(StateMachine[TxState]):
+    """The phone's side: fast when it holds a persistent key (and may), otherwise standard."""
+
+    TRANSITIONS: ClassVar = {
+        (_T.SENT_STANDARD_HELLO, VehicleAuth): frozenset({_T.SENT_PHONE_AUTH}),
+        (_T.SENT_PHONE_AUTH, Finished): frozenset({_T.ESTABLISHED}),
+        (_T.SENT_FAST_HELLO, FastChallenge): frozenset({_T.SENT_FAST_PROOF}),
+        (_T.SENT_FAST_PROOF, Finished): frozenset({_T.ESTABLISHED}),
+        (_T.SENT_FAST_PROOF, Fallback): frozenset({_T.SENT_STANDARD_HELLO}),
+    }
+    FAILED: ClassVar = _T.FAILED
+
+    def __init__(
+        self,
+        *,
+        endpoint_key: PrivateKey,
+        vehicle_key: PublicKey,
+        persistent_key: bytes | None,
+        entropy: Entropy,
+        fast: bool = True,
+    ) -> None:
+        super().__init__(_T.START)
+        self._endpoint_key = endpoint_key
+        self._endpoint_id = endpoint_key.public_key.key_id
+        self._vehicle_key = vehicle_key
+        self._persistent = persistent_key
+        self._entropy = entropy
+        self._want_fast = fast and persistent_key is not None
+        self._eph: PrivateKey | None = None
+        self._nonce = b""
+        self._transcript = b""
+        self._secrets: _SessionSecrets | None = None
+
+    def start(self) -> None:
+        """Queue the first message."""
+        if self.state is not _T.START:
+            raise LocalProtocolError("transaction already started")
+        if self._want_fast:
+            self._nonce = self._entropy.random_bytes(NONCE_SIZE)
+            self._send(FastHello(nonce=self._nonce))
+            self.state = _T.SENT_FAST_HELLO
+        else:
+            self._send_standard_hello()
+            self.state = _T.SENT_STANDARD_HELLO
+
+    def _send_standard_hello(self) -> None:
+        self._eph = self._entropy.new_private_key()
+        self._nonce = self._entropy.random_bytes(NONCE_SIZE)
+        self._send(StandardHello(ephemeral=self._eph.public_bytes, nonce=self._nonce))
+
+    def _handler(self, msg: Message) -> Handler:
+        if type(msg) is VehicleAuth:
+            return self._on_vehicle_auth
+        if type(msg) is FastChallenge:
+            return self._on_fast_challenge
+        return self._on_fallback if type(msg) is Fallback else self._on_finished
+
+    def _on_vehicle_auth(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, VehicleAuth) and self._eph is not None
+        eph_v = PublicKey(msg.ephemeral)
+        th1 = crypto.sha256(
+            _STANDARD
+            + self._eph.public_bytes
+            + self._nonce
+            + msg.ephemeral
+            + msg.nonce
+            + self._vehicle_key.key_id
+        )
+        hs_v2p, hs_p2v, secrets = _standard_keys(self._eph.exchange(eph_v), th1)
+        vehicle_signature = Aead(hs_v2p).open(_ZERO_NONCE, msg.sealed, th1)
+        self._vehicle_key.verify(vehicle_signature, _VEHICLE_SIG + th1)
+        # Only now, talking to the authenticated car, does the phone reveal who it is.
+        proof = self._endpoint_id + self._endpoint_key.sign(_PHONE_SIG + th1 + self._endpoint_id)
+        sealed = Aead(hs_p2v).seal(_ZERO_NONCE, proof, th1)
+        self._send(PhoneAuth(sealed=sealed))
+        self._transcript = crypto.sha256(th1 + msg.sealed + sealed)
+        self._secrets = secrets
+        return [], _T.SENT_PHONE_AUTH
+
+    def _on_fast_challenge(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, FastChallenge) and self._persistent is not None
+        th = crypto.sha256(_FAST + self._nonce + msg.nonce + self._vehicle_key.key_id)
+        cryptogram = crypto.mac(self._persistent, _FAST_PHONE + th)
+        self._send(FastProof(cryptogram=cryptogram))
+        self._transcript = th + cryptogram
+        self._secrets = _SessionSecrets.derive(self._persistent, th, _FAST_SESSION)
+        return [], _T.SENT_FAST_PROOF
+
+    def _on_fallback(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        self._want_fast = False
+        self._secrets = None
+        self._send_standard_hello()
+        return [FastFallback()], _T.SENT_STANDARD_HELLO
+
+    def _on_finished(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, Finished) and self._secrets is not None
+        secrets = self._secrets
+        if not crypto.equal(msg.mac, crypto.mac(secrets.finished, self._transcript)):
+            raise AuthenticationFailed("the car did not confirm the session", code="bad_finished")
+        fast = self.state is _T.SENT_FAST_PROOF
+        session = PhoneSession(secrets.phone_keys(), endpoint_id=self._endpoint_id, fast=fast)
+        return [
+            PersistentKeyChanged(endpoint_id=self._endpoint_id, key=secrets.persistent),
+            Established(session=session, endpoint_id=self._endpoint_id, fast=fast),
+        ], _T.ESTABLISHED
+
+
+class VehicleTransaction(StateMachine[TxState]):
+    """The vehicle's side: answers whichever transaction the phone starts."""
+
+    TRANSITIONS: ClassVar = {
+        (_T.START, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
+        (_T.START, FastHello): frozenset({_T.SENT_FAST_CHALLENGE}),
+        (_T.SENT_VEHICLE_AUTH, PhoneAuth): frozenset({_T.ESTABLISHED}),
+        (_T.SENT_FAST_CHALLENGE, FastProof): frozenset({_T.ESTABLISHED, _T.AWAIT_STANDARD}),
+        (_T.AWAIT_STANDARD, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
+    }
+    FAILED: ClassVar = _T.FAILED
+
+    def __init__(
+        self, *, vehicle_key: PrivateKey, directory: EndpointDirectory, entropy: Entropy
+    ) -> None:
+        super().__init__(_T.START)
+        self._vehicle_key = vehicle_key
+        self._vehicle_id = vehicle_key.public_key.key_id
+        self._directory = directory
+        self._entropy = entropy
+        self._th1 = b""
+        self._secrets: _SessionSecrets | None = None
+        self._sealed_v = b""
+        self._hs_p2v = b""
+        self._nonce_p = b""
+        self._nonce_v = b""
+
+    def _handler(self, msg: Message) -> Handler:
+        if type(msg) is StandardHello:
+            return self._on_standard_hello
+        if type(msg) is FastHello:
+            return self._on_fast_hello
+        return self._on_phone_auth if type(msg) is PhoneAuth else self._on_fast_proof
+
+    def _on_standard_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, StandardHello)
+        eph_p = PublicKey(msg.ephemeral)
+        eph = self._entropy.new_private_key()
+        nonce = self._entropy.random_bytes(NONCE_SIZE)
+        th1 = crypto.sha256(
+            _STANDARD + msg.ephemeral + msg.nonce + eph.public_bytes + nonce + self._vehicle_id
+        )
+        hs_v2p, self._hs_p2v, self._secrets = _standard_keys(eph.exchange(eph_p), th1)
+        signature = self._vehicle_key.sign(_VEHICLE_SIG + th1)
+        self._sealed_v = Aead(hs_v2p).seal(_ZERO_NONCE, signature, th1)
+        self._send(VehicleAuth(ephemeral=eph.public_bytes, nonce=nonce, sealed=self._sealed_v))
+        self._th1 = th1
+        return [], _T.SENT_VEHICLE_AUTH
+
+    def _on_phone_auth(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, PhoneAuth)
+        th1 = self._th1
+        proof = Aead(self._hs_p2v).open(_ZERO_NONCE, msg.sealed, th1)
+        if len(proof) != KEY_ID_SIZE + SIGNATURE_SIZE:
+            raise MalformedMessage("PhoneAuth must seal a key id and a signature")
+        endpoint_id, signature = proof[:KEY_ID_SIZE], proof[KEY_ID_SIZE:]
+        phone_key = self._directory.endpoint_key(endpoint_id)
+        if phone_key is None:
+            raise AuthenticationFailed(
+                "this phone has no valid key for this car", code="unknown_key"
+            )
+        phone_key.verify(signature, _PHONE_SIG + th1 + endpoint_id)
+        assert self._secrets is not None
+        transcript = crypto.sha256(th1 + self._sealed_v + msg.sealed)
+        self._send(Finished(mac=crypto.mac(self._secrets.finished, transcript)))
+        return self._established(endpoint_id, self._secrets, fast=False), _T.ESTABLISHED
+
+    def _on_fast_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, FastHello)
+        self._nonce_p = msg.nonce
+        self._nonce_v = self._entropy.random_bytes(NONCE_SIZE)
+        self._send(FastChallenge(nonce=self._nonce_v))
+        return [], _T.SENT_FAST_CHALLENGE
+
+    def _on_fast_proof(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, FastProof)
+        th = crypto.sha256(_FAST + self._nonce_p + self._nonce_v + self._vehicle_id)
+        message = _FAST_PHONE + th
+        for endpoint_id, key in self._directory.persistent_keys():
+            if crypto.equal(crypto.mac(key, message), msg.cryptogram):
+                if self._directory.endpoint_key(endpoint_id) is None:
+                    break  # a revoked phone's leftover key must never open the car
+                secrets = _SessionSecrets.derive(key, th, _FAST_SESSION)
+                self._send(Finished(mac=crypto.mac(secrets.finished, th + msg.cryptogram)))
+                return self._established(endpoint_id, secrets, fast=True), _T.ESTABLISHED
+        self._send(Fallback())
+        return [FastFallback()], _T.AWAIT_STANDARD
+
+    def _established(
+        self, endpoint_id: bytes, secrets: _SessionSecrets, *, fast: bool
+    ) -> list[object]:
+        session = VehicleSession(secrets.vehicle_keys(), endpoint_id=endpoint_id, fast=fast)
+        return [
+            PersistentKeyChanged(endpoint_id=endpoint_id, key=secrets.persistent),
+            Established(session=session, endpoint_id=endpoint_id, fast=fast),
+        ]
