@@ -23,7 +23,7 @@ PROTOCOL_VERSION = 1
 #: No tether message comes close; the limit bounds the work a hostile peer can cause.
 MAX_MESSAGE_SIZE = 64 * 1024
 _MAX_TEXT = 1024
-_MAX_LIST = 64
+_MAX_SIGNALS = 64
 
 
 class Kind(enum.Enum):
@@ -33,8 +33,6 @@ class Kind(enum.Enum):
     UINT = "uint"
     TEXT = "tstr"
     BOOL = "bool"
-    ENUM = "enum"
-    TEXT_LIST = "[tstr]"
     SIGNALS = "{tstr: scalar}"
 
 
@@ -48,7 +46,6 @@ class FieldSpec:
     size: int | None = None
     max_size: int | None = None
     max_value: int = 2**64 - 1
-    enum_type: type[enum.Enum] | None = None
 
 
 _REQUIRED: Any = object()
@@ -83,19 +80,9 @@ def boolean(key: int, *, default: None = _REQUIRED) -> Any:
     return _field(FieldSpec(key, Kind.BOOL), default)
 
 
-def choice(key: int, enum_type: type[enum.Enum], *, default: None = _REQUIRED) -> Any:
-    """A field holding one value of an enum (carried as the enum's value)."""
-    return _field(FieldSpec(key, Kind.ENUM, enum_type=enum_type), default)
-
-
-def text_list(key: int, *, default: None = _REQUIRED) -> Any:
-    """A list of short text strings, carried as a CBOR array (a tuple in Python)."""
-    return _field(FieldSpec(key, Kind.TEXT_LIST, max_size=_MAX_LIST), default)
-
-
 def signals(key: int, *, default: None = _REQUIRED) -> Any:
     """A map of VSS signal names to scalar values (bool, int, float, text)."""
-    return _field(FieldSpec(key, Kind.SIGNALS, max_size=_MAX_LIST), default)
+    return _field(FieldSpec(key, Kind.SIGNALS, max_size=_MAX_SIGNALS), default)
 
 
 class Message:
@@ -119,7 +106,7 @@ _REGISTRY: dict[int, type[Message]] = {}
 @dataclass_transform(
     frozen_default=True,
     kw_only_default=True,
-    field_specifiers=(bstr, uint, tstr, boolean, choice, text_list, signals),
+    field_specifiers=(bstr, uint, tstr, boolean, signals),
 )
 def message(type_id: int) -> Callable[[type[M]], type[M]]:
     """Class decorator: make a frozen message dataclass and register its wire type number."""
@@ -150,8 +137,6 @@ def message(type_id: int) -> Callable[[type[M]], type[M]]:
 
 
 _CONVERTERS: dict[Kind, Callable[[Any], Any]] = {
-    Kind.ENUM: lambda value: value.value,
-    Kind.TEXT_LIST: list,
     Kind.SIGNALS: dict,
 }
 
@@ -198,19 +183,6 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
         if type(value) is not bool:
             raise MalformedMessage(f"field {name!r} must be true or false")
         return value
-    if kind is Kind.ENUM:
-        assert spec.enum_type is not None
-        try:
-            if type(value) not in (int, str):
-                raise ValueError(value)
-            return spec.enum_type(value)
-        except ValueError:
-            raise MalformedMessage(f"field {name!r} has an unknown value") from None
-    if kind is Kind.TEXT_LIST:
-        if type(value) is not list or not all(type(v) is str and len(v) <= 64 for v in value):
-            raise MalformedMessage(f"field {name!r} must be a list of short texts")
-        _check_size(name, spec, len(value))
-        return tuple(value)
     # Kind.SIGNALS
     if type(value) is not dict:
         raise MalformedMessage(f"field {name!r} must be a map")
@@ -265,7 +237,8 @@ def decode(data: bytes) -> Message:
     # Exactly one encoding is valid: this rejects trailing bytes, indefinite lengths, non-shortest
     # integers or floats, unsorted or duplicate keys. The body holds only validated scalars here,
     # so re-encoding it is deterministic.
-    if cbor2.dumps([PROTOCOL_VERSION, type_id, body], canonical=cls._CANONICAL) != data:
+    ordered = body if cls._CANONICAL else dict(sorted(body.items()))
+    if cbor2.dumps([PROTOCOL_VERSION, type_id, ordered], canonical=cls._CANONICAL) != data:
         raise MalformedMessage("not deterministic CBOR (or trailing bytes)")
     return msg
 

@@ -1,0 +1,227 @@
+"""Sessions and the secure channel: commands flow; replayed, reordered or cut records close it."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, ProtocolError
+from tether.protocol import codec
+from tether.protocol.channel import MAX_RECORDS, ChannelKeys, SecureChannel
+from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
+from tether.protocol.messages import CommandRequest, CommandResult, Record
+from tether.protocol.session import (
+    CommandReceived,
+    CommandRefused,
+    PhoneSession,
+    ResultReceived,
+    SessionClosed,
+    SessionState,
+    VehicleSession,
+)
+
+from .flows import World
+
+
+def sessions(*, fast: bool = False) -> tuple[PhoneSession, VehicleSession]:
+    world = World.make(b"session")
+    world.transact(fast=False)
+    phone, car, _ = world.transact(fast=fast)
+    assert phone.fast is fast
+    return phone, car
+
+
+def roundtrip(phone: PhoneSession, car: VehicleSession, command: str) -> CommandResult:
+    phone.request(command)
+    (record,) = phone.data_to_send()
+    for event in car.receive(record):
+        if isinstance(event, CommandReceived):
+            car.respond(
+                event.request_id,
+                ok=True,
+                state={"Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": False},
+            )
+    (answer,) = car.data_to_send()
+    (event,) = phone.receive(answer)
+    assert isinstance(event, ResultReceived)
+    return event.result
+
+
+def test_standard_session_carries_every_command() -> None:
+    phone, car = sessions()
+    for command in Command:
+        result = roundtrip(phone, car, command.value)
+        assert result.ok, command
+        assert result.message == "Done."
+
+
+def test_fast_session_refuses_start_and_the_like() -> None:
+    phone, car = sessions(fast=True)
+    for command in Command:
+        result = roundtrip(phone, car, command.value)
+        if command in FAST_COMMANDS:
+            assert result.ok
+        else:
+            assert not result.ok
+            assert result.reason == DenialReason.FAST_NOT_ALLOWED
+            assert result.message == explain(DenialReason.FAST_NOT_ALLOWED)
+
+
+def test_unknown_command_is_denied_cleanly_and_the_session_goes_on() -> None:
+    phone, car = sessions()
+    request_id = phone.request("fly")
+    (record,) = phone.data_to_send()
+    (event,) = car.receive(record)
+    assert event == CommandRefused(
+        request_id=request_id, command="fly", reason=DenialReason.UNKNOWN_COMMAND
+    )
+    (answer,) = car.data_to_send()
+    (result,) = phone.receive(answer)
+    assert isinstance(result, ResultReceived)
+    assert result.result.reason == "unknown_command"
+    assert roundtrip(phone, car, "lock").ok
+
+
+def test_denial_with_reason_and_state() -> None:
+    phone, car = sessions()
+    phone.request("start")
+    (event,) = car.receive(phone.data_to_send()[0])
+    assert isinstance(event, CommandReceived)
+    car.respond(event.request_id, ok=False, reason=DenialReason.NO_RIGHT)
+    (result,) = phone.receive(car.data_to_send()[0])
+    assert isinstance(result, ResultReceived)
+    assert result.result.reason == "no_right"
+    assert "right" in result.result.message
+
+
+def test_respond_needs_a_reason_exactly_for_denials() -> None:
+    _, car = sessions()
+    with pytest.raises(LocalProtocolError):
+        car.respond(1, ok=False)
+    with pytest.raises(LocalProtocolError):
+        car.respond(1, ok=True, reason=DenialReason.NO_RIGHT)
+
+
+def test_replayed_record_closes_the_session() -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    (record,) = phone.data_to_send()
+    car.receive(record)
+    with pytest.raises(ChannelError) as info:
+        car.receive(record)
+    assert info.value.code == "bad_record"
+    assert car.state is SessionState.FAILED
+    with pytest.raises(ChannelError, match="no longer open"):
+        car.receive(record)
+
+
+def test_reordered_records_close_the_session() -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    phone.request("lock")
+    _first, second = phone.data_to_send()
+    with pytest.raises(ChannelError):
+        car.receive(second)
+
+
+def test_dropped_record_then_next_one_closes_the_session() -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    phone.request("lock")
+    _, second = phone.data_to_send()
+    with pytest.raises(ChannelError):
+        car.receive(second)
+
+
+def test_reflected_record_is_refused() -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    car.receive(phone.data_to_send()[0])
+    car.respond(1, ok=True)
+    (answer,) = car.data_to_send()
+    with pytest.raises(ChannelError):
+        car.receive(answer)
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_any_modified_record_closes_the_session(data: st.DataObject) -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    (record,) = phone.data_to_send()
+    bit = data.draw(st.integers(0, len(record) * 8 - 1))
+    flipped = bytearray(record)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    with pytest.raises(ProtocolError):
+        car.receive(bytes(flipped))
+    assert car.state is SessionState.FAILED
+
+
+def test_truncated_record_is_refused() -> None:
+    phone, car = sessions()
+    phone.request("unlock")
+    (record,) = phone.data_to_send()
+    ct = codec.decode_as(record, Record).ciphertext
+    with pytest.raises(ChannelError):
+        car.receive(codec.encode(Record(ciphertext=ct[:-1])))
+
+
+def test_clean_close_and_cut_off_session() -> None:
+    phone, car = sessions()
+    phone.close()
+    (record,) = phone.data_to_send()
+    assert car.receive(record) == [SessionClosed()]
+    assert car.state is SessionState.CLOSED
+    car.connection_lost()  # a closed session may end quietly
+    with pytest.raises(LocalProtocolError):
+        phone.request("unlock")
+
+    phone, car = sessions()
+    with pytest.raises(ChannelError) as info:
+        car.connection_lost()
+    assert info.value.code == "truncated"
+
+
+def test_car_closing_reaches_the_phone() -> None:
+    phone, car = sessions()
+    car.close()
+    assert phone.receive(car.data_to_send()[0]) == [SessionClosed()]
+
+
+def test_peer_may_not_send_the_wrong_kind_of_message() -> None:
+    phone, car = sessions()
+    # The car's channel keys sealing a CommandRequest towards the phone: still refused.
+    car._send(CommandRequest(request_id=1, command="unlock"))
+    with pytest.raises(MalformedMessage, match="car may not send"):
+        phone.receive(car.data_to_send()[0])
+    phone, car = sessions()
+    phone._send(CommandResult(request_id=1, ok=True, message="x"))
+    with pytest.raises(MalformedMessage, match="phone may not send"):
+        car.receive(phone.data_to_send()[0])
+
+
+def test_channel_refuses_use_after_break_and_counts_records() -> None:
+    keys = ChannelKeys(send_key=b"a" * 32, send_iv=b"i" * 12, recv_key=b"a" * 32, recv_iv=b"i" * 12)
+    channel = SecureChannel(keys)
+    record = channel.seal(b"hello")
+    assert channel.open(record) == b"hello"
+    with pytest.raises(ChannelError):
+        channel.open(record)
+    assert channel.broken
+    with pytest.raises(LocalProtocolError):
+        channel.seal(b"x")
+    with pytest.raises(ChannelError, match="closed"):
+        channel.open(record)
+    fresh = SecureChannel(keys)
+    fresh._send_count = MAX_RECORDS
+    with pytest.raises(LocalProtocolError, match="too many"):
+        fresh.seal(b"x")
+    fresh._recv_count = MAX_RECORDS
+    with pytest.raises(ChannelError, match="too many"):
+        fresh.open(record)
+
+
+def test_every_reason_has_a_sentence() -> None:
+    for reason in DenialReason:
+        assert explain(reason).endswith(".")
