@@ -1,0 +1,1 @@
+"""The `tether` command line: typer commands with rich output."""

@@ -1,0 +1,74 @@
+"""Entry point of the `tether` command: global options and error handling for every subcommand."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+from rich.console import Console
+
+from tether import __version__
+from tether.errors import TetherError, UsageError
+
+app = typer.Typer(
+    name="tether",
+    help="The phone is the key to the car and the vault of its driver's data.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+_state = {"debug": False}
+
+#: Exit codes shared by every command (docs/cli.md).
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and debug logs."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"tether {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(EXIT_USAGE)
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def demo(
+    seed: str = typer.Option("", help="Make the run reproducible (keys, codes, nonces)."),
+) -> None:
+    """Pair a virtual car and a phone, unlock, unlock fast, lock, and watch a replay fail."""
+    from tether.cli.demo import run_demo
+
+    ok = run_demo(seed=seed.encode() if seed else None)
+    raise typer.Exit(EXIT_OK if ok else EXIT_REFUSED)
+
+
+def main() -> None:
+    """Run the CLI; user errors print one line, tracebacks only with --debug."""
+    try:
+        app()  # typer/click handle usage errors themselves (exit code 2)
+    except KeyboardInterrupt:
+        err.print("[red]Aborted.[/red]")
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # the one place a user-facing error is turned into an exit code
+        if _state["debug"]:
+            raise
+        if isinstance(exc, UsageError):
+            err.print(f"[red]error:[/red] {exc.message}")
+            sys.exit(EXIT_USAGE)
+        if isinstance(exc, TetherError):
+            err.print(f"[red]error ({exc.code}):[/red] {exc.message}")
+            sys.exit(EXIT_REFUSED)
+        err.print(f"[red]internal error:[/red] {exc!r} (run with --debug for the traceback)")
+        sys.exit(EXIT_USAGE)
