@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from tether import __version__
-from tether.errors import TetherError, UsageError
+from tether.errors import StorageError, TetherError, TransportError, UsageError
 
 app = typer.Typer(
     name="tether",
@@ -54,8 +54,23 @@ def demo(
     raise typer.Exit(EXIT_OK if ok else EXIT_REFUSED)
 
 
+def _register_subcommands() -> None:
+    from tether.cli import phone, vehicle
+
+    app.add_typer(vehicle.app, name="vehicle")
+    app.add_typer(phone.app, name="phone")
+
+
 def main() -> None:
     """Run the CLI; user errors print one line, tracebacks only with --debug."""
+    argv = sys.argv[1:]
+    if argv[:2] == ["vehicle", "run"]:
+        # The car agent must start fast: skip typer/rich and go straight to its runner.
+        from tether.vehicle.run import main as run_vehicle
+
+        sys.exit(run_vehicle(argv[2:]))
+    _register_subcommands()
+    _state["debug"] = "--debug" in argv
     try:
         app()  # typer/click handle usage errors themselves (exit code 2)
     except KeyboardInterrupt:
@@ -64,9 +79,13 @@ def main() -> None:
     except Exception as exc:  # the one place a user-facing error is turned into an exit code
         if _state["debug"]:
             raise
-        if isinstance(exc, UsageError):
+        if isinstance(exc, UsageError) or (isinstance(exc, StorageError) and exc.code == "missing"):
             err.print(f"[red]error:[/red] {exc.message}")
             sys.exit(EXIT_USAGE)
+        if isinstance(exc, TransportError):
+            hint = " (the command may have run)" if exc.may_have_succeeded else ""
+            err.print(f"[red]car unreachable ({exc.code}):[/red] {exc.message}{hint}")
+            sys.exit(EXIT_UNREACHABLE)
         if isinstance(exc, TetherError):
             err.print(f"[red]error ({exc.code}):[/red] {exc.message}")
             sys.exit(EXIT_REFUSED)

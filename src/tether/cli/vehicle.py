@@ -1,0 +1,170 @@
+"""`tether vehicle ...`: create a car, show pairing codes, inspect state, keys and the audit log."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from tether.cli.output import emit_json, err, out, when
+from tether.errors import UsageError
+from tether.protocol.crypto import SystemEntropy
+from tether.vehicle.keystore import VehicleStore
+
+app = typer.Typer(help="The car: identity, pairing codes, the agent, state and audit log.")
+
+DirOption = typer.Option(..., "--dir", help="The car's directory.", file_okay=False)
+JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
+
+
+@app.command()
+def init(
+    directory: Path = DirOption,
+    name: str = typer.Option("My car", "--name", help="A name for the car."),
+) -> None:
+    """Create a new car identity (long-term key, empty key store, audit log)."""
+    store = VehicleStore.create(directory, name=name, entropy=SystemEntropy(), now=time.time())
+    out.print(f"Created car [bold]{name}[/bold], vehicle id {store.vehicle_id.hex()}")
+    store.close()
+
+
+@app.command("pairing-code")
+def pairing_code(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+    """Show a fresh one-time pairing code (valid 10 minutes, single use)."""
+    store = VehicleStore.open(directory)
+    now = time.time()
+    code = store.new_pairing_code(now=now)
+    state = store.pairing_code()
+    assert state is not None
+    store.close()
+    if as_json:
+        emit_json({"code": code, "expires_at": state.expires_at})
+    else:
+        out.print(
+            f"Pairing code: [bold cyan]{code}[/bold cyan] (valid until {when(state.expires_at)})"
+        )
+
+
+@app.command()
+def run() -> None:
+    """Serve phones (see `tether vehicle run --help`)."""
+    raise UsageError("internal: `vehicle run` is dispatched before typer")  # pragma: no cover
+
+
+def _state(directory: Path) -> dict[str, object]:
+    path = directory / "body.json"
+    if not path.exists():
+        from tether.vehicle.body.base import DEFAULT_STATE
+
+        return dict(DEFAULT_STATE)
+    loaded: dict[str, object] = json.loads(path.read_text())
+    return loaded
+
+
+@app.command()
+def status(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+    """The car's state (VSS signals) and its enrolled keys."""
+    store = VehicleStore.open(directory)
+    state = _state(directory)
+    keys = [
+        {
+            "key_id": e.endpoint_id.hex(),
+            "name": e.name,
+            "role": e.role,
+            "rights": sorted(e.rights),
+            "not_before": e.not_before,
+            "not_after": e.not_after,
+            "revoked": e.revoked,
+            "transactions": e.ratchet,
+            "last_used": e.last_used or None,
+        }
+        for e in store.endpoints()
+    ]
+    document = {
+        "vehicle_id": store.vehicle_id.hex(),
+        "name": store.name,
+        "state": state,
+        "keys": keys,
+        "revocation_seq": store.revocation_seq(),
+    }
+    store.close()
+    if as_json:
+        emit_json(document)
+        return
+    out.print(f"[bold]{document['name']}[/bold]  vehicle id {document['vehicle_id']}")
+    signals = Table("signal", "value", title="State (COVESA VSS)")
+    for name, value in sorted(state.items()):
+        signals.add_row(name, str(value))
+    out.print(signals)
+    table = Table("key id", "name", "role", "rights", "valid", "status", "last used", title="Keys")
+    for key in keys:
+        valid = f"{when(key['not_before'])} → {when(key['not_after'])}"  # type: ignore[arg-type]
+        table.add_row(
+            str(key["key_id"])[:16],
+            str(key["name"]),
+            str(key["role"]),
+            ",".join(key["rights"]),  # type: ignore[arg-type]
+            valid if key["not_before"] or key["not_after"] else "always",
+            "[red]revoked[/red]" if key["revoked"] else "[green]active[/green]",
+            when(key["last_used"]),  # type: ignore[arg-type]
+        )
+    out.print(table)
+
+
+@app.command()
+def audit(
+    directory: Path = DirOption,
+    verify: bool = typer.Option(False, "--verify", help="Check the hash chain end to end."),
+    limit: int = typer.Option(50, "--limit", help="Show the last N entries (0: all)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The audit log; --verify detects any edit, deletion or reordering and says where."""
+    store = VehicleStore.open(directory)
+    entries = store.audit_entries()
+    problems = store.verify_audit() if verify else []
+    store.close()
+    shown = entries[-limit:] if limit else entries
+    if as_json:
+        document: dict[str, object] = {
+            "entries": [
+                {
+                    "seq": e.seq,
+                    "time": e.time,
+                    "key_id": e.key_id,
+                    "command": e.command,
+                    "result": e.result,
+                    "reason": e.reason,
+                    "detail": e.detail,
+                }
+                for e in shown
+            ]
+        }
+        if verify:
+            document["verified"] = not problems
+            document["problems"] = [{"seq": p.seq, "problem": p.what} for p in problems]
+        emit_json(document)
+    else:
+        table = Table(
+            "#", "time", "key id", "command", "result", "reason", "detail", title="Audit log"
+        )
+        for e in shown:
+            color = {"ok": "green", "denied": "yellow"}.get(e.result, "red")
+            table.add_row(
+                str(e.seq),
+                when(e.time),
+                e.key_id[:16],
+                e.command,
+                f"[{color}]{e.result}[/{color}]",
+                e.reason,
+                e.detail,
+            )
+        out.print(table)
+        if verify and not problems:
+            out.print(f"[green]Audit log intact[/green]: {len(entries)} entries, chain verified.")
+        for problem in problems:
+            err.print(f"[red]Audit log broken at entry {problem.seq}[/red]: {problem.what}")
+    if problems:
+        raise typer.Exit(1)

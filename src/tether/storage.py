@@ -1,0 +1,47 @@
+"""SQLite plumbing for the car's and the phone's stores: WAL, full sync, one-transaction writes."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from tether.errors import StorageError
+
+
+def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+    """Open a store in WAL mode with fsync on every commit (durable before acknowledged)."""
+    if not create and not path.exists():
+        raise StorageError(f"no store at {path}; create it first (init)", code="missing")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+    return conn
+
+
+@contextlib.contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One durable write transaction: all of it is committed (and synced) or none of it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StorageError(f"store is busy or unwritable: {exc}") from exc
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise StorageError(f"could not commit: {exc}") from exc
+
+
+def integrity_ok(conn: sqlite3.Connection) -> bool:
+    """SQLite's own integrity check."""
+    return bool(conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")

@@ -1,0 +1,52 @@
+"""The one small interface every transport implements: send and receive whole messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from tether.errors import TransportError
+from tether.protocol.codec import MAX_MESSAGE_SIZE
+
+#: The largest message a transport carries (the protocol's own limit).
+MAX_FRAME = MAX_MESSAGE_SIZE
+
+
+class TransportClosed(TransportError):
+    """The peer closed the connection (or it was cut): nothing more will arrive."""
+
+    code = "closed"
+
+
+class FrameTooLarge(TransportError):
+    """A frame announced or sent a size over :data:`MAX_FRAME`."""
+
+    code = "frame_too_large"
+
+
+class Transport(Protocol):
+    """A connection that carries whole messages in order, both ways."""
+
+    #: Who is on the other end, for logs ("tcp:127.0.0.1:51234", "memory:3").
+    peer: str
+
+    async def send(self, message: bytes) -> None:
+        """Send one message; raises TransportError if it cannot."""
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """The next message; TransportClosed at the end, TransportError on timeout or bad frames."""
+
+    async def close(self) -> None:
+        """Close; idempotent."""
+
+
+Handler = Callable[[Transport], Coroutine[Any, Any, None]]
+
+
+class Listener(Protocol):
+    """A server side that hands each incoming connection to a handler."""
+
+    address: str
+
+    async def close(self) -> None:
+        """Stop accepting and close the listening socket."""

@@ -1,0 +1,122 @@
+"""TCP transport: each message is one frame, a 4-byte big-endian length and the message bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+
+from tether.errors import TransportError
+from tether.transport.base import MAX_FRAME, FrameTooLarge, Handler, TransportClosed
+
+log = logging.getLogger(__name__)
+_HEADER = struct.Struct(">I")
+CONNECT_TIMEOUT = 5.0
+WRITE_TIMEOUT = 10.0
+
+
+def parse_address(url: str, *, allow_any_port: bool = False) -> tuple[str, int]:
+    """`tcp://HOST:PORT` (or `HOST:PORT`) -> (host, port); port 0 only for listening."""
+    rest = url.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    lowest = 0 if allow_any_port else 1
+    if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
+        raise TransportError(f"not a tcp://HOST:PORT address: {url!r}", temporary=False)
+    return host.strip("[]"), int(port)
+
+
+class TcpTransport:
+    """A framed TCP connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        peer = writer.get_extra_info("peername")
+        self.peer = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
+        self._closed = False
+
+    async def send(self, message: bytes) -> None:
+        if self._closed:
+            raise TransportClosed("connection is closed")
+        if len(message) > MAX_FRAME:
+            raise FrameTooLarge(f"message of {len(message)} bytes is over {MAX_FRAME}")
+        if not message:
+            raise TransportError("cannot send an empty message", temporary=False)
+        self._writer.write(_HEADER.pack(len(message)) + message)
+        try:
+            await asyncio.wait_for(self._writer.drain(), WRITE_TIMEOUT)
+        except TimeoutError:
+            raise TransportError("peer is not reading", code="timeout") from None
+        except (ConnectionError, OSError) as exc:
+            raise TransportClosed(f"connection lost: {exc}") from exc
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        try:
+            return await asyncio.wait_for(self._read_frame(), timeout)
+        except TimeoutError:
+            raise TransportError("no message in time", code="timeout") from None
+
+    async def _read_frame(self) -> bytes:
+        try:
+            header = await self._reader.readexactly(_HEADER.size)
+            (length,) = _HEADER.unpack(header)
+            if length == 0 or length > MAX_FRAME:
+                raise FrameTooLarge(f"frame of {length} bytes refused (limit {MAX_FRAME})")
+            return await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise TransportClosed("connection cut in the middle of a frame") from None
+            raise TransportClosed("peer closed the connection") from None
+        except (ConnectionError, OSError) as exc:
+            raise TransportClosed(f"connection lost: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+
+async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> TcpTransport:
+    """Open a connection to `tcp://HOST:PORT`; TransportError(code="unreachable") if it fails."""
+    host, port = parse_address(url)
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (TimeoutError, OSError) as exc:
+        raise TransportError(
+            f"cannot reach {url}: {exc or 'timed out'}", code="unreachable"
+        ) from exc
+    return TcpTransport(reader, writer)
+
+
+class TcpListener:
+    """Accepts framed TCP connections and runs the handler for each."""
+
+    def __init__(self, server: asyncio.Server, address: str) -> None:
+        self._server = server
+        self.address = address
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def listen(url: str, handler: Handler) -> TcpListener:
+    """Listen on `tcp://HOST:PORT` (port 0 picks a free one; `address` tells which)."""
+    host, port = parse_address(url, allow_any_port=True)
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        transport = TcpTransport(reader, writer)
+        try:
+            await handler(transport)
+        except Exception:  # a handler bug must not kill the server
+            log.exception("connection handler failed for %s", transport.peer)
+        finally:
+            await transport.close()
+
+    server = await asyncio.start_server(on_connect, host, port, limit=MAX_FRAME + 64)
+    sock = server.sockets[0].getsockname()
+    return TcpListener(server, f"tcp://{sock[0]}:{sock[1]}")

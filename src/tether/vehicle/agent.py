@@ -1,0 +1,340 @@
+"""The vehicle agent: serves phones over any transport with the protocol core and durable state.
+
+One connection is one exchange: owner pairing, or a transaction followed by a session of commands.
+For every step the agent persists the machine's events (enrolment, new persistent key, failure
+count) *before* it sends the reply, so a ``kill -9`` never loses anything a phone was told.
+Every refusal is a typed error with an audit entry; a connection that is slow, silent or sends
+garbage is dropped after a deadline and never holds more than one frame of memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from tether.errors import PairingError, ProtocolError, StorageError, TransportError
+from tether.protocol import codec
+from tether.protocol.commands import DenialReason, explain
+from tether.protocol.crypto import Entropy, SystemEntropy
+from tether.protocol.messages import Error, FastHello, PairRequest, StandardHello
+from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
+from tether.protocol.session import (
+    CommandReceived,
+    CommandRefused,
+    SessionClosed,
+    SessionState,
+    VehicleSession,
+)
+from tether.protocol.transaction import (
+    Established,
+    FastFallback,
+    PersistentKeyChanged,
+    VehicleTransaction,
+)
+from tether.transport.base import Transport, TransportClosed
+from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.keystore import VehicleStore
+from tether.vehicle.policy import authorize
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 5.0  # per handshake message: a silent or slow peer is dropped
+SESSION_IDLE_TIMEOUT = 30.0
+MAX_CONNECTIONS = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AgentEvent:
+    """Something observers (console, head unit, tests) may want to see; no secrets inside."""
+
+    kind: str  # "paired", "session", "command", "refused", "error"
+    key_id: str = ""
+    command: str = ""
+    ok: bool = True
+    reason: str = ""
+    fast: bool = False
+    state: Signals = dataclasses.field(default_factory=dict)
+
+
+class VehicleAgent:
+    """Serves phones for one car."""
+
+    def __init__(
+        self,
+        store: VehicleStore,
+        body: Body,
+        *,
+        entropy: Entropy | None = None,
+        clock: Callable[[], float] = time.time,
+        max_connections: int = MAX_CONNECTIONS,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        idle_timeout: float = SESSION_IDLE_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.body = body
+        self.entropy = entropy or SystemEntropy()
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self._slots = asyncio.Semaphore(max_connections)
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.listeners: list[Callable[[AgentEvent], None]] = []
+        self.active_connections = 0
+
+    def _emit(self, event: AgentEvent) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    async def handle(self, transport: Transport) -> None:
+        """Serve one connection to its end; never raises."""
+        if self._slots.locked():
+            self.errors["too_many_connections"] += 1
+            await transport.close()
+            return
+        async with self._slots:
+            self.active_connections += 1
+            try:
+                await self._serve(transport)
+            except TransportClosed:
+                pass
+            except TransportError as exc:
+                self.errors[exc.code] += 1
+                log.info("dropped %s: %s", transport.peer, exc.message)
+            except StorageError:
+                log.exception("storage failed while serving %s", transport.peer)
+                self.errors["storage"] += 1
+            finally:
+                self.active_connections -= 1
+                await transport.close()
+
+    async def _serve(self, transport: Transport) -> None:
+        first = await transport.receive(self.handshake_timeout)
+        try:
+            kind = codec.peek_type(first)
+        except ProtocolError as exc:
+            await self._refuse(transport, exc, command="connect")
+            return
+        if kind is PairRequest:
+            await self._pair(transport, first)
+        elif kind in (StandardHello, FastHello):
+            await self._transact(transport, first)
+        else:
+            await self._refuse(
+                transport,
+                ProtocolError(
+                    f"a connection cannot start with {kind.__name__}", code="unexpected_message"
+                ),
+                command="connect",
+            )
+
+    async def _refuse(
+        self, transport: Transport, exc: ProtocolError, *, command: str, key_id: bytes | None = None
+    ) -> None:
+        self.errors[exc.code] += 1
+        self.store.audit(
+            now=self.clock(),
+            key_id=key_id,
+            command=command,
+            result="error",
+            reason=exc.code,
+            detail=exc.message,
+        )
+        self._emit(AgentEvent(kind="error", command=command, ok=False, reason=exc.code))
+        await transport.send(codec.encode(Error(code=exc.code, message=exc.message[:512])))
+
+    async def _flush(self, transport: Transport, outbox: list[bytes]) -> None:
+        for data in outbox:
+            await transport.send(data)
+
+    # -- owner pairing --------------------------------------------------------------------------
+    async def _pair(self, transport: Transport, first: bytes) -> None:
+        machine = VehiclePairing(
+            code=self.store.pairing_code(),
+            now=self.clock(),
+            vehicle_key=self.store.identity,
+            name=self.store.name,
+            entropy=self.entropy,
+        )
+        data = first
+        while True:
+            try:
+                events = machine.receive(data)
+            except PairingError as exc:
+                self.errors[exc.code] += 1
+                if exc.code == "wrong_code":
+                    # Counted durably before the phone learns the guess was wrong.
+                    self.store.record_pairing_failure(now=self.clock(), reason=exc.code)
+                else:
+                    self.store.audit(
+                        now=self.clock(),
+                        key_id=None,
+                        command="pair",
+                        result="denied",
+                        reason=exc.code,
+                        detail=exc.message,
+                    )
+                self._emit(AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code))
+                await self._flush(transport, machine.data_to_send())
+                return
+            except ProtocolError as exc:
+                self.errors[exc.code] += 1
+                self.store.audit(
+                    now=self.clock(),
+                    key_id=None,
+                    command="pair",
+                    result="error",
+                    reason=exc.code,
+                    detail=exc.message,
+                )
+                await self._flush(transport, machine.data_to_send())
+                return
+            for event in events:
+                if isinstance(event, PhoneEnrolled):
+                    self.store.enroll_owner(event.public_key, name=event.name, now=self.clock())
+                    self._emit(AgentEvent(kind="paired", key_id=event.public_key.key_id.hex()))
+            await self._flush(transport, machine.data_to_send())
+            if machine.state is PairingState.DONE:
+                return
+            data = await transport.receive(self.handshake_timeout)
+
+    # -- transactions and sessions ----------------------------------------------------------------
+    async def _transact(self, transport: Transport, first: bytes) -> None:
+        machine = VehicleTransaction(
+            vehicle_key=self.store.identity, directory=self.store, entropy=self.entropy
+        )
+        data = first
+        session: VehicleSession | None = None
+        while session is None:
+            try:
+                events = machine.receive(data)
+            except ProtocolError as exc:
+                self.errors[exc.code] += 1
+                self.store.audit(
+                    now=self.clock(),
+                    key_id=None,
+                    command="transaction",
+                    result="error",
+                    reason=exc.code,
+                    detail=exc.message,
+                )
+                self._emit(
+                    AgentEvent(kind="error", command="transaction", ok=False, reason=exc.code)
+                )
+                await self._flush(transport, machine.data_to_send())
+                return
+            for event in events:
+                if isinstance(event, PersistentKeyChanged):
+                    self.store.set_persistent_key(event.endpoint_id, event.key, now=self.clock())
+                elif isinstance(event, Established):
+                    assert isinstance(event.session, VehicleSession)
+                    session = event.session
+                elif isinstance(event, FastFallback):
+                    log.debug("fast transaction fell back to standard")
+            await self._flush(transport, machine.data_to_send())
+            if session is None:
+                data = await transport.receive(self.handshake_timeout)
+        self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
+        await self._session(transport, session)
+
+    async def _session(self, transport: Transport, session: VehicleSession) -> None:
+        key_id = session.endpoint_id
+        while session.state is SessionState.OPEN:
+            try:
+                data = await transport.receive(self.idle_timeout)
+            except TransportClosed:
+                try:
+                    session.connection_lost()
+                except ProtocolError as exc:
+                    self.errors[exc.code] += 1
+                return
+            try:
+                events = session.receive(data)
+            except ProtocolError as exc:
+                self.errors[exc.code] += 1
+                self.store.audit(
+                    now=self.clock(),
+                    key_id=key_id,
+                    command="session",
+                    result="error",
+                    reason=exc.code,
+                    detail=exc.message,
+                )
+                self._emit(AgentEvent(kind="error", key_id=key_id.hex(), ok=False, reason=exc.code))
+                return
+            for event in events:
+                if isinstance(event, CommandReceived):
+                    await self._command(session, event)
+                elif isinstance(event, CommandRefused):
+                    self.store.audit(
+                        now=self.clock(),
+                        key_id=key_id,
+                        command=event.command[:32],
+                        result="denied",
+                        reason=event.reason.value,
+                    )
+                    self._emit(
+                        AgentEvent(
+                            kind="refused",
+                            key_id=key_id.hex(),
+                            command=event.command[:32],
+                            ok=False,
+                            reason=event.reason.value,
+                            fast=session.fast,
+                        )
+                    )
+                elif isinstance(event, SessionClosed):
+                    return
+            await self._flush(transport, session.data_to_send())
+
+    async def _command(self, session: VehicleSession, event: CommandReceived) -> None:
+        now = self.clock()
+        endpoint = self.store.endpoint(session.endpoint_id)
+        assert endpoint is not None  # the transaction only succeeds for enrolled endpoints
+        local = time.localtime(now)
+        reason = authorize(
+            endpoint,
+            event.command,
+            now=now,
+            local_hour=local.tm_hour,
+            local_weekday=local.tm_wday,
+            signals=self.body.state(),
+        )
+        changed: Signals = {}
+        if reason is None:
+            try:
+                changed = await self.body.execute(event.command)
+            except BodyFault as exc:
+                log.warning("body fault on %s: %s", event.command, exc.message)
+                reason = DenialReason.BODY_FAULT
+        result = "ok" if reason is None else "denied"
+        self.store.audit(
+            now=now,
+            key_id=endpoint.endpoint_id,
+            command=event.command.value,
+            result=result,
+            reason=reason.value if reason else "",
+            detail="fast" if session.fast else "standard",
+        )
+        state = self.body.state()
+        session.respond(
+            event.request_id,
+            ok=reason is None,
+            reason=reason,
+            message="Done." if reason is None else explain(reason),
+            state=state,
+        )
+        self._emit(
+            AgentEvent(
+                kind="command",
+                key_id=endpoint.endpoint_id.hex(),
+                command=event.command.value,
+                ok=reason is None,
+                reason=reason.value if reason else "",
+                fast=session.fast,
+                state=changed,
+            )
+        )
