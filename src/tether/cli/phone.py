@@ -13,7 +13,7 @@ from tether.cli.output import emit_json, out, when
 from tether.errors import TetherError
 from tether.phone import client
 from tether.phone.wallet import PhoneWallet
-from tether.protocol.commands import Command
+from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.pairing import VehiclePaired
 from tether.transport import tcp
@@ -130,7 +130,8 @@ def _command(
                 car,
                 [command],
                 entropy=entropy,
-                fast=not standard,
+                # Fast transactions only ever open and close the car (docs/protocol.md §6.4).
+                fast=not standard and command in FAST_COMMANDS,
                 persist=lambda key: wallet.set_persistent_key(car.name, key),
             )
             return outcome

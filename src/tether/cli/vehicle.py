@@ -49,6 +49,31 @@ def pairing_code(directory: Path = DirOption, as_json: bool = JsonOption) -> Non
 
 
 @app.command()
+def revoke(
+    directory: Path = DirOption,
+    key: str = typer.Option(..., "--key", help="The key id to revoke (hex, from `status`)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Revoke a key locally, for good (for when no owner phone is at hand)."""
+    store = VehicleStore.open(directory)
+    try:
+        matches = [e for e in store.endpoints() if e.endpoint_id.hex().startswith(key.lower())]
+        if len(matches) != 1:
+            raise UsageError(f"{len(matches)} keys match {key!r}; give more of the key id")
+        (endpoint,) = matches
+        if endpoint.revoked:
+            raise UsageError(f"key {endpoint.endpoint_id.hex()} is already revoked")
+        seq = store.revocation_seq() + 1
+        store.revoke(endpoint.endpoint_id, seq=seq, now=time.time(), by="local admin")
+    finally:
+        store.close()
+    if as_json:
+        emit_json({"revoked": endpoint.endpoint_id.hex(), "seq": seq})
+    else:
+        out.print(f"Revoked key {endpoint.endpoint_id.hex()} ({endpoint.name}), sequence {seq}")
+
+
+@app.command()
 def run() -> None:
     """Serve phones (see `tether vehicle run --help`)."""
     raise UsageError("internal: `vehicle run` is dispatched before typer")  # pragma: no cover

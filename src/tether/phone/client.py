@@ -66,6 +66,7 @@ async def run_commands(
     entropy: Entropy,
     fast: bool,
     persist: Callable[[bytes], None],
+    timeout: float = COMMAND_TIMEOUT,
 ) -> list[Outcome]:
     """One transaction, then each command in turn, then a clean close.
 
@@ -84,7 +85,7 @@ async def run_commands(
     fell_back = False
     while session is None:
         try:
-            events = machine.receive(await transport.receive(HANDSHAKE_TIMEOUT))
+            events = machine.receive(await transport.receive(timeout))
         except ProtocolError:
             await _flush(transport, machine.data_to_send())
             raise
@@ -102,7 +103,7 @@ async def run_commands(
         session.request(command)
         await _flush(transport, session.data_to_send())
         try:
-            data = await transport.receive(COMMAND_TIMEOUT)
+            data = await transport.receive(timeout)
         except TransportError as exc:
             # The command reached the car, which may have run it before the link failed.
             raise TransportError(

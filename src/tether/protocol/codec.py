@@ -219,6 +219,9 @@ def _load(data: bytes) -> tuple[int, dict[Any, Any]]:
         raise MalformedMessage("type must be an unsigned integer")
     if type(body) is not dict:
         raise MalformedMessage("fields must be a map")
+    if not all(type(key) is int for key in body):
+        # CBOR simple values, floats or tags may compare equal to an integer key in Python.
+        raise MalformedMessage("field keys must be unsigned integers")
     return type_id, body
 
 

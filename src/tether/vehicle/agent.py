@@ -113,6 +113,7 @@ class VehicleAgent:
 
     async def _serve(self, transport: Transport) -> None:
         first = await transport.receive(self.handshake_timeout)
+        self.store.refresh()  # pick up revocations or codes written by an admin command
         try:
             kind = codec.peek_type(first)
         except ProtocolError as exc:

@@ -120,14 +120,26 @@ class VehicleStore:
         self._endpoints: dict[bytes, Endpoint] = {}
         # Persistent keys of unrevoked endpoints, most recently used first (fast-path lookup).
         self._persistent: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
-        rows = conn.execute(
+        self._data_version = -1
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Reload the endpoint index if another process (an admin CLI) changed the database."""
+        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        if version == self._data_version:
+            return
+        self._data_version = version
+        endpoints: dict[bytes, Endpoint] = {}
+        persistent: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        rows = self._conn.execute(
             f"SELECT {_ENDPOINT_COLUMNS}, persistent_key FROM endpoints ORDER BY last_used DESC"
         )
         for row in rows:
             endpoint = _endpoint(row[:-1])
-            self._endpoints[endpoint.endpoint_id] = endpoint
+            endpoints[endpoint.endpoint_id] = endpoint
             if row[-1] is not None and not endpoint.revoked:
-                self._persistent[endpoint.endpoint_id] = bytes(row[-1])
+                persistent[endpoint.endpoint_id] = bytes(row[-1])
+        self._endpoints, self._persistent = endpoints, persistent
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,188 @@
+"""One contract every transport passes (as python-can's back2back tests): run per implementation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from tether.errors import TransportError
+from tether.transport.base import MAX_FRAME, FrameTooLarge, Transport, TransportClosed
+from tether.transport.memory import MemoryListener, memory_pair
+from tether.transport.tcp import connect, listen, parse_address
+
+Pair = tuple[Transport, Transport]
+Factory = Callable[[], Coroutine[Any, Any, tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]]]
+
+
+async def memory_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    a, b = memory_pair()
+
+    async def cleanup() -> None:
+        await a.close()
+        await b.close()
+
+    return (a, b), cleanup
+
+
+async def memory_listener_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    accepted: asyncio.Queue[Transport] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def handler(server_side: Transport) -> None:
+        await accepted.put(server_side)
+        await done.wait()
+
+    listener = MemoryListener(handler)
+    client = await listener.connect()
+    server = await accepted.get()
+
+    async def cleanup() -> None:
+        done.set()
+        await client.close()
+        await listener.close()
+
+    return (client, server), cleanup
+
+
+async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    accepted: asyncio.Queue[Transport] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def handler(server_side: Transport) -> None:
+        await accepted.put(server_side)
+        await done.wait()
+
+    listener = await listen("tcp://127.0.0.1:0", handler)
+    client = await connect(listener.address)
+    server = await accepted.get()
+
+    async def cleanup() -> None:
+        done.set()
+        await client.close()
+        await listener.close()
+
+    return (client, server), cleanup
+
+
+FACTORIES = {
+    "memory": memory_factory,
+    "memory-listener": memory_listener_factory,
+    "tcp": tcp_factory,
+}
+
+
+@pytest.fixture(params=list(FACTORIES))
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    ends, cleanup = await FACTORIES[request.param]()
+    yield ends
+    await cleanup()
+
+
+async def test_messages_arrive_whole_and_in_order_both_ways(pair: Pair) -> None:
+    a, b = pair
+    messages = [bytes([i]) * (i * 37 + 1) for i in range(20)]
+    for m in messages:
+        await a.send(m)
+    assert [await b.receive(1) for _ in messages] == messages
+    await b.send(b"back")
+    assert await a.receive(1) == b"back"
+
+
+async def test_largest_message_passes_and_larger_is_refused(pair: Pair) -> None:
+    a, b = pair
+    big = b"\xaa" * MAX_FRAME
+    await a.send(big)
+    assert await b.receive(5) == big
+    with pytest.raises(FrameTooLarge):
+        await a.send(big + b"!")
+
+
+async def test_empty_message_is_refused(pair: Pair) -> None:
+    a, _ = pair
+    with pytest.raises(TransportError):
+        await a.send(b"")
+
+
+async def test_close_ends_the_peer_receive(pair: Pair) -> None:
+    a, b = pair
+    await a.send(b"last")
+    await a.close()
+    assert await b.receive(1) == b"last"
+    with pytest.raises(TransportClosed):
+        await b.receive(1)
+    with pytest.raises(TransportClosed):
+        await a.send(b"after close")
+    await a.close()  # idempotent
+
+
+async def test_receive_times_out_with_a_typed_error(pair: Pair) -> None:
+    _, b = pair
+    with pytest.raises(TransportError) as info:
+        await b.receive(0.05)
+    assert info.value.code == "timeout"
+    assert not isinstance(info.value, TransportClosed)
+
+
+async def test_peer_names_are_set(pair: Pair) -> None:
+    a, b = pair
+    assert a.peer and b.peer
+
+
+# -- TCP framing specifics --------------------------------------------------------------------------
+async def _raw_server() -> tuple[str, asyncio.Queue[bytes | Exception], Any]:
+    results: asyncio.Queue[bytes | Exception] = asyncio.Queue()
+
+    async def handler(transport: Transport) -> None:
+        try:
+            await results.put(await transport.receive(1))
+        except TransportError as exc:
+            await results.put(exc)
+
+    listener = await listen("tcp://127.0.0.1:0", handler)
+    return listener.address, results, listener
+
+
+async def test_tcp_refuses_oversized_and_zero_frames_and_cut_frames() -> None:
+    address, results, listener = await _raw_server()
+    host, port = parse_address(address)
+    for raw, expected in [
+        ((MAX_FRAME + 1).to_bytes(4, "big"), FrameTooLarge),
+        ((0).to_bytes(4, "big"), FrameTooLarge),
+        ((10).to_bytes(4, "big") + b"abc", TransportClosed),
+        (b"\x00\x00", TransportClosed),
+    ]:
+        _reader, writer = await asyncio.open_connection(host, port)
+        writer.write(raw)
+        await writer.drain()
+        writer.write_eof()
+        got = await asyncio.wait_for(results.get(), 2)
+        assert isinstance(got, expected), (raw[:8], got)
+        writer.close()
+    await listener.close()
+
+
+async def test_tcp_connect_failure_is_unreachable() -> None:
+    listener = await listen("tcp://127.0.0.1:0", lambda t: asyncio.sleep(0))
+    address = listener.address
+    await listener.close()
+    with pytest.raises(TransportError) as info:
+        await connect(address)
+    assert info.value.code == "unreachable"
+
+
+@pytest.mark.parametrize(
+    "bad", ["127.0.0.1", "tcp://:80", "tcp://host:http", "tcp://h:0", "tcp://h:70000"]
+)
+def test_bad_addresses_are_refused(bad: str) -> None:
+    with pytest.raises(TransportError, match="tcp://HOST:PORT"):
+        parse_address(bad)
+
+
+async def test_memory_listener_refuses_after_close() -> None:
+    listener = MemoryListener(lambda t: asyncio.sleep(0))
+    await listener.close()
+    with pytest.raises(TransportError):
+        await listener.connect()

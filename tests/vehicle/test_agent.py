@@ -1,0 +1,302 @@
+"""The vehicle agent end to end in memory: pairing, commands, denials, and hostile input."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tether.errors import AuthenticationFailed, PeerError, TransportError
+from tether.phone import client
+from tether.phone.wallet import CarKey, PhoneWallet
+from tether.protocol import codec
+from tether.protocol.commands import Command
+from tether.protocol.crypto import DeterministicEntropy
+from tether.protocol.messages import Error, FastHello, PairRequest, Record
+from tether.transport.base import TransportClosed
+from tether.transport.memory import MemoryListener
+from tether.vehicle.agent import AgentEvent, VehicleAgent
+from tether.vehicle.body.base import DOORS, POWER, SPEED
+from tether.vehicle.body.virtual import VirtualBody
+from tether.vehicle.keystore import VehicleStore
+
+
+@dataclass
+class Rig:
+    store: VehicleStore
+    body: VirtualBody
+    agent: VehicleAgent
+    listener: MemoryListener
+    wallet: PhoneWallet
+    entropy: DeterministicEntropy
+    events: list[AgentEvent]
+
+    async def pair(self, code: str | None = None, *, name: str = "car") -> CarKey:
+        code = code or self.store.new_pairing_code(now=self.agent.clock())
+        key = self.entropy.new_private_key()
+        transport = await self.listener.connect()
+        paired = await client.pair(
+            transport, code=code, endpoint_key=key, name="Ada's phone", entropy=self.entropy
+        )
+        await transport.close()
+        return self.wallet.add_car(
+            name=name,
+            vehicle_key=paired.vehicle_key,
+            vehicle_name=paired.vehicle_name,
+            address=self.listener.address,
+            endpoint_key=key,
+            role="owner",
+            now=1.0,
+        )
+
+    async def run(
+        self, car: CarKey, *commands: Command | str, fast: bool = True
+    ) -> list[client.Outcome]:
+        car = self.wallet.car(car.name)
+        transport = await self.listener.connect()
+        try:
+            return await client.run_commands(
+                transport,
+                car,
+                list(commands),
+                entropy=self.entropy,
+                fast=fast,
+                persist=lambda key: self.wallet.set_persistent_key(car.name, key),
+            )
+        finally:
+            await transport.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    entropy = DeterministicEntropy(b"agent")
+    store = VehicleStore.create(tmp_path / "car", name="Test car", entropy=entropy, now=1000.0)
+    body = VirtualBody(tmp_path / "car" / "body.json")
+    clock = [1000.0]
+    agent = VehicleAgent(
+        store,
+        body,
+        entropy=entropy,
+        clock=lambda: clock[0],
+        handshake_timeout=0.5,
+        idle_timeout=0.5,
+    )
+    events: list[AgentEvent] = []
+    agent.listeners.append(events.append)
+    listener = MemoryListener(agent.handle)
+    wallet = PhoneWallet.create(tmp_path / "phone", name="Ada's phone")
+    yield Rig(store, body, agent, listener, wallet, entropy, events)
+    await listener.close()
+    store.close()
+    wallet.close()
+
+
+async def test_pair_unlock_lock_start(rig: Rig) -> None:
+    car = await rig.pair()
+    assert car.vehicle_id == rig.store.vehicle_id
+    (unlock,) = await rig.run(car, Command.UNLOCK)
+    assert unlock.result.ok and not unlock.fast
+    assert all(rig.body.state()[d] is False for d in DOORS)
+    (lock,) = await rig.run(car, Command.LOCK)
+    assert lock.result.ok and lock.fast
+    (start,) = await rig.run(car, Command.START, fast=False)
+    assert start.result.ok and rig.body.state()[POWER] == "ON"
+    assert start.result.state is not None and start.result.state[POWER] == "ON"
+    entries = [(e.command, e.result, e.detail) for e in rig.store.audit_entries()]
+    assert ("unlock", "ok", "standard") in entries and ("lock", "ok", "fast") in entries
+    assert rig.store.verify_audit() == []
+    kinds = [e.kind for e in rig.events]
+    assert kinds.count("command") == 3 and "paired" in kinds
+
+
+async def test_several_commands_in_one_session(rig: Rig) -> None:
+    car = await rig.pair()
+    outcomes = await rig.run(
+        car, Command.UNLOCK, Command.TRUNK, Command.LOCATE, Command.HONK, Command.LOCK, fast=False
+    )
+    assert [o.result.ok for o in outcomes] == [True] * 5
+
+
+async def test_fast_session_cannot_start_and_it_is_audited(rig: Rig) -> None:
+    car = await rig.pair()
+    await rig.run(car, Command.UNLOCK)
+    (start,) = await rig.run(car, Command.START)
+    assert start.fast and not start.result.ok and start.result.reason == "fast_not_allowed"
+    last = rig.store.audit_entries()[-1]
+    assert (last.command, last.result, last.reason) == ("start", "denied", "fast_not_allowed")
+
+
+async def test_unknown_command_is_denied_and_audited(rig: Rig) -> None:
+    car = await rig.pair()
+    (fly,) = await rig.run(car, "fly")
+    assert fly.result.reason == "unknown_command"
+    assert rig.store.audit_entries()[-1].reason == "unknown_command"
+
+
+async def test_unlock_refused_while_driving(rig: Rig) -> None:
+    car = await rig.pair()
+    rig.body.set({SPEED: 50.0})
+    (unlock,) = await rig.run(car, Command.UNLOCK, fast=False)
+    assert unlock.result.reason == "vehicle_state"
+    assert rig.store.audit_entries()[-1].reason == "vehicle_state"
+
+
+async def test_wrong_codes_count_and_lock_pairing(rig: Rig) -> None:
+    code = rig.store.new_pairing_code(now=1000.0)
+    wrong = "0" * 8 if code != "0" * 8 else "1" * 8
+    for _ in range(5):
+        with pytest.raises(PeerError) as info:
+            await rig.pair(wrong)
+        assert info.value.code == "wrong_code"
+    assert rig.store.pairing_code().failures == 5  # type: ignore[union-attr]
+    with pytest.raises(PeerError) as locked:
+        await rig.pair(code)
+    assert locked.value.code == "pairing_locked"
+    reasons = [e.reason for e in rig.store.audit_entries() if e.command == "pair"]
+    assert reasons.count("wrong_code") == 5 and "pairing_locked" in reasons
+
+
+async def test_code_is_single_use_and_expires(rig: Rig) -> None:
+    code = rig.store.new_pairing_code(now=1000.0)
+    await rig.pair(code)
+    with pytest.raises(PeerError, match="no pairing code"):
+        await rig.pair(code, name="again")
+    code = rig.store.new_pairing_code(now=0.0, ttl=10)  # expired long ago
+    with pytest.raises(PeerError) as info:
+        await rig.pair(code, name="late")
+    assert info.value.code == "code_expired"
+
+
+async def test_revoked_phone_is_refused_even_fast(rig: Rig) -> None:
+    car = await rig.pair()
+    await rig.run(car, Command.UNLOCK)
+    rig.store.revoke(car.endpoint_id, seq=1, now=1000.0)
+    with pytest.raises((PeerError, AuthenticationFailed)) as info:
+        await rig.run(car, Command.UNLOCK)
+    assert "no valid key" in str(info.value)
+    assert rig.store.audit_entries()[-1].reason == "unknown_key"
+
+
+async def _raw(rig: Rig, *messages: bytes, wait: bool = True) -> list[bytes]:
+    transport = await rig.listener.connect()
+    for m in messages:
+        await transport.send(m)
+    replies = []
+    try:
+        while wait:
+            replies.append(await transport.receive(1))
+    except (TransportClosed, TransportError):
+        pass
+    await transport.close()
+    return replies
+
+
+async def test_garbage_first_message_gets_a_typed_error_and_an_audit_entry(rig: Rig) -> None:
+    (reply,) = await _raw(rig, b"\x00garbage")
+    assert codec.decode(reply) == Error(code="malformed", message=codec.decode(reply).message)  # type: ignore[attr-defined]
+    assert rig.store.audit_entries()[-1].reason == "malformed"
+    assert rig.agent.errors["malformed"] == 1
+
+
+async def test_a_connection_may_not_start_mid_flow(rig: Rig) -> None:
+    (reply,) = await _raw(rig, codec.encode(Record(ciphertext=b"x" * 20)))
+    error = codec.decode(reply)
+    assert isinstance(error, Error) and error.code == "unexpected_message"
+
+
+async def test_wrong_version_is_refused(rig: Rig) -> None:
+    import cbor2
+
+    (reply,) = await _raw(rig, cbor2.dumps([9, 34, {1: b"n" * 16}]))
+    error = codec.decode(reply)
+    assert isinstance(error, Error) and error.code == "unsupported_version"
+
+
+async def test_silent_peer_is_dropped_after_the_deadline(rig: Rig) -> None:
+    transport = await rig.listener.connect()
+    await transport.send(codec.encode(FastHello(nonce=b"n" * 16)))
+    await transport.receive(1)  # the challenge
+    with pytest.raises(TransportClosed):
+        await transport.receive(2)  # the agent gives up after its 0.5 s deadline
+    assert rig.agent.errors["timeout"] == 1
+
+
+async def test_garbage_inside_a_session_closes_it_and_is_audited(rig: Rig) -> None:
+    car = await rig.pair()
+    await rig.run(car, Command.UNLOCK)
+    car = rig.wallet.car(car.name)
+    from tether.protocol.transaction import Established, PhoneTransaction
+
+    transport = await rig.listener.connect()
+    machine = PhoneTransaction(
+        endpoint_key=car.endpoint_key,
+        vehicle_key=car.vehicle_key,
+        persistent_key=car.persistent_key,
+        entropy=rig.entropy,
+    )
+    machine.start()
+    session = None
+    for m in machine.data_to_send():
+        await transport.send(m)
+    while session is None:
+        for event in machine.receive(await transport.receive(1)):
+            if isinstance(event, Established):
+                session = event.session
+        for m in machine.data_to_send():
+            await transport.send(m)
+    await transport.send(codec.encode(Record(ciphertext=b"\x00" * 40)))
+    with pytest.raises(TransportClosed):
+        await transport.receive(1)
+    last = rig.store.audit_entries()[-1]
+    assert (last.command, last.reason) == ("session", "bad_record")
+
+
+async def test_pairing_garbage_is_audited(rig: Rig) -> None:
+    rig.store.new_pairing_code(now=1000.0)
+    replies = await _raw(rig, codec.encode(PairRequest(pake=b"A" + b"\xff" * 32)))
+    assert codec.decode(replies[0]).code == "bad_pake_message"  # type: ignore[attr-defined]
+    assert rig.store.audit_entries()[-1].reason == "bad_pake_message"
+
+
+async def test_connection_cap_drops_extra_connections(tmp_path: Path) -> None:
+    entropy = DeterministicEntropy(b"cap")
+    store = VehicleStore.create(tmp_path / "car", name="c", entropy=entropy, now=1.0)
+    agent = VehicleAgent(
+        store, VirtualBody(), entropy=entropy, max_connections=2, handshake_timeout=0.3
+    )
+    listener = MemoryListener(agent.handle)
+    idle = [await listener.connect() for _ in range(2)]
+    await asyncio.sleep(0.01)
+    extra = await listener.connect()
+    with pytest.raises(TransportClosed):
+        await extra.receive(1)
+    assert agent.errors["too_many_connections"] == 1
+    for t in idle:
+        await t.close()
+    await listener.close()
+    store.close()
+
+
+async def test_client_reports_a_car_that_goes_silent(rig: Rig) -> None:
+    car = await rig.pair()
+
+    async def mute(transport: object) -> None:
+        await asyncio.sleep(5)
+
+    silent = MemoryListener(mute)
+    transport = await silent.connect()
+    with pytest.raises(TransportError) as info:
+        await client.run_commands(
+            transport,
+            rig.wallet.car(car.name),
+            [Command.UNLOCK],
+            entropy=rig.entropy,
+            fast=True,
+            persist=lambda k: None,
+            timeout=0.2,
+        )
+    assert info.value.code == "timeout"
+    await silent.close()
