@@ -25,8 +25,15 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
 
 
 @contextlib.contextmanager
-def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One durable write transaction: all of it is committed (and synced) or none of it."""
+def write(conn: sqlite3.Connection, *, sync: bool = True) -> Iterator[sqlite3.Connection]:
+    """One write transaction: all of it is committed or none of it.
+
+    With ``sync`` (the default) the commit is fsynced before this returns: durable even against
+    power loss. ``sync=False`` is for audit-only entries: the commit survives ``kill -9`` (WAL), and
+    reaches the disk with the next synced commit; a power cut can lose the newest of them, never a
+    key change, and the hash chain stays consistent either way (docs/vehicle.md).
+    """
+    conn.execute(f"PRAGMA synchronous={'FULL' if sync else 'NORMAL'}")
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tether.protocol import codec
@@ -63,13 +63,16 @@ class World:
             world.directory.enroll(world.phone_key.public_key)
         return world
 
-    def phone_tx(self, *, fast: bool = True) -> PhoneTransaction:
+    def phone_tx(
+        self, *, fast: bool = True, early_commands: Sequence[str] = ()
+    ) -> PhoneTransaction:
         return PhoneTransaction(
             endpoint_key=self.phone_key,
             vehicle_key=self.vehicle_key.public_key,
             persistent_key=self.phone_persistent,
             entropy=self.entropy,
             fast=fast,
+            early_commands=early_commands,
         )
 
     def vehicle_tx(self) -> VehicleTransaction:

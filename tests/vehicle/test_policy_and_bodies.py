@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from tether.protocol.commands import Command, DenialReason
 from tether.protocol.crypto import DeterministicEntropy
 from tether.vehicle.body.base import DOORS, POWER, SPEED, TRUNK_OPEN, BodyFault
 from tether.vehicle.body.can import CanBody
-from tether.vehicle.body.virtual import VirtualBody
+from tether.vehicle.body.virtual import SAVE_DELAY, VirtualBody
 from tether.vehicle.keystore import Endpoint
 from tether.vehicle.policy import Limits, authorize
 
@@ -124,10 +125,13 @@ async def test_virtual_body_applies_and_persists(tmp_path: Path) -> None:
     assert await body.execute(Command.LOCATE) == {}
     await body.execute(Command.HONK)
     body.set({SPEED: 12.5})
+    await asyncio.sleep(SAVE_DELAY * 2)  # saved shortly after the change, off the hot path
     again = VirtualBody(path)
     assert again.state()[POWER] == "ON" and again.state()[TRUNK_OPEN] is True
     assert again.state()[SPEED] == 12.5
-    await again.close()
+    await again.execute(Command.LOCK)
+    await again.close()  # close saves at once
+    assert VirtualBody(path).state()[DOORS[0]] is True
 
 
 def test_virtual_body_refuses_a_broken_file(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Entry point of the `tether` command: global options and error handling for every subcommand."""
+"""The typer application behind `tether`: global options and error handling for every subcommand."""
 
 from __future__ import annotations
 
@@ -64,11 +64,6 @@ def _register_subcommands() -> None:
 def main() -> None:
     """Run the CLI; user errors print one line, tracebacks only with --debug."""
     argv = sys.argv[1:]
-    if argv[:2] == ["vehicle", "run"]:
-        # The car agent must start fast: skip typer/rich and go straight to its runner.
-        from tether.vehicle.run import main as run_vehicle
-
-        sys.exit(run_vehicle(argv[2:]))
     _register_subcommands()
     _state["debug"] = "--debug" in argv
     try:

@@ -68,9 +68,9 @@ async def run_commands(
     persist: Callable[[bytes], None],
     timeout: float = COMMAND_TIMEOUT,
 ) -> list[Outcome]:
-    """One transaction, then each command in turn, then a clean close.
+    """One transaction carrying the commands (sent right behind the proof), then a clean close.
 
-    ``persist`` stores the car's new persistent key; it runs before any command is sent.
+    ``persist`` stores the car's new persistent key as soon as the car confirms the session.
     """
     machine = PhoneTransaction(
         endpoint_key=car.endpoint_key,
@@ -78,6 +78,7 @@ async def run_commands(
         persistent_key=car.persistent_key,
         entropy=entropy,
         fast=fast,
+        early_commands=[str(c) for c in commands],
     )
     machine.start()
     await _flush(transport, machine.data_to_send())
@@ -98,10 +99,8 @@ async def run_commands(
             else:
                 fell_back = True
         await _flush(transport, machine.data_to_send())
-    outcomes = []
-    for command in commands:
-        session.request(command)
-        await _flush(transport, session.data_to_send())
+    outcomes: list[Outcome] = []
+    while len(outcomes) < len(commands):
         try:
             data = await transport.receive(timeout)
         except TransportError as exc:

@@ -7,6 +7,9 @@ Standard (SIGMA-I; both sides generate fresh ephemerals)::
     P -> V  PhoneAuth     {AEAD_hp(endpoint_id || sig_P(TH1 || endpoint_id))}
     V -> P  Finished      {HMAC(kf, TH2)}
 
+The phone may send its first commands as channel records right behind PhoneAuth or FastProof
+(saving a round trip); the car reads them only once it accepted the proof.
+
 Fast (symmetric only; needs the persistent key of an earlier transaction)::
 
     P -> V  FastHello     {nP}
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
 from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage
@@ -47,6 +50,7 @@ from tether.protocol.messages import (
     FastProof,
     Finished,
     PhoneAuth,
+    Record,
     StandardHello,
     VehicleAuth,
 )
@@ -170,8 +174,11 @@ class PhoneTransaction(StateMachine[TxState]):
         persistent_key: bytes | None,
         entropy: Entropy,
         fast: bool = True,
+        early_commands: Sequence[str] = (),
     ) -> None:
         super().__init__(_T.START)
+        self._early = tuple(early_commands)
+        self._session: PhoneSession | None = None
         self._endpoint_key = endpoint_key
         self._endpoint_id = endpoint_key.public_key.key_id
         self._vehicle_key = vehicle_key
@@ -227,6 +234,7 @@ class PhoneTransaction(StateMachine[TxState]):
         self._send(PhoneAuth(sealed=sealed))
         self._transcript = crypto.sha256(th1 + msg.sealed + sealed)
         self._secrets = secrets
+        self._open_session(fast=False)
         return [], _T.SENT_PHONE_AUTH
 
     def _on_fast_challenge(self, msg: Message) -> tuple[list[object], enum.Enum]:
@@ -236,21 +244,39 @@ class PhoneTransaction(StateMachine[TxState]):
         self._send(FastProof(cryptogram=cryptogram))
         self._transcript = th + cryptogram
         self._secrets = _SessionSecrets.derive(self._persistent, th, _FAST_SESSION)
+        self._open_session(fast=True)
         return [], _T.SENT_FAST_PROOF
+
+    def _open_session(self, *, fast: bool) -> None:
+        """Make the session now and send the early commands right behind the proof.
+
+        They save a round trip and are safe: sealed under keys only the car that answers this
+        very transcript can derive, and processed by it only after it accepted the proof. A car
+        that falls back discards them; they are sent again in the standard session.
+        """
+        assert self._secrets is not None
+        self._session = PhoneSession(
+            self._secrets.phone_keys(), endpoint_id=self._endpoint_id, fast=fast
+        )
+        for command in self._early:
+            self._session.request(command)
+        self._outbox.extend(self._session.data_to_send())
 
     def _on_fallback(self, msg: Message) -> tuple[list[object], enum.Enum]:
         self._want_fast = False
         self._secrets = None
+        self._session = None
         self._send_standard_hello()
         return [FastFallback()], _T.SENT_STANDARD_HELLO
 
     def _on_finished(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, Finished) and self._secrets is not None
+        assert self._session is not None
         secrets = self._secrets
         if not crypto.equal(msg.mac, crypto.mac(secrets.finished, self._transcript)):
             raise AuthenticationFailed("the car did not confirm the session", code="bad_finished")
         fast = self.state is _T.SENT_FAST_PROOF
-        session = PhoneSession(secrets.phone_keys(), endpoint_id=self._endpoint_id, fast=fast)
+        session = self._session
         return [
             PersistentKeyChanged(endpoint_id=self._endpoint_id, key=secrets.persistent),
             Established(session=session, endpoint_id=self._endpoint_id, fast=fast),
@@ -266,6 +292,8 @@ class VehicleTransaction(StateMachine[TxState]):
         (_T.SENT_VEHICLE_AUTH, PhoneAuth): frozenset({_T.ESTABLISHED}),
         (_T.SENT_FAST_CHALLENGE, FastProof): frozenset({_T.ESTABLISHED, _T.AWAIT_STANDARD}),
         (_T.AWAIT_STANDARD, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
+        # Early commands the phone sent behind a fast proof that did not match: discarded.
+        (_T.AWAIT_STANDARD, Record): frozenset({_T.AWAIT_STANDARD}),
     }
     FAILED: ClassVar = _T.FAILED
 
@@ -289,7 +317,12 @@ class VehicleTransaction(StateMachine[TxState]):
             return self._on_standard_hello
         if type(msg) is FastHello:
             return self._on_fast_hello
+        if type(msg) is Record:
+            return self._on_discarded_record
         return self._on_phone_auth if type(msg) is PhoneAuth else self._on_fast_proof
+
+    def _on_discarded_record(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        return [], _T.AWAIT_STANDARD
 
     def _on_standard_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, StandardHello)

@@ -37,7 +37,8 @@ class MemoryTransport:
         if self._eof:
             raise TransportClosed("connection is closed")
         try:
-            message = await asyncio.wait_for(self._inbox.get(), timeout)
+            async with asyncio.timeout(timeout):
+                message = await self._inbox.get()
         except TimeoutError:
             raise TransportError("no message in time", code="timeout") from None
         if message is _CLOSED or not message:

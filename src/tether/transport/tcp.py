@@ -53,7 +53,8 @@ class TcpTransport:
 
     async def receive(self, timeout: float | None = None) -> bytes:
         try:
-            return await asyncio.wait_for(self._read_frame(), timeout)
+            async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task
+                return await self._read_frame()
         except TimeoutError:
             raise TransportError("no message in time", code="timeout") from None
 

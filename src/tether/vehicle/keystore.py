@@ -349,11 +349,16 @@ class VehicleStore:
         return endpoint
 
     def set_persistent_key(self, endpoint_id: bytes, key: bytes, *, now: float) -> int:
-        """Store an endpoint's next persistent key; returns the ratchet count (never decreases)."""
+        """Store an endpoint's next persistent key; returns the ratchet count (never decreases).
+
+        Committed without fsync (survives ``kill -9``; made durable by the next synced commit): if
+        a power cut rolls the newest step back, the phone's key is ahead of the car's, the next
+        fast transaction falls back to standard, and that re-keys both (docs/vehicle.md).
+        """
         endpoint = self._endpoints.get(endpoint_id)
         if endpoint is None or endpoint.revoked:
             raise StorageError("no such enrolled endpoint")
-        with storage.write(self._conn) as conn:
+        with storage.write(self._conn, sync=False) as conn:
             cur = conn.execute(
                 "UPDATE endpoints SET persistent_key = ?, ratchet = ratchet + 1, last_used = ?"
                 " WHERE endpoint_id = ? AND revoked_seq IS NULL",
@@ -406,7 +411,7 @@ class VehicleStore:
         detail: str = "",
     ) -> None:
         """Append one audit entry on its own (an attempt that changed nothing else)."""
-        with storage.write(self._conn) as conn:
+        with storage.write(self._conn, sync=False) as conn:
             audit.append(
                 conn,
                 time=now,
