@@ -8,7 +8,7 @@ import sys
 def main() -> None:
     argv = sys.argv[1:]
     if argv[:2] == ["vehicle", "run"]:
-        # The car agent must start fast (docs/cli.md): no typer, no rich, no web stack.
+        # The car agent must start fast (docs/vehicle.md): no typer, no rich, no web stack.
         from tether.vehicle.run import main as run_vehicle
 
         sys.exit(run_vehicle(argv[2:]))

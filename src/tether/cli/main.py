@@ -20,7 +20,7 @@ app = typer.Typer(
 err = Console(stderr=True)
 _state = {"debug": False}
 
-#: Exit codes shared by every command (docs/cli.md).
+#: Exit codes shared by every command (docs/vehicle.md).
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 

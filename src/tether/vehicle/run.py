@@ -1,6 +1,6 @@
 """`tether vehicle run`: start the agent on a transport and serve until SIGINT/SIGTERM.
 
-Kept free of typer, rich and the web stack so that the car agent starts fast (docs/cli.md): the
+Kept free of typer, rich and the web stack so that the car agent starts fast (docs/vehicle.md): the
 `tether` entry point hands `vehicle run` straight to :func:`main` here.
 """
 
