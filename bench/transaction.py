@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import statistics
 import time
-from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,22 +24,17 @@ from tether.protocol.crypto import PublicKey, SystemEntropy
 from tether.protocol.pump import pump
 from tether.protocol.transaction import (
     Established,
+    MemoryDirectory,
     PersistentKeyChanged,
     PhoneTransaction,
     VehicleTransaction,
 )
 
 
-class _Directory:
-    def __init__(self, phone: PublicKey) -> None:
-        self.keys = {phone.key_id: phone}
-        self.persistent: dict[bytes, bytes] = {}
-
-    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
-        return self.keys.get(endpoint_id)
-
-    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
-        return self.persistent.items()
+def _Directory(phone: PublicKey) -> MemoryDirectory:
+    directory = MemoryDirectory()
+    directory.enroll(phone, owner=True)
+    return directory
 
 
 class _Pair:

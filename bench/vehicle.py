@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -36,6 +35,7 @@ from tether.protocol.pump import pump
 from tether.protocol.session import CommandReceived, ResultReceived
 from tether.protocol.transaction import (
     Established,
+    MemoryDirectory,
     PersistentKeyChanged,
     PhoneTransaction,
     VehicleTransaction,
@@ -72,16 +72,10 @@ def _spawn_reference() -> float:
     return time.perf_counter() - start
 
 
-class _Directory:
-    def __init__(self, phone: PublicKey) -> None:
-        self.keys = {phone.key_id: phone}
-        self.persistent: dict[bytes, bytes] = {}
-
-    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
-        return self.keys.get(endpoint_id)
-
-    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
-        return self.persistent.items()
+def _Directory(phone: PublicKey) -> MemoryDirectory:
+    directory = MemoryDirectory()
+    directory.enroll(phone, owner=True)
+    return directory
 
 
 def _in_process_unlocks(n: int) -> list[float]:

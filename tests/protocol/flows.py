@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tether.protocol import codec
 from tether.protocol.codec import Kind, Message
-from tether.protocol.crypto import DeterministicEntropy, PrivateKey, PublicKey
+from tether.protocol.crypto import DeterministicEntropy, PrivateKey
 from tether.protocol.pairing import CodeState, PhonePairing, VehiclePairing
 from tether.protocol.pump import pump
 from tether.protocol.session import PhoneSession, VehicleSession
 from tether.protocol.transaction import (
     Established,
+    MemoryDirectory,
     PersistentKeyChanged,
     PhoneTransaction,
     VehicleTransaction,
@@ -23,21 +24,7 @@ from tether.protocol.transaction import (
 CODE = "31415926"
 
 
-class Directory:
-    """The vehicle's enrolled phones, in memory, as the key store will provide them."""
-
-    def __init__(self) -> None:
-        self.keys: dict[bytes, PublicKey] = {}
-        self.persistent: dict[bytes, bytes] = {}
-
-    def enroll(self, key: PublicKey) -> None:
-        self.keys[key.key_id] = key
-
-    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
-        return self.keys.get(endpoint_id)
-
-    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.persistent.items())
+Directory = MemoryDirectory
 
 
 @dataclasses.dataclass
@@ -60,7 +47,7 @@ class World:
             entropy=entropy,
         )
         if enrolled:
-            world.directory.enroll(world.phone_key.public_key)
+            world.directory.enroll(world.phone_key.public_key, owner=True)
         return world
 
     def phone_tx(

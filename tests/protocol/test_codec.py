@@ -113,7 +113,10 @@ def body(msg: Message) -> Any:
         (cbor2.dumps([1, 71, {1: 1, 2: True, 4: "m", 5: {"a": [1]}}]), "scalar"),
         (b"\x83\x01\x18\x3c\xa2\xe1\x61a\x02\x61b", "keys must be"),  # simple(1) as a key
         (cbor2.dumps([1, 60, {1.0: "a", 2: "b"}]), "keys must be"),
-        (b"\xff", "not valid CBOR"),
+        (
+            b"\xff",
+            "CBOR|array",
+        ),  # a lone break: cbor2 5 decodes it to a marker, 6 refuses; both refused
         (b"\x5b\xff\xff\xff\xff\xff\xff\xff\xff", "not valid CBOR"),
     ],
 )

@@ -30,7 +30,12 @@ from tether.protocol.messages import (
 )
 from tether.protocol.pairing import CodeState, PhonePairing, VehiclePairing
 from tether.protocol.session import PhoneSession, VehicleSession
-from tether.protocol.transaction import Established, PhoneTransaction, VehicleTransaction
+from tether.protocol.transaction import (
+    Established,
+    MemoryDirectory,
+    PhoneTransaction,
+    VehicleTransaction,
+)
 
 HERE = Path(__file__).parent
 VEHICLE_SEED = b"tether vector vehicle"
@@ -103,24 +108,13 @@ def pairing_vector() -> dict[str, Any]:
     }
 
 
-class _Directory:
-    def __init__(self, phone: PublicKey) -> None:
-        self.keys = {phone.key_id: phone}
-        self.persistent: dict[bytes, bytes] = {}
-
-    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
-        return self.keys.get(endpoint_id)
-
-    def persistent_keys(self) -> list[tuple[bytes, bytes]]:
-        return list(self.persistent.items())
-
-
 def transaction_vectors() -> dict[str, Any]:
     car_entropy = DeterministicEntropy(VEHICLE_SEED)
     phone_entropy = DeterministicEntropy(PHONE_SEED)
     vehicle_key = car_entropy.new_private_key()
     phone_key = phone_entropy.new_private_key()
-    directory = _Directory(phone_key.public_key)
+    directory = MemoryDirectory()
+    directory.enroll(phone_key.public_key, owner=True)
     vehicle_id = vehicle_key.public_key.key_id
     endpoint_id = phone_key.public_key.key_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,13 @@ import pytest
 
 from tether.errors import UsageError
 from tether.protocol.commands import Command, DenialReason
+from tether.protocol.credentials import Limits
 from tether.protocol.crypto import DeterministicEntropy
 from tether.vehicle.body.base import DOORS, POWER, SPEED, TRUNK_OPEN, BodyFault
 from tether.vehicle.body.can import CanBody
 from tether.vehicle.body.virtual import SAVE_DELAY, VirtualBody
 from tether.vehicle.keystore import Endpoint
-from tether.vehicle.policy import Limits, authorize
+from tether.vehicle.policy import authorize
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "can"
 KEY = DeterministicEntropy(b"k").new_private_key().public_key
@@ -54,13 +56,12 @@ def decide(
     limits: Limits = NO_LIMITS,
 ) -> DenialReason | None:
     return authorize(
-        e,
+        dataclasses.replace(e, limits=limits),
         command,
         now=now,
         local_hour=hour,
         local_weekday=weekday,
         signals={SPEED: speed},
-        limits=limits,
     )
 
 

@@ -4,39 +4,32 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
 from tether.errors import ProtocolError
-from tether.protocol.crypto import DeterministicEntropy, Entropy, PublicKey, SystemEntropy
+from tether.protocol.crypto import DeterministicEntropy, Entropy, SystemEntropy
 from tether.protocol.pairing import CodeState, PhoneEnrolled, PhonePairing, VehiclePairing
 from tether.protocol.pump import pump
 from tether.protocol.session import CommandReceived, PhoneSession, ResultReceived, VehicleSession
 from tether.protocol.transaction import (
     Established,
+    MemoryDirectory,
     PersistentKeyChanged,
     PhoneTransaction,
     VehicleTransaction,
 )
 
 
-class _Car:
+class _Car(MemoryDirectory):
     """Just enough car for the demo: enrolled keys, persistent keys and a lock state."""
 
     def __init__(self, entropy: Entropy) -> None:
+        super().__init__()
         self.key = entropy.new_private_key()
-        self.enrolled: dict[bytes, PublicKey] = {}
-        self.persistent: dict[bytes, bytes] = {}
         self.locked = True
-
-    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
-        return self.enrolled.get(endpoint_id)
-
-    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
-        return list(self.persistent.items())
 
     def serve(self, session: VehicleSession, events: list[object]) -> None:
         for event in events:
@@ -76,7 +69,7 @@ class _Story:
         phone.start()
         enrolled = [e for e in pump(phone, car) if isinstance(e, PhoneEnrolled)]
         for event in enrolled:
-            self.car.enrolled[event.public_key.key_id] = event.public_key
+            self.car.enroll(event.public_key, owner=True)
         return bool(enrolled)
 
     def command(self, command: str, *, fast: bool) -> tuple[bool, str, bool]:

@@ -9,9 +9,15 @@ from tether.errors import LocalProtocolError, ProtocolError, TransportError
 from tether.phone.wallet import CarKey
 from tether.protocol.commands import Command
 from tether.protocol.crypto import Entropy, PrivateKey
-from tether.protocol.messages import CommandResult
+from tether.protocol.messages import CommandResult, RevocationResult
 from tether.protocol.pairing import PairingState, PhonePairing, VehiclePaired
-from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
+from tether.protocol.session import (
+    PhoneSession,
+    ResultReceived,
+    RevocationAnswered,
+    SessionClosed,
+    SessionState,
+)
 from tether.protocol.transaction import (
     Established,
     PersistentKeyChanged,
@@ -58,27 +64,25 @@ class Outcome:
     fell_back: bool
 
 
-async def run_commands(
+async def _establish(
     transport: Transport,
     car: CarKey,
-    commands: list[Command | str],
     *,
     entropy: Entropy,
     fast: bool,
     persist: Callable[[bytes], None],
-    timeout: float = COMMAND_TIMEOUT,
-) -> list[Outcome]:
-    """One transaction carrying the commands (sent right behind the proof), then a clean close.
-
-    ``persist`` stores the car's new persistent key as soon as the car confirms the session.
-    """
+    early: list[str],
+    timeout: float,
+) -> tuple[PhoneSession, bool]:
+    """Run one transaction (presenting the credential until the car knows this key)."""
     machine = PhoneTransaction(
         endpoint_key=car.endpoint_key,
         vehicle_key=car.vehicle_key,
         persistent_key=car.persistent_key,
         entropy=entropy,
         fast=fast,
-        early_commands=[str(c) for c in commands],
+        early_commands=early,
+        credential=None if car.enrolled else car.credential,
     )
     machine.start()
     await _flush(transport, machine.data_to_send())
@@ -99,24 +103,77 @@ async def run_commands(
             else:
                 fell_back = True
         await _flush(transport, machine.data_to_send())
+    return session, fell_back
+
+
+async def _answer(transport: Transport, session: PhoneSession, timeout: float) -> list[object]:
+    try:
+        data = await transport.receive(timeout)
+    except TransportError as exc:
+        # The request reached the car, which may have acted on it before the link failed.
+        raise TransportError(
+            f"no answer from the car: {exc.message}", code="no_answer", may_have_succeeded=True
+        ) from exc
+    events = session.receive(data)
+    if any(isinstance(e, SessionClosed) for e in events):
+        raise TransportClosed("the car closed the session", may_have_succeeded=True)
+    return events
+
+
+async def run_commands(
+    transport: Transport,
+    car: CarKey,
+    commands: list[Command | str],
+    *,
+    entropy: Entropy,
+    fast: bool,
+    persist: Callable[[bytes], None],
+    timeout: float = COMMAND_TIMEOUT,
+) -> list[Outcome]:
+    """One transaction carrying the commands (sent right behind the proof), then a clean close.
+
+    ``persist`` stores the car's new persistent key as soon as the car confirms the session.
+    """
+    session, fell_back = await _establish(
+        transport,
+        car,
+        entropy=entropy,
+        fast=fast,
+        persist=persist,
+        early=[str(c) for c in commands],
+        timeout=timeout,
+    )
     outcomes: list[Outcome] = []
     while len(outcomes) < len(commands):
-        try:
-            data = await transport.receive(timeout)
-        except TransportError as exc:
-            # The command reached the car, which may have run it before the link failed.
-            raise TransportError(
-                f"no answer from the car: {exc.message}",
-                code="no_answer",
-                may_have_succeeded=True,
-            ) from exc
-        for event in session.receive(data):
+        for event in await _answer(transport, session, timeout):
             if isinstance(event, ResultReceived):
                 outcomes.append(
                     Outcome(result=event.result, fast=session.fast, fell_back=fell_back)
                 )
-            elif isinstance(event, SessionClosed):
-                raise TransportClosed("the car closed the session", may_have_succeeded=True)
     session.close()
     await _flush(transport, session.data_to_send())
     return outcomes
+
+
+async def deliver_revocation(
+    transport: Transport,
+    car: CarKey,
+    revocation: bytes,
+    *,
+    entropy: Entropy,
+    persist: Callable[[bytes], None],
+    timeout: float = COMMAND_TIMEOUT,
+) -> RevocationResult:
+    """Hand an owner-signed revocation to the car in a session; the answer says if it is durable."""
+    session, _ = await _establish(
+        transport, car, entropy=entropy, fast=True, persist=persist, early=[], timeout=timeout
+    )
+    session.deliver_revocation(revocation)
+    await _flush(transport, session.data_to_send())
+    while True:
+        for event in await _answer(transport, session, timeout):
+            if isinstance(event, RevocationAnswered):
+                if session.state is SessionState.OPEN:
+                    session.close()
+                    await _flush(transport, session.data_to_send())
+                return event.result

@@ -158,6 +158,25 @@ class CommandResult(Message):
     state: dict[str, bool | int | float | str] | None = signals(5, default=None)
 
 
+@message(73)
+class RevocationRequest(Message):
+    """Either side -> vehicle: deliver an owner-signed revocation (docs/protocol.md §9.3)."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    revocation: bytes = bstr(2, max_size=4096)
+
+
+@message(74)
+class RevocationResult(Message):
+    """Vehicle -> phone: the revocation is durable (ok), or why it was refused."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    ok: bool = boolean(2)
+    seq: int = uint(3)
+    reason: str | None = tstr(4, max_size=64, default=None)
+    message: str = tstr(5, max_size=512)
+
+
 @message(72)
 class Close(Message):
     """Either side: the session ends cleanly; a cut without it is an error."""

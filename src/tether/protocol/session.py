@@ -15,7 +15,13 @@ from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, Pr
 from tether.protocol import codec
 from tether.protocol.channel import ChannelKeys, SecureChannel
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
-from tether.protocol.messages import Close, CommandRequest, CommandResult
+from tether.protocol.messages import (
+    Close,
+    CommandRequest,
+    CommandResult,
+    RevocationRequest,
+    RevocationResult,
+)
 
 Signals = dict[str, bool | int | float | str]
 
@@ -35,6 +41,21 @@ class CommandRefused:
     request_id: int
     command: str
     reason: DenialReason
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationReceived:
+    """Vehicle event: a revocation to verify, apply durably, then answer (respond_revocation)."""
+
+    request_id: int
+    revocation: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationAnswered:
+    """Phone event: the car's answer to a delivered revocation."""
+
+    result: RevocationResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +126,8 @@ class VehicleSession(_Session):
         msg = self._open(data)
         if isinstance(msg, Close):
             return [SessionClosed()]
+        if isinstance(msg, RevocationRequest):
+            return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)]
         if not isinstance(msg, CommandRequest):
             self.state = SessionState.FAILED
             raise MalformedMessage(f"a phone may not send {type(msg).__name__} in a session")
@@ -143,6 +166,16 @@ class VehicleSession(_Session):
             )
         )
 
+    def respond_revocation(
+        self, request_id: int, *, ok: bool, seq: int, reason: str | None = None, message: str
+    ) -> None:
+        """Answer a delivered revocation (after it is durable, or with why it was refused)."""
+        if ok == (reason is not None):
+            raise LocalProtocolError("a result carries a reason exactly when it is a refusal")
+        self._send(
+            RevocationResult(request_id=request_id, ok=ok, seq=seq, reason=reason, message=message)
+        )
+
 
 class PhoneSession(_Session):
     """The phone's end of a session: sends commands, yields results."""
@@ -158,11 +191,20 @@ class PhoneSession(_Session):
         self._send(CommandRequest(request_id=request_id, command=str(command)))
         return request_id
 
+    def deliver_revocation(self, revocation: bytes) -> int:
+        """Queue an owner-signed revocation for the car; return its request id."""
+        request_id = self._next_id
+        self._next_id += 1
+        self._send(RevocationRequest(request_id=request_id, revocation=revocation))
+        return request_id
+
     def receive(self, data: bytes) -> list[object]:
-        """Feed one record; return ResultReceived / SessionClosed events."""
+        """Feed one record; return ResultReceived / RevocationAnswered / SessionClosed events."""
         msg = self._open(data)
         if isinstance(msg, Close):
             return [SessionClosed()]
+        if isinstance(msg, RevocationResult):
+            return [RevocationAnswered(result=msg)]
         if not isinstance(msg, CommandResult):
             self.state = SessionState.FAILED
             raise MalformedMessage(f"a car may not send {type(msg).__name__} in a session")

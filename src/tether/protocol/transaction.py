@@ -30,9 +30,10 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
 from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage
-from tether.protocol import crypto
+from tether.protocol import credentials, crypto
 from tether.protocol.channel import ChannelKeys
 from tether.protocol.codec import Message
+from tether.protocol.credentials import VerifiedChain
 from tether.protocol.crypto import (
     KEY_ID_SIZE,
     SIGNATURE_SIZE,
@@ -65,6 +66,7 @@ _VEHICLE_SIG = b"tether/1 vehicle-auth"
 _PHONE_SIG = b"tether/1 phone-auth"
 _FAST_PHONE = b"tether/1 fast-phone"
 _SESSION_KEYS_SIZE = 32 + 32 + 12 + 12 + 32 + 32
+_PROOF_SIZE = KEY_ID_SIZE + SIGNATURE_SIZE
 _ALL_KEYS_SIZE = 32 + 32 + _SESSION_KEYS_SIZE
 
 
@@ -109,11 +111,54 @@ def _standard_keys(shared: bytes, th1: bytes) -> tuple[bytes, bytes, _SessionSec
 class EndpointDirectory(Protocol):
     """The vehicle's view of its enrolled phones, injected by the caller (the key store)."""
 
+    max_depth: int  # the longest delegation chain this car accepts
+
     def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
         """The public key of an enrolled, unrevoked endpoint, or None."""
 
     def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
         """(endpoint_id, persistent key) pairs, most recently used first."""
+
+    def owner_key(self, key_id: bytes) -> PublicKey | None:
+        """An enrolled, unrevoked owner key (the only signer of root grants), or None."""
+
+    def is_revoked(self, some_id: bytes) -> bool:
+        """True for a revoked key id or grant serial."""
+
+
+class MemoryDirectory:
+    """An :class:`EndpointDirectory` in memory: for tests, benchmarks and the in-process demo."""
+
+    def __init__(self, *, max_depth: int = credentials.DEFAULT_MAX_DEPTH) -> None:
+        self.max_depth = max_depth
+        self.keys: dict[bytes, PublicKey] = {}
+        self.owners: set[bytes] = set()
+        self.persistent: dict[bytes, bytes] = {}
+        self.revoked: set[bytes] = set()
+
+    def enroll(self, key: PublicKey, *, owner: bool = False) -> None:
+        self.keys[key.key_id] = key
+        if owner:
+            self.owners.add(key.key_id)
+
+    def endpoint_key(self, endpoint_id: bytes) -> PublicKey | None:
+        return None if endpoint_id in self.revoked else self.keys.get(endpoint_id)
+
+    def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
+        return [(k, v) for k, v in self.persistent.items() if k not in self.revoked]
+
+    def owner_key(self, key_id: bytes) -> PublicKey | None:
+        return self.endpoint_key(key_id) if key_id in self.owners else None
+
+    def is_revoked(self, some_id: bytes) -> bool:
+        return some_id in self.revoked
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialAccepted:
+    """Vehicle event: a phone proved possession of a granted key on first use; enrol it first."""
+
+    chain: VerifiedChain
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,9 +220,11 @@ class PhoneTransaction(StateMachine[TxState]):
         entropy: Entropy,
         fast: bool = True,
         early_commands: Sequence[str] = (),
+        credential: bytes | None = None,
     ) -> None:
         super().__init__(_T.START)
         self._early = tuple(early_commands)
+        self._credential = credential or b""
         self._session: PhoneSession | None = None
         self._endpoint_key = endpoint_key
         self._endpoint_id = endpoint_key.public_key.key_id
@@ -230,7 +277,7 @@ class PhoneTransaction(StateMachine[TxState]):
         self._vehicle_key.verify(vehicle_signature, _VEHICLE_SIG + th1)
         # Only now, talking to the authenticated car, does the phone reveal who it is.
         proof = self._endpoint_id + self._endpoint_key.sign(_PHONE_SIG + th1 + self._endpoint_id)
-        sealed = Aead(hs_p2v).seal(_ZERO_NONCE, proof, th1)
+        sealed = Aead(hs_p2v).seal(_ZERO_NONCE, proof + self._credential, th1)
         self._send(PhoneAuth(sealed=sealed))
         self._transcript = crypto.sha256(th1 + msg.sealed + sealed)
         self._secrets = secrets
@@ -298,9 +345,15 @@ class VehicleTransaction(StateMachine[TxState]):
     FAILED: ClassVar = _T.FAILED
 
     def __init__(
-        self, *, vehicle_key: PrivateKey, directory: EndpointDirectory, entropy: Entropy
+        self,
+        *,
+        vehicle_key: PrivateKey,
+        directory: EndpointDirectory,
+        entropy: Entropy,
+        now: float = 0.0,
     ) -> None:
         super().__init__(_T.START)
+        self._now = now
         self._vehicle_key = vehicle_key
         self._vehicle_id = vehicle_key.public_key.key_id
         self._directory = directory
@@ -343,19 +396,39 @@ class VehicleTransaction(StateMachine[TxState]):
         assert isinstance(msg, PhoneAuth)
         th1 = self._th1
         proof = Aead(self._hs_p2v).open(_ZERO_NONCE, msg.sealed, th1)
-        if len(proof) != KEY_ID_SIZE + SIGNATURE_SIZE:
+        if len(proof) < _PROOF_SIZE:
             raise MalformedMessage("PhoneAuth must seal a key id and a signature")
-        endpoint_id, signature = proof[:KEY_ID_SIZE], proof[KEY_ID_SIZE:]
+        endpoint_id, signature = proof[:KEY_ID_SIZE], proof[KEY_ID_SIZE:_PROOF_SIZE]
+        events: list[object] = []
         phone_key = self._directory.endpoint_key(endpoint_id)
         if phone_key is None:
-            raise AuthenticationFailed(
-                "this phone has no valid key for this car", code="unknown_key"
+            if len(proof) == _PROOF_SIZE:
+                raise AuthenticationFailed(
+                    "this phone has no valid key for this car", code="unknown_key"
+                )
+            # First use of a shared key: the credential travels behind the proof (§6.2, §9).
+            chain = credentials.verify_chain(
+                credentials.decode_chain(proof[_PROOF_SIZE:]),
+                vehicle_id=self._vehicle_id,
+                owner_key=self._directory.owner_key,
+                is_revoked=self._directory.is_revoked,
+                now=self._now,
+                max_depth=self._directory.max_depth,
             )
-        phone_key.verify(signature, _PHONE_SIG + th1 + endpoint_id)
+            if chain.leaf.grantee.key_id != endpoint_id:
+                raise credentials.GrantError(
+                    "the credential was given to another key", code="grant_key_mismatch"
+                )
+            phone_key = chain.leaf.grantee
+            phone_key.verify(signature, _PHONE_SIG + th1 + endpoint_id)
+            events.append(CredentialAccepted(chain=chain))
+        else:
+            phone_key.verify(signature, _PHONE_SIG + th1 + endpoint_id)
         assert self._secrets is not None
         transcript = crypto.sha256(th1 + self._sealed_v + msg.sealed)
         self._send(Finished(mac=crypto.mac(self._secrets.finished, transcript)))
-        return self._established(endpoint_id, self._secrets, fast=False), _T.ESTABLISHED
+        events += self._established(endpoint_id, self._secrets, fast=False)
+        return events, _T.ESTABLISHED
 
     def _on_fast_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, FastHello)

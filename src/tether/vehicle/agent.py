@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from tether.errors import PairingError, ProtocolError, StorageError, TransportError
-from tether.protocol import codec
+from tether.protocol import codec, credentials
 from tether.protocol.commands import DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
 from tether.protocol.messages import Error, FastHello, PairRequest, StandardHello
@@ -25,11 +25,13 @@ from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
 from tether.protocol.session import (
     CommandReceived,
     CommandRefused,
+    RevocationReceived,
     SessionClosed,
     SessionState,
     VehicleSession,
 )
 from tether.protocol.transaction import (
+    CredentialAccepted,
     Established,
     FastFallback,
     PersistentKeyChanged,
@@ -84,6 +86,10 @@ class VehicleAgent:
         self.errors: collections.Counter[str] = collections.Counter()
         self.listeners: list[Callable[[AgentEvent], None]] = []
         self.active_connections = 0
+
+    def now(self) -> float:
+        """The car's time: its clock, but never before the latest time it has recorded."""
+        return max(self.clock(), self.store.time_floor())
 
     def _emit(self, event: AgentEvent) -> None:
         for listener in self.listeners:
@@ -205,7 +211,10 @@ class VehicleAgent:
     # -- transactions and sessions ----------------------------------------------------------------
     async def _transact(self, transport: Transport, first: bytes) -> None:
         machine = VehicleTransaction(
-            vehicle_key=self.store.identity, directory=self.store, entropy=self.entropy
+            vehicle_key=self.store.identity,
+            directory=self.store,
+            entropy=self.entropy,
+            now=self.now(),
         )
         data = first
         session: VehicleSession | None = None
@@ -228,8 +237,12 @@ class VehicleAgent:
                 await self._flush(transport, machine.data_to_send())
                 return
             for event in events:
-                if isinstance(event, PersistentKeyChanged):
-                    self.store.set_persistent_key(event.endpoint_id, event.key, now=self.clock())
+                if isinstance(event, CredentialAccepted):
+                    # Durable before the phone hears Finished.
+                    endpoint = self.store.enroll_grant(event.chain, now=self.now())
+                    self._emit(AgentEvent(kind="enrolled", key_id=endpoint.endpoint_id.hex()))
+                elif isinstance(event, PersistentKeyChanged):
+                    self.store.set_persistent_key(event.endpoint_id, event.key, now=self.now())
                 elif isinstance(event, Established):
                     assert isinstance(event.session, VehicleSession)
                     session = event.session
@@ -287,12 +300,50 @@ class VehicleAgent:
                             fast=session.fast,
                         )
                     )
+                elif isinstance(event, RevocationReceived):
+                    self._revocation(session, event)
                 elif isinstance(event, SessionClosed):
                     return
             await self._flush(transport, session.data_to_send())
 
+    def _revocation(self, session: VehicleSession, event: RevocationReceived) -> None:
+        now = self.now()
+        try:
+            revocation = credentials.verify_revocation(
+                event.revocation, vehicle_id=self.store.vehicle_id, owner_key=self.store.owner_key
+            )
+            fresh, seq = self.store.apply_revocation(revocation, now=now)
+        except credentials.GrantError as exc:
+            self.errors[exc.code] += 1
+            self.store.audit(
+                now=now,
+                key_id=session.endpoint_id,
+                command="revoke",
+                result="denied",
+                reason=exc.code,
+                detail=exc.message,
+            )
+            session.respond_revocation(
+                event.request_id,
+                ok=False,
+                seq=self.store.revocation_seq(),
+                reason=exc.code,
+                message=exc.message,
+            )
+            self._emit(AgentEvent(kind="refused", command="revoke", ok=False, reason=exc.code))
+            return
+        session.respond_revocation(
+            event.request_id,
+            ok=True,
+            seq=seq,
+            message="Revoked." if fresh else "Already revoked (the same revocation again).",
+        )
+        self._emit(AgentEvent(kind="revoked", key_id=session.endpoint_id.hex()))
+        if session.endpoint_id in revocation.keys or self.store.is_revoked(session.endpoint_id):
+            session.close()  # a phone that revoked itself is done here
+
     async def _command(self, session: VehicleSession, event: CommandReceived) -> None:
-        now = self.clock()
+        now = self.now()
         endpoint = self.store.endpoint(session.endpoint_id)
         assert endpoint is not None  # the transaction only succeeds for enrolled endpoints
         local = time.localtime(now)

@@ -98,6 +98,12 @@ def append(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('audit_head', ?)",
         (cbor2.dumps([entry.seq, digest]),),
     )
+    # The car's time floor: a clock set back later cannot revive an expired key.
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('time_floor', ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        (time,),
+    )
     return entry
 
 

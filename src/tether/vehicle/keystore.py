@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -18,7 +19,9 @@ from typing import Any
 
 from tether import storage
 from tether.errors import StorageError, UsageError
-from tether.protocol.crypto import Entropy, PrivateKey, PublicKey
+from tether.protocol import credentials
+from tether.protocol.credentials import Limits, Revocation, VerifiedChain
+from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, sha256
 from tether.protocol.pairing import CodeState
 from tether.vehicle import audit
 
@@ -27,6 +30,7 @@ SCHEMA_VERSION = 1
 CODE_DIGITS = 8
 CODE_TTL = 600.0
 MAX_PAIRING_FAILURES = 5
+NO_LIMITS = Limits()
 OWNER_RIGHTS = frozenset({"unlock", "lock", "trunk", "drive", "climate", "locate", "share"})
 
 _SCHEMA = """
@@ -43,7 +47,17 @@ CREATE TABLE IF NOT EXISTS endpoints (
     revoked_seq INTEGER,
     persistent_key BLOB,
     ratchet INTEGER NOT NULL DEFAULT 0,
-    last_used REAL NOT NULL DEFAULT 0
+    last_used REAL NOT NULL DEFAULT 0,
+    grant_serial BLOB,
+    limits TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS grants (
+    serial BLOB PRIMARY KEY,
+    parent BLOB,
+    issuer_id BLOB NOT NULL,
+    grantee_id BLOB NOT NULL,
+    raw BLOB NOT NULL,
+    seen_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS pairing_code (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -54,9 +68,14 @@ CREATE TABLE IF NOT EXISTS pairing_code (
 );
 CREATE TABLE IF NOT EXISTS revocations (
     seq INTEGER PRIMARY KEY,
-    target BLOB NOT NULL,
-    kind TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    issuer TEXT NOT NULL,
     received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked_ids (
+    id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    seq INTEGER NOT NULL
 );
 """
 
@@ -76,6 +95,8 @@ class Endpoint:
     revoked_seq: int | None
     ratchet: int
     last_used: float
+    grant_serial: bytes | None = None
+    limits: Limits = NO_LIMITS
 
     @property
     def revoked(self) -> bool:
@@ -83,7 +104,7 @@ class Endpoint:
 
 
 def _endpoint(row: tuple[Any, ...]) -> Endpoint:
-    (eid, pub, name, role, rights, nb, na, enrolled, revoked, ratchet, last_used) = row
+    (eid, pub, name, role, rights, nb, na, enrolled, revoked, ratchet, last_used, serial, lim) = row
     return Endpoint(
         endpoint_id=bytes(eid),
         public_key=PublicKey(bytes(pub)),
@@ -96,12 +117,14 @@ def _endpoint(row: tuple[Any, ...]) -> Endpoint:
         revoked_seq=revoked,
         ratchet=int(ratchet),
         last_used=float(last_used),
+        grant_serial=bytes(serial) if serial is not None else None,
+        limits=Limits.from_cbor(json.loads(lim)) if lim != "{}" else NO_LIMITS,
     )
 
 
 _ENDPOINT_COLUMNS = (
     "endpoint_id, public_key, name, role, rights, not_before, not_after, enrolled_at,"
-    " revoked_seq, ratchet, last_used"
+    " revoked_seq, ratchet, last_used, grant_serial, limits"
 )
 
 
@@ -121,6 +144,9 @@ class VehicleStore:
         # Persistent keys of unrevoked endpoints, most recently used first (fast-path lookup).
         self._persistent: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
         self._data_version = -1
+        self._revoked: set[bytes] = set()
+        self._floor = 0.0
+        self.max_depth = credentials.DEFAULT_MAX_DEPTH
         self.refresh()
 
     def refresh(self) -> None:
@@ -140,6 +166,10 @@ class VehicleStore:
             if row[-1] is not None and not endpoint.revoked:
                 persistent[endpoint.endpoint_id] = bytes(row[-1])
         self._endpoints, self._persistent = endpoints, persistent
+        self._revoked = {bytes(r[0]) for r in self._conn.execute("SELECT id FROM revoked_ids")}
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        self._floor = float(meta.get("time_floor", 0.0))
+        self.max_depth = int(meta.get("max_depth", credentials.DEFAULT_MAX_DEPTH))
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
@@ -161,6 +191,7 @@ class VehicleStore:
                     ("vehicle_name", name),
                     ("created_at", now),
                     ("revocation_seq", 0),
+                    ("max_depth", credentials.DEFAULT_MAX_DEPTH),
                 ],
             )
             audit.append(
@@ -193,6 +224,21 @@ class VehicleStore:
 
     def persistent_keys(self) -> Iterable[tuple[bytes, bytes]]:
         return list(self._persistent.items())
+
+    def owner_key(self, key_id: bytes) -> PublicKey | None:
+        """An unrevoked owner key, the only kind that may sign root grants and revocations."""
+        endpoint = self._endpoints.get(key_id)
+        if endpoint is None or endpoint.revoked or endpoint.role != "owner":
+            return None
+        return endpoint.public_key
+
+    def is_revoked(self, some_id: bytes) -> bool:
+        """True for a revoked key id or grant serial (directly or by cascade)."""
+        return some_id in self._revoked
+
+    def time_floor(self) -> float:
+        """The latest time this car has recorded: its clock may not go back before it."""
+        return self._floor
 
     # -- reads ------------------------------------------------------------------------------------
     def endpoint(self, endpoint_id: bytes) -> Endpoint | None:
@@ -236,6 +282,7 @@ class VehicleStore:
                 (code, now + ttl),
             )
             audit.append(conn, time=now, key_id="", command="pairing-code", result="ok")
+        self._bump_floor(now)
         return code
 
     def record_pairing_failure(self, *, now: float, reason: str) -> None:
@@ -243,6 +290,7 @@ class VehicleStore:
         with storage.write(self._conn) as conn:
             conn.execute("UPDATE pairing_code SET failures = failures + 1 WHERE id = 1")
             audit.append(conn, time=now, key_id="", command="pair", result="denied", reason=reason)
+        self._bump_floor(now)
 
     def enroll_owner(self, public_key: PublicKey, *, name: str, now: float) -> Endpoint:
         """Enrol a phone that proved the pairing code, and use the code up."""
@@ -266,6 +314,7 @@ class VehicleStore:
                 result="ok",
                 detail="owner key enrolled",
             )
+        self._bump_floor(now)
         return endpoint
 
     def enroll(
@@ -278,8 +327,9 @@ class VehicleStore:
         not_before: float | None,
         not_after: float | None,
         now: float,
+        limits: Limits | None = None,
     ) -> Endpoint:
-        """Enrol a key on an authority the caller has already checked (an owner-signed grant)."""
+        """Enrol a key on an authority the caller has already checked (tests, admin tools)."""
         with storage.write(self._conn) as conn:
             endpoint = self._insert_endpoint(
                 conn,
@@ -290,6 +340,7 @@ class VehicleStore:
                 not_before=not_before,
                 not_after=not_after,
                 now=now,
+                limits=limits or NO_LIMITS,
             )
             audit.append(
                 conn,
@@ -299,6 +350,47 @@ class VehicleStore:
                 result="ok",
                 detail=f"{role}: {','.join(sorted(rights))}",
             )
+        self._bump_floor(now)
+        return endpoint
+
+    def enroll_grant(self, chain: VerifiedChain, *, now: float) -> Endpoint:
+        """Enrol the holder of a verified credential (first use), remembering every grant in it."""
+        leaf = chain.leaf
+        with storage.write(self._conn) as conn:
+            for grant in chain.grants:
+                conn.execute(
+                    "INSERT OR IGNORE INTO grants (serial, parent, issuer_id, grantee_id, raw,"
+                    " seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        grant.serial,
+                        grant.parent,
+                        grant.issuer_id,
+                        grant.grantee.key_id,
+                        grant.raw,
+                        now,
+                    ),
+                )
+            endpoint = self._insert_endpoint(
+                conn,
+                leaf.grantee,
+                name=leaf.label or "shared key",
+                role="friend" if len(chain.grants) == 1 else "delegate",
+                rights=leaf.rights,
+                not_before=float(leaf.not_before),
+                not_after=float(leaf.expires),
+                now=now,
+                limits=leaf.limits,
+                grant_serial=leaf.serial,
+            )
+            audit.append(
+                conn,
+                time=now,
+                key_id=leaf.grantee.key_id.hex(),
+                command="enroll",
+                result="ok",
+                detail=f"grant {leaf.serial.hex()[:12]}: {','.join(sorted(leaf.rights))}",
+            )
+        self._bump_floor(now)
         return endpoint
 
     def _insert_endpoint(
@@ -312,14 +404,15 @@ class VehicleStore:
         not_before: float | None,
         not_after: float | None,
         now: float,
+        limits: Limits = NO_LIMITS,
+        grant_serial: bytes | None = None,
     ) -> Endpoint:
-        existing = self._endpoints.get(public_key.key_id)
-        if existing is not None and existing.revoked:
+        if public_key.key_id in self._revoked:
             raise UsageError("this key was revoked and can never be enrolled again")
         conn.execute(
             "INSERT OR REPLACE INTO endpoints (endpoint_id, public_key, name, role, rights,"
-            " not_before, not_after, enrolled_at, revoked_seq, persistent_key, ratchet, last_used)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, 0)",
+            " not_before, not_after, enrolled_at, revoked_seq, persistent_key, ratchet, last_used,"
+            " grant_serial, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, 0, ?, ?)",
             (
                 public_key.key_id,
                 public_key.encoded,
@@ -329,6 +422,8 @@ class VehicleStore:
                 not_before,
                 not_after,
                 now,
+                grant_serial,
+                json.dumps(limits.to_cbor()),
             ),
         )
         endpoint = Endpoint(
@@ -343,6 +438,8 @@ class VehicleStore:
             revoked_seq=None,
             ratchet=0,
             last_used=0.0,
+            grant_serial=grant_serial,
+            limits=limits,
         )
         self._endpoints[endpoint.endpoint_id] = endpoint  # only after the SQL succeeded
         self._persistent.pop(endpoint.endpoint_id, None)
@@ -373,32 +470,110 @@ class VehicleStore:
         return updated.ratchet
 
     def revoke(self, endpoint_id: bytes, *, seq: int, now: float, by: str = "") -> None:
-        """Revoke an endpoint for good; ``seq`` must be above every sequence number seen so far."""
+        """Revoke one key locally (an admin on the car); ``seq`` must be above every seen so far."""
         current = self.revocation_seq()
         if seq <= current:
             raise UsageError(f"revocation {seq} is not newer than {current}; refused as a replay")
+        digest = sha256(b"local" + endpoint_id + seq.to_bytes(8, "big"))
+        self._revoke(seq, digest, by or "local", keys={endpoint_id}, serials=set(), now=now)
+
+    def apply_revocation(self, revocation: Revocation, *, now: float) -> tuple[bool, int]:
+        """Apply a verified owner revocation, cascading; returns (newly applied, its seq).
+
+        The same revocation delivered twice is acknowledged again (idempotent); any other one
+        whose sequence number is not above the last is refused as a replay.
+        """
+        digest = sha256(revocation.raw)
+        row = self._conn.execute(
+            "SELECT digest FROM revocations WHERE seq = ?", (revocation.seq,)
+        ).fetchone()
+        if row is not None and bytes(row[0]) == digest:
+            return False, revocation.seq
+        current = self.revocation_seq()
+        if revocation.seq <= current:
+            raise credentials.GrantError(
+                f"revocation {revocation.seq} is older than the car's {current}",
+                code="revocation_replayed",
+            )
+        self._revoke(
+            revocation.seq,
+            digest,
+            revocation.issuer_id.hex(),
+            keys=set(revocation.keys),
+            serials=set(revocation.grants),
+            now=now,
+        )
+        return True, revocation.seq
+
+    def _cascade(self, keys: set[bytes], serials: set[bytes]) -> tuple[set[bytes], set[bytes]]:
+        """Everything below the targets: grants given to revoked keys, their sub-grants, holders."""
+        grants = self._conn.execute("SELECT serial, parent, grantee_id FROM grants").fetchall()
+        by_serial = {bytes(g[0]): g for g in grants}
+        holders = {
+            bytes(e.grant_serial): e.endpoint_id
+            for e in self._endpoints.values()
+            if e.grant_serial is not None
+        }
+        changed = True
+        while changed:
+            changed = False
+            for serial, (_, parent, grantee) in by_serial.items():
+                hit = (bytes(grantee) in keys) or (parent is not None and bytes(parent) in serials)
+                if hit and serial not in serials:
+                    serials.add(serial)
+                    changed = True
+            for serial in list(serials):
+                holder = holders.get(serial)
+                if holder is not None and holder not in keys:
+                    keys.add(holder)
+                    changed = True
+        return keys, serials
+
+    def _revoke(
+        self,
+        seq: int,
+        digest: bytes,
+        issuer: str,
+        *,
+        keys: set[bytes],
+        serials: set[bytes],
+        now: float,
+    ) -> None:
+        keys, serials = self._cascade(set(keys), set(serials))
         with storage.write(self._conn) as conn:
             conn.execute(
-                "INSERT INTO revocations (seq, target, kind, received_at) VALUES (?, ?, 'key', ?)",
-                (seq, endpoint_id, now),
+                "INSERT INTO revocations (seq, digest, issuer, received_at) VALUES (?, ?, ?, ?)",
+                (seq, digest, issuer, now),
             )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'revocation_seq'", (seq,))
-            conn.execute(
-                "UPDATE endpoints SET revoked_seq = ?, persistent_key = NULL WHERE endpoint_id = ?",
-                (seq, endpoint_id),
+            conn.executemany(
+                "INSERT OR IGNORE INTO revoked_ids (id, kind, seq) VALUES (?, ?, ?)",
+                [(k, "key", seq) for k in keys] + [(g, "grant", seq) for g in serials],
             )
-            audit.append(
-                conn,
-                time=now,
-                key_id=endpoint_id.hex(),
-                command="revoke",
-                result="ok",
-                detail=f"seq {seq}" + (f" by {by}" if by else ""),
+            conn.executemany(
+                "UPDATE endpoints SET revoked_seq = ?, persistent_key = NULL"
+                " WHERE endpoint_id = ? AND revoked_seq IS NULL",
+                [(seq, k) for k in keys],
             )
-        endpoint = self._endpoints.get(endpoint_id)
-        if endpoint is not None:
-            self._endpoints[endpoint_id] = dataclasses.replace(endpoint, revoked_seq=seq)
-        self._persistent.pop(endpoint_id, None)
+            for key in sorted(keys):
+                audit.append(
+                    conn,
+                    time=now,
+                    key_id=key.hex(),
+                    command="revoke",
+                    result="ok",
+                    detail=f"seq {seq} by {issuer[:16]}",
+                )
+        self._revoked |= keys | serials
+        for key in keys:
+            endpoint = self._endpoints.get(key)
+            if endpoint is not None and not endpoint.revoked:
+                self._endpoints[key] = dataclasses.replace(endpoint, revoked_seq=seq)
+            self._persistent.pop(key, None)
+        self._bump_floor(now)
+
+    def _bump_floor(self, now: float) -> None:
+        self._floor = max(self._floor, now)
 
     def audit(
         self,
@@ -421,3 +596,4 @@ class VehicleStore:
                 reason=reason,
                 detail=detail,
             )
+        self._bump_floor(now)

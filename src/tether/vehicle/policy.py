@@ -6,7 +6,6 @@ Pure: the caller passes the endpoint, the command, the time and the car's signal
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
 from tether.protocol.commands import Command, DenialReason
@@ -28,14 +27,6 @@ WALKING_SPEED = 6.0
 SPEED = "Vehicle.Speed"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Limits:
-    """Optional limits of a key: hours of the day (start, end; end exclusive) and weekdays."""
-
-    hours: tuple[int, int] | None = None
-    weekdays: frozenset[int] | None = None  # 0 = Monday
-
-
 def _in_hours(hours: tuple[int, int], hour: int) -> bool:
     start, end = hours
     return start <= hour < end if start <= end else hour >= start or hour < end
@@ -49,9 +40,9 @@ def authorize(
     local_hour: int,
     local_weekday: int,
     signals: Mapping[str, object],
-    limits: Limits = Limits(),
 ) -> DenialReason | None:
     """None if ``endpoint`` may run ``command`` now, else why not (checked in a fixed order)."""
+    limits = endpoint.limits
     if endpoint.revoked:
         return DenialReason.REVOKED
     if endpoint.not_before is not None and now < endpoint.not_before:
