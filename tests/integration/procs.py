@@ -21,7 +21,7 @@ def tether(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Co
         text=True,
         timeout=timeout,
         check=False,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "TETHER_PASSPHRASE": "correct horse battery"},
     )
     if check and result.returncode != 0:
         raise AssertionError(

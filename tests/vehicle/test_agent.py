@@ -87,7 +87,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     events: list[AgentEvent] = []
     agent.listeners.append(events.append)
     listener = MemoryListener(agent.handle)
-    wallet = PhoneWallet.create(tmp_path / "phone", name="Ada's phone")
+    wallet = PhoneWallet.create(tmp_path / "phone", name="Ada's phone", passphrase="test pass")
     yield Rig(store, body, agent, listener, wallet, entropy, events)
     await listener.close()
     store.close()

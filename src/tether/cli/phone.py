@@ -1,27 +1,67 @@
-"""`tether phone ...`: the owner's phone: a wallet, pairing, and commands to the car."""
+"""`tether phone ...`: a phone: its wallet, pairing, commands, and sharing and revoking keys."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import os
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.table import Table
 
-from tether.cli.output import emit_json, out, when
-from tether.errors import TetherError
-from tether.phone import client
-from tether.phone.wallet import PhoneWallet
+from tether.cli.output import emit_json, err, out, when
+from tether.errors import PeerError, UsageError
+from tether.phone import client, sharing
+from tether.phone.wallet import PASSPHRASE_ENV, CarKey, IssuedGrant, PhoneWallet
+from tether.protocol import credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.pairing import VehiclePaired
 from tether.transport import tcp
 
-app = typer.Typer(help="A phone: its wallet of car keys, pairing, and commands.")
+app = typer.Typer(help="A phone: its wallet of car keys, pairing, commands, sharing.")
+T = TypeVar("T")
 
 DirOption = typer.Option(..., "--dir", help="The phone's directory.", file_okay=False)
 JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+_DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _passphrase(*, new: bool) -> str | None:
+    """From TETHER_PASSPHRASE, else asked for on a terminal, else None (the OS keyring)."""
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    if sys.stdin.isatty() and new and typer.confirm("Protect this wallet with a passphrase?", True):
+        return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=True))
+    if sys.stdin.isatty() and not new:
+        return str(typer.prompt("Wallet passphrase", hide_input=True)) or None
+    return None
+
+
+def _open(directory: Path) -> PhoneWallet:
+    try:
+        return PhoneWallet.open(directory, passphrase=os.environ.get(PASSPHRASE_ENV))
+    except UsageError as exc:
+        if "passphrase" in exc.message and sys.stdin.isatty():
+            return PhoneWallet.open(directory, passphrase=_passphrase(new=False))
+        raise
+
+
+def _talk(car: CarKey, action: Callable[[tcp.TcpTransport], Awaitable[T]]) -> T:
+    async def go() -> T:
+        transport = await tcp.connect(car.address)
+        try:
+            return await action(transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(go())
 
 
 @app.command()
@@ -29,8 +69,8 @@ def init(
     directory: Path = DirOption,
     name: str = typer.Option("My phone", "--name", help="A name the car shows for this phone."),
 ) -> None:
-    """Create a new phone wallet."""
-    PhoneWallet.create(directory, name=name).close()
+    """Create a new phone wallet (keys encrypted at rest: OS keyring or a passphrase)."""
+    PhoneWallet.create(directory, name=name, passphrase=_passphrase(new=True)).close()
     out.print(f"Created phone [bold]{name}[/bold] in {directory}")
 
 
@@ -43,7 +83,7 @@ def pair(
     as_json: bool = JsonOption,
 ) -> None:
     """Pair with a car as its owner, with the one-time code the car shows."""
-    wallet = PhoneWallet.open(directory)
+    wallet = _open(directory)
     entropy = SystemEntropy()
     endpoint_key = entropy.new_private_key()  # a fresh key for this car only
 
@@ -64,6 +104,7 @@ def pair(
         address=vehicle,
         endpoint_key=endpoint_key,
         role="owner",
+        rights=credentials.RIGHTS,
         now=time.time(),
     )
     wallet.close()
@@ -78,18 +119,39 @@ def pair(
         )
 
 
+def _window(car: CarKey) -> str:
+    if car.not_before is None and car.not_after is None:
+        return "always"
+    return f"{when(car.not_before)} → {when(car.not_after)}"
+
+
+def _status(car: CarKey, now: float) -> str:
+    if car.status != "active":
+        return car.status
+    if car.not_after is not None and now >= car.not_after:
+        return "expired"
+    if car.not_before is not None and now < car.not_before:
+        return "not yet valid"
+    return "active" if car.enrolled else "active (first use pending)"
+
+
 @app.command()
 def keys(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
-    """The cars this phone holds keys for."""
-    wallet = PhoneWallet.open(directory)
-    cars = wallet.cars()
+    """The keys this phone holds (rights, window, status) and the grants it issued."""
+    wallet = _open(directory)
+    cars, issued = wallet.cars(), wallet.issued()
     wallet.close()
+    now = time.time()
     rows = [
         {
             "car": c.name,
             "vehicle_id": c.vehicle_id.hex(),
             "key_id": c.endpoint_id.hex(),
             "role": c.role,
+            "rights": sorted(c.rights),
+            "not_before": c.not_before,
+            "not_after": c.not_after,
+            "status": _status(c, now),
             "address": c.address,
             "fast_ready": c.persistent_key is not None,
             "transactions": c.ratchet,
@@ -97,49 +159,354 @@ def keys(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
         }
         for c in cars
     ]
+    grants = [
+        {
+            "serial": g.serial.hex(),
+            "car": g.car,
+            "grantee": g.grantee_id.hex(),
+            "label": g.label,
+            "rights": sorted(g.rights),
+            "not_before": g.not_before,
+            "not_after": g.not_after,
+            "revoked": g.revoked_seq is not None,
+        }
+        for g in issued
+    ]
     if as_json:
-        emit_json({"keys": rows})
+        emit_json({"keys": rows, "issued": grants})
         return
-    table = Table("car", "vehicle id", "key id", "role", "address", "fast", "added", title="Keys")
-    for r in rows:
+    table = Table("car", "key id", "role", "rights", "valid", "status", "fast", title="Keys")
+    for c, r in zip(cars, rows, strict=True):
         table.add_row(
-            str(r["car"]),
-            str(r["vehicle_id"])[:16],
+            c.name,
             str(r["key_id"])[:16],
-            str(r["role"]),
-            str(r["address"]),
-            "yes" if r["fast_ready"] else "no",
-            when(r["added_at"]),  # type: ignore[arg-type]
+            c.role,
+            ",".join(sorted(c.rights)),
+            _window(c),
+            str(r["status"]),
+            "yes" if c.persistent_key else "no",
         )
     out.print(table)
+    if grants:
+        shared = Table("serial", "car", "to", "rights", "until", "status", title="Grants issued")
+        for g in issued:
+            shared.add_row(
+                g.serial.hex()[:16],
+                g.car,
+                g.label or g.grantee_id.hex()[:12],
+                ",".join(sorted(g.rights)),
+                when(g.not_after),
+                "[red]revoked[/red]" if g.revoked_seq is not None else "active",
+            )
+        out.print(shared)
+
+
+@app.command("key-request")
+def key_request(
+    directory: Path = DirOption,
+    out_path: Path = typer.Option(..., "--out", help="Where to write the request file."),
+    label: str = typer.Option("", "--name", help="Your name, as the owner will see it."),
+) -> None:
+    """(Friend) Make a new key and a request to send to the car's owner."""
+    wallet = _open(directory)
+    key = SystemEntropy().new_private_key()
+    wallet.add_request(key, now=time.time())
+    out_path.write_bytes(sharing.make_request(key.public_key, label or wallet.name))
+    wallet.close()
+    out.print(f"Key request written to {out_path} (key id {key.public_key.key_id.hex()})")
+
+
+def _time(text: str | None, default: float) -> float:
+    if not text:
+        return default
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"not a date and time: {text!r} (use e.g. 2026-12-24T18:00)") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.timestamp()
+
+
+def _hours(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        start, end = (int(x) for x in text.split("-"))
+    except ValueError:
+        raise UsageError(f"hours are START-END, e.g. 07-22, not {text!r}") from None
+    if not (0 <= start <= 24 and 0 <= end <= 24 and start != end):
+        raise UsageError(f"hours are START-END between 0 and 24, not {text!r}")
+    return start, end
+
+
+def _days(text: str | None) -> frozenset[int] | None:
+    if not text:
+        return None
+    text = text.lower()
+    if "-" in text and "," not in text:
+        a, _, b = text.partition("-")
+        if a in _DAYS and b in _DAYS:
+            i, j = _DAYS.index(a), _DAYS.index(b)
+            return (
+                frozenset(range(i, j + 1)) if i <= j else frozenset([*range(i, 7), *range(j + 1)])
+            )
+    days = [d.strip() for d in text.split(",")]
+    if not all(d in _DAYS for d in days):
+        raise UsageError(f"days are like mon-fri or sat,sun, not {text!r}")
+    return frozenset(_DAYS.index(d) for d in days)
+
+
+@app.command()
+def share(
+    directory: Path = DirOption,
+    vehicle: str | None = typer.Option(None, "--vehicle", help="Which car key to share from."),
+    request: Path = typer.Option(..., "--request", help="The friend's key request file."),
+    rights: str = typer.Option("unlock,lock", "--rights", help="Comma-separated rights."),
+    until: str = typer.Option(..., "--until", help="End of validity, e.g. 2026-12-24T18:00."),
+    start: str | None = typer.Option(None, "--from", help="Start of validity (default: now)."),
+    hours: str | None = typer.Option(None, "--hours", help="Hours of day, e.g. 07-22."),
+    days: str | None = typer.Option(None, "--days", help="Days, e.g. mon-fri or sat,sun."),
+    out_path: Path = typer.Option(..., "--out", help="Where to write the grant file."),
+    show_qr: bool = typer.Option(True, "--qr/--no-qr", help="Print the grant as a QR code."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Sign a grant for a friend's key (owner, or a key holding `share`)."""
+    wallet = _open(directory)
+    car = wallet.car(vehicle)
+    wanted = frozenset(r.strip() for r in rights.split(",") if r.strip())
+    unknown = wanted - credentials.RIGHTS
+    if unknown or not wanted:
+        raise UsageError(
+            f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
+        )
+    try:
+        friend = sharing.read_request(request.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read {request}: {exc.strerror}") from None
+    now = time.time()
+    nbf, exp = int(_time(start, now)), int(_time(until, 0))
+    if exp <= max(nbf, int(now)):
+        raise UsageError("--until must be in the future and after --from")
+    limits = credentials.Limits(hours=_hours(hours), weekdays=_days(days))
+    parent = None
+    chain: list[bytes] = []
+    if car.role != "owner":
+        if car.credential is None:
+            raise UsageError("this key has no grant to share from")
+        chain = credentials.decode_chain(car.credential)
+        parent = credentials.parse_grant(chain[-1])
+        if "share" not in parent.rights:
+            raise UsageError("your key does not carry the right to share")
+        if not wanted <= parent.rights:
+            raise UsageError(f"you can only pass on rights you hold: {sorted(parent.rights)}")
+        nbf, exp = max(nbf, parent.not_before), min(exp, parent.expires)
+        if not limits.within(parent.limits):
+            limits = parent.limits
+    serial = os.urandom(credentials.SERIAL_SIZE)
+    grant = credentials.issue_grant(
+        car.endpoint_key,
+        grantee=friend.key,
+        vehicle_id=car.vehicle_id,
+        rights=wanted,
+        not_before=nbf,
+        expires=exp,
+        serial=serial,
+        issued_at=int(now),
+        limits=limits,
+        parent=parent,
+        label=friend.label,
+    )
+    bundle = sharing.Bundle(
+        chain=[*chain, grant],
+        leaf=credentials.parse_grant(grant),
+        vehicle_key=car.vehicle_key,
+        vehicle_name=car.vehicle_name,
+        address=car.address,
+    )
+    out_path.write_bytes(bundle.encode())
+    wallet.record_issued(
+        IssuedGrant(
+            serial=serial,
+            car=car.name,
+            grantee_id=friend.key.key_id,
+            label=friend.label,
+            rights=wanted,
+            not_before=nbf,
+            not_after=exp,
+            issued_at=now,
+            revoked_seq=None,
+        )
+    )
+    wallet.close()
+    link = bundle.link()
+    if as_json:
+        emit_json(
+            {
+                "serial": serial.hex(),
+                "grantee": friend.key.key_id.hex(),
+                "link": link,
+                "file": str(out_path),
+            }
+        )
+        return
+    out.print(
+        f"Grant {serial.hex()[:16]} for [bold]{friend.label or 'a friend'}[/bold]: "
+        f"{','.join(sorted(wanted))} on {car.name} until {when(exp)} → {out_path}"
+    )
+    if show_qr:
+        import segno
+
+        segno.make(link, error="l").terminal(compact=True)
+    out.print(f"Link: {link}")
+
+
+@app.command()
+def accept(
+    directory: Path = DirOption,
+    grant: str = typer.Argument(..., help="A grant file, or a tether://grant/ link."),
+    name: str = typer.Option("", "--name", help="What to call this key (default: the car's name)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """(Friend) Store a grant you received, for the key you requested."""
+    if grant.startswith(sharing.LINK_PREFIX):
+        bundle = sharing.read_bundle(grant)
+    else:
+        try:
+            bundle = sharing.read_bundle(Path(grant).read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read {grant}: {exc.strerror}") from None
+    wallet = _open(directory)
+    leaf = bundle.leaf
+    key = wallet.take_request(leaf.grantee.key_id)
+    if key is None:
+        raise UsageError("this grant is for a key this phone did not request (a foreign grant)")
+    now = time.time()
+    if now >= leaf.expires:
+        raise UsageError(f"this grant expired at {when(leaf.expires)}")
+    car = wallet.add_car(
+        name=name or bundle.vehicle_name,
+        vehicle_key=bundle.vehicle_key,
+        vehicle_name=bundle.vehicle_name,
+        address=bundle.address,
+        endpoint_key=key,
+        role="friend" if len(bundle.chain) == 1 else "delegate",
+        rights=leaf.rights,
+        not_before=float(leaf.not_before),
+        not_after=float(leaf.expires),
+        limits=leaf.limits,
+        credential=credentials.encode_chain(bundle.chain),
+        now=now,
+    )
+    wallet.drop_request(leaf.grantee.key_id)
+    wallet.close()
+    if as_json:
+        emit_json({"car": car.name, "rights": sorted(car.rights), "not_after": car.not_after})
+    else:
+        out.print(
+            f"Accepted a key to [bold]{car.name}[/bold]: {','.join(sorted(car.rights))}, "
+            f"valid {when(car.not_before)} → {when(car.not_after)}"
+        )
+
+
+@app.command()
+def revoke(
+    directory: Path = DirOption,
+    vehicle: str | None = typer.Option(None, "--vehicle", help="Which car (your owner key)."),
+    key: str | None = typer.Option(None, "--key", help="Key id to revoke (hex prefix)."),
+    grant: str | None = typer.Option(None, "--grant", help="Grant serial to revoke (hex prefix)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """(Owner) Revoke a key or a grant (and everything shared from it); the car confirms."""
+    if (key is None) == (grant is None):
+        raise UsageError("give exactly one of --key or --grant")
+    wallet = _open(directory)
+    car = wallet.car(vehicle)
+    if car.role != "owner":
+        raise UsageError("only an owner key can revoke")
+    keys: list[bytes] = []
+    serials: list[bytes] = []
+    if grant is not None:
+        matches = [g.serial for g in wallet.issued() if g.serial.hex().startswith(grant.lower())]
+        serials = matches if len(matches) == 1 else [_hex(grant, 16, "--grant")]
+    else:
+        assert key is not None
+        matches = [
+            g.grantee_id for g in wallet.issued() if g.grantee_id.hex().startswith(key.lower())
+        ]
+        keys = matches[:1] if len(set(matches)) == 1 else [_hex(key, 16, "--key")]
+    now = time.time()
+    seq = wallet.next_revocation_seq(now)
+    revocation = credentials.issue_revocation(
+        car.endpoint_key,
+        vehicle_id=car.vehicle_id,
+        seq=seq,
+        keys=keys,
+        grants=serials,
+        issued_at=int(now),
+    )
+    result = _talk(
+        car,
+        lambda t: client.deliver_revocation(
+            t,
+            car,
+            revocation,
+            entropy=SystemEntropy(),
+            persist=lambda k: wallet.set_persistent_key(car.name, k),
+        ),
+    )
+    if result.ok:
+        wallet.mark_revoked(serials=serials, keys=keys, seq=seq)
+    wallet.close()
+    if as_json:
+        emit_json(
+            {"ok": result.ok, "seq": result.seq, "reason": result.reason, "message": result.message}
+        )
+    elif result.ok:
+        out.print(
+            f"[green]✓[/green] revoked on {car.name} (sequence {result.seq}): {result.message}"
+        )
+    else:
+        err.print(f"[red]✗[/red] the car refused ({result.reason}): {result.message}")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _hex(text: str, size: int, option: str) -> bytes:
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{option} must be hex") from None
+    if len(value) != size:
+        raise UsageError(
+            f"{option} must be the full {2 * size}-digit id (or a prefix of one you issued)"
+        )
+    return value
 
 
 def _command(
     command: Command, directory: Path, vehicle: str | None, standard: bool, as_json: bool
 ) -> None:
-    wallet = PhoneWallet.open(directory)
+    wallet = _open(directory)
     car = wallet.car(vehicle)
-    entropy = SystemEntropy()
     started = time.perf_counter()
-
-    async def go() -> client.Outcome:
-        transport = await tcp.connect(car.address)
-        try:
-            (outcome,) = await client.run_commands(
-                transport,
+    try:
+        (outcome,) = _talk(
+            car,
+            lambda t: client.run_commands(
+                t,
                 car,
                 [command],
-                entropy=entropy,
+                entropy=SystemEntropy(),
                 # Fast transactions only ever open and close the car (docs/protocol.md §6.4).
                 fast=not standard and command in FAST_COMMANDS,
                 persist=lambda key: wallet.set_persistent_key(car.name, key),
-            )
-            return outcome
-        finally:
-            await transport.close()
-
-    try:
-        outcome = asyncio.run(go())
+            ),
+        )
+    except PeerError as exc:
+        if exc.code in ("unknown_key", "grant_revoked"):
+            wallet.set_status(car.name, "revoked or unknown to the car")
+        raise
     finally:
         wallet.close()
     ms = (time.perf_counter() - started) * 1000
@@ -174,7 +541,7 @@ def _register(command: Command) -> None:
     def run(
         directory: Path = DirOption,
         vehicle: str | None = typer.Option(
-            None, "--vehicle", help="Which car (name in the wallet)."
+            None, "--vehicle", help="Which key (name in the wallet)."
         ),
         standard: bool = typer.Option(False, "--standard", help="Force a standard transaction."),
         as_json: bool = JsonOption,
@@ -195,5 +562,3 @@ for _cmd in (
     Command.HONK,
 ):
     _register(_cmd)
-
-__all__ = ["TetherError", "app"]

@@ -192,9 +192,7 @@ class PhoneWallet:
         else:
             backend = _keyring_backend()
             if backend is None:
-                raise UsageError(
-                    f"no OS keyring here to protect the wallet: set {PASSPHRASE_ENV}"
-                )
+                raise UsageError(f"no OS keyring here to protect the wallet: set {PASSPHRASE_ENV}")
             backend.set_password(KEYRING_SERVICE, wallet_id, wallet_key.hex())
             meta.append(("protection", "keyring"))
         conn = storage.connect(path, create=True)
@@ -335,6 +333,7 @@ class PhoneWallet:
                         json.dumps((limits or Limits()).to_cbor()),
                         credential,
                         int(credential is None),
+                        now,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
