@@ -225,3 +225,21 @@ def test_channel_refuses_use_after_break_and_counts_records() -> None:
 def test_every_reason_has_a_sentence() -> None:
     for reason in DenialReason:
         assert explain(reason).endswith(".")
+
+
+def test_revocation_delivery_round_trip() -> None:
+    from tether.protocol.session import RevocationAnswered, RevocationReceived
+
+    phone, car = sessions()
+    request_id = phone.deliver_revocation(b"signed revocation")
+    (event,) = car.receive(phone.data_to_send()[0])
+    assert event == RevocationReceived(request_id=request_id, revocation=b"signed revocation")
+    car.respond_revocation(request_id, ok=True, seq=7, message="Revoked.")
+    (answer,) = phone.receive(car.data_to_send()[0])
+    assert isinstance(answer, RevocationAnswered)
+    assert answer.result.ok and answer.result.seq == 7 and answer.result.reason is None
+    car.respond_revocation(request_id, ok=False, seq=7, reason="revocation_replayed", message="old")
+    (answer,) = phone.receive(car.data_to_send()[0])
+    assert isinstance(answer, RevocationAnswered) and answer.result.reason == "revocation_replayed"
+    with pytest.raises(LocalProtocolError):
+        car.respond_revocation(request_id, ok=True, seq=7, reason="x", message="x")

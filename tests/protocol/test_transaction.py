@@ -343,3 +343,70 @@ def test_wrong_message_for_the_state_is_unexpected(cls: type) -> None:
     with pytest.raises(UnexpectedMessage):
         car_tx.receive(codec.encode(sample_message(cls)))
     assert car_tx.state is TxState.FAILED
+
+
+# -- first use of a shared key ---------------------------------------------------------------------
+def _friend_world(*, holder_is_grantee: bool = True) -> tuple[World, bytes]:
+    from tether.protocol import credentials
+
+    world = World.make(b"friend")
+    friend = world.entropy.new_private_key()
+    grant = credentials.issue_grant(
+        world.phone_key,  # the owner's key signs
+        grantee=friend.public_key,
+        vehicle_id=world.vehicle_key.public_key.key_id,
+        rights=frozenset({"unlock"}),
+        not_before=0,
+        expires=10**10,
+        serial=b"\x05" * 16,
+        issued_at=0,
+    )
+    if holder_is_grantee:
+        world.phone_key = friend  # the friend's phone now runs the transactions
+    else:
+        world.phone_key = world.entropy.new_private_key()  # someone who copied the grant file
+    return world, credentials.encode_chain([grant])
+
+
+def test_a_granted_key_enrols_on_first_use_and_then_goes_fast() -> None:
+    from tether.protocol.transaction import CredentialAccepted
+
+    world, credential = _friend_world()
+    phone_tx = world.phone_tx(fast=False)
+    phone_tx._credential = credential
+    car_tx = world.vehicle_tx()
+    car_tx._now = 100.0
+    phone_tx.start()
+    events = pump(phone_tx, car_tx, on_events=world.apply)
+    accepted = [e for e in events if isinstance(e, CredentialAccepted)]
+    assert len(accepted) == 1 and accepted[0].chain.leaf.rights == {"unlock"}
+    world.directory.enroll(accepted[0].chain.leaf.grantee)  # what the key store does
+    phone, car, _ = world.transact(fast=True)
+    assert phone.fast and car.endpoint_id == world.phone_key.public_key.key_id
+
+
+def test_a_copied_grant_is_useless_without_its_private_key() -> None:
+    from tether.protocol import credentials
+
+    world, credential = _friend_world(holder_is_grantee=False)
+    phone_tx = world.phone_tx(fast=False)
+    phone_tx._credential = credential
+    car_tx = world.vehicle_tx()
+    car_tx._now = 100.0
+    phone_tx.start()
+    with pytest.raises(credentials.GrantError) as info:
+        pump(phone_tx, car_tx)
+    assert info.value.code == "grant_key_mismatch"
+
+
+def test_claiming_the_grantees_id_without_its_key_fails_the_signature() -> None:
+    world, credential = _friend_world()
+    thief = world.entropy.new_private_key()
+    phone_tx = world.phone_tx(fast=False)
+    phone_tx._credential = credential
+    phone_tx._endpoint_key = thief  # signs with its own key but names the friend's key id
+    car_tx = world.vehicle_tx()
+    car_tx._now = 100.0
+    phone_tx.start()
+    with pytest.raises(AuthenticationFailed):
+        pump(phone_tx, car_tx)
