@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import cbor2
 import cwt
 import pytest
@@ -50,12 +52,21 @@ def grant(
     )
 
 
-def check(chain: list[bytes], *, revoked: frozenset[bytes] = frozenset(), now: float = NOW,
-          max_depth: int = 2) -> credentials.VerifiedChain:
+def check(
+    chain: list[bytes],
+    *,
+    revoked: frozenset[bytes] = frozenset(),
+    now: float = NOW,
+    max_depth: int = 2,
+) -> credentials.VerifiedChain:
     owners = {OWNER.public_key.key_id: OWNER.public_key}
     return verify_chain(
-        chain, vehicle_id=VEHICLE, owner_key=owners.get, is_revoked=revoked.__contains__,
-        now=now, max_depth=max_depth,
+        chain,
+        vehicle_id=VEHICLE,
+        owner_key=owners.get,
+        is_revoked=revoked.__contains__,
+        now=now,
+        max_depth=max_depth,
     )
 
 
@@ -77,7 +88,7 @@ def test_an_independent_cose_library_verifies_our_grant() -> None:
     g = grant()
     x, y = OWNER.public_key.encoded[1:33], OWNER.public_key.encoded[33:]
     key = cwt.COSEKey.new({1: 2, -1: 1, -2: x, -3: y, 3: -7, 2: OWNER.public_key.key_id})
-    claims = cwt.decode(g, key, no_verify=True)  # no_verify: skip exp/nbf against today's clock
+    claims: Any = cwt.decode(g, key, no_verify=True)  # no_verify: skip exp/nbf vs. today's clock
     assert claims[3] == VEHICLE.hex()
     assert claims[2] == FRIEND.public_key.key_id.hex()
     assert claims[8][1][-2] == FRIEND.public_key.encoded[1:33]
@@ -92,8 +103,15 @@ def test_an_independent_cose_library_verifies_our_grant() -> None:
 
 def test_delegation_narrows_and_verifies() -> None:
     root = grant()
-    sub = grant(FRIEND, CHILD, rights=frozenset({"unlock"}), nbf=NOW - 10, exp=NOW + 10, parent=root,
-                limits=Limits(hours=(8, 20)))
+    sub = grant(
+        FRIEND,
+        CHILD,
+        rights=frozenset({"unlock"}),
+        nbf=NOW - 10,
+        exp=NOW + 10,
+        parent=root,
+        limits=Limits(hours=(8, 20)),
+    )
     result = check([root, sub])
     assert result.leaf.grantee == CHILD.public_key and len(result.grants) == 2
 
@@ -114,19 +132,29 @@ def test_sub_grants_may_not_widen(sub_kwargs: dict[str, object], code: str) -> N
 
 def test_sub_grants_may_not_loosen_limits() -> None:
     root = grant(limits=Limits(hours=(8, 18), weekdays=frozenset({0, 1}), max_speed=100))
-    for limits in (Limits(hours=(7, 18), weekdays=frozenset({0}), max_speed=90),
-                   Limits(hours=(8, 18), weekdays=None, max_speed=90),
-                   Limits(hours=(8, 18), weekdays=frozenset({0}), max_speed=None),
-                   Limits(hours=(8, 18), weekdays=frozenset({0, 5}), max_speed=90)):
+    for limits in (
+        Limits(hours=(7, 18), weekdays=frozenset({0}), max_speed=90),
+        Limits(hours=(8, 18), weekdays=None, max_speed=90),
+        Limits(hours=(8, 18), weekdays=frozenset({0}), max_speed=None),
+        Limits(hours=(8, 18), weekdays=frozenset({0, 5}), max_speed=90),
+    ):
         sub = grant(FRIEND, CHILD, parent=root, limits=limits)
         refused([root, sub], "grant_widens_limits")
-    ok = grant(FRIEND, CHILD, parent=root, limits=Limits(hours=(9, 17), weekdays=frozenset({1}), max_speed=80))
+    ok = grant(
+        FRIEND,
+        CHILD,
+        parent=root,
+        limits=Limits(hours=(9, 17), weekdays=frozenset({1}), max_speed=80),
+    )
     check([root, ok])
 
 
 def test_a_friend_without_share_cannot_share() -> None:
     root = grant(rights=frozenset({"unlock", "lock"}))
-    refused([root, grant(FRIEND, CHILD, rights=frozenset({"unlock"}), parent=root)], "grant_no_share_right")
+    refused(
+        [root, grant(FRIEND, CHILD, rights=frozenset({"unlock"}), parent=root)],
+        "grant_no_share_right",
+    )
 
 
 def test_chains_are_bounded() -> None:
@@ -140,8 +168,12 @@ def test_chains_are_bounded() -> None:
 def test_revoked_anything_in_the_chain_is_refused() -> None:
     root = grant()
     sub = grant(FRIEND, CHILD, rights=frozenset({"unlock"}), parent=root)
-    for revoked in (credentials.parse_grant(root).serial, FRIEND.public_key.key_id,
-                    credentials.parse_grant(sub).serial, CHILD.public_key.key_id):
+    for revoked in (
+        credentials.parse_grant(root).serial,
+        FRIEND.public_key.key_id,
+        credentials.parse_grant(sub).serial,
+        CHILD.public_key.key_id,
+    ):
         refused([root, sub], "grant_revoked", revoked=frozenset({revoked}))
 
 
@@ -176,7 +208,9 @@ def test_broken_chains_are_refused() -> None:
 def test_a_signature_by_the_wrong_key_is_refused() -> None:
     g = credentials.parse_grant(grant())
     forged_sig = STRANGER.sign(b"anything")
-    raw = cbor2.dumps(cbor2.CBORTag(18, [g.protected, {4: OWNER.public_key.key_id}, g.payload, forged_sig]))
+    raw = cbor2.dumps(
+        cbor2.CBORTag(18, [g.protected, {4: OWNER.public_key.key_id}, g.payload, forged_sig])
+    )
     refused([raw], "grant_bad_signature")
 
 
@@ -222,7 +256,12 @@ def test_garbage_is_a_typed_error(data: bytes) -> None:
         lambda c: {**c, "parent": b"short"},
         lambda c: {**c, "label": 7},
         lambda c: {**c, 1: "zz"},
-        lambda c: {**c, 2: FRIEND.public_key.key_id.hex().replace("a", "b", 1) if "a" in FRIEND.public_key.key_id.hex() else "00" * 16},
+        lambda c: {
+            **c,
+            2: FRIEND.public_key.key_id.hex().replace("a", "b", 1)
+            if "a" in FRIEND.public_key.key_id.hex()
+            else "00" * 16,
+        },
         lambda c: {**c, "extra": 1},
         lambda c: [1, 2],
     ],
@@ -242,7 +281,9 @@ def test_cose_envelope_checks() -> None:
     for obj in (
         cbor2.CBORTag(17, [g.protected, {4: b"k"}, g.payload, g.signature]),
         cbor2.CBORTag(18, [g.protected, {4: b"k"}, g.payload]),
-        cbor2.CBORTag(18, [cbor2.dumps({1: -35}), {4: OWNER.public_key.key_id}, g.payload, g.signature]),
+        cbor2.CBORTag(
+            18, [cbor2.dumps({1: -35}), {4: OWNER.public_key.key_id}, g.payload, g.signature]
+        ),
         cbor2.CBORTag(18, [b"\xff", {4: OWNER.public_key.key_id}, g.payload, g.signature]),
         cbor2.CBORTag(18, [g.protected, {}, g.payload, g.signature]),
         cbor2.CBORTag(18, [g.protected, {4: OWNER.public_key.key_id}, b"\xff", g.signature]),
@@ -269,7 +310,11 @@ def test_chain_encoding() -> None:
 
 
 def test_limits_round_trip() -> None:
-    for limits in (Limits(), Limits(weekdays=frozenset({5, 6})), Limits(hours=(1, 2), max_speed=50)):
+    for limits in (
+        Limits(),
+        Limits(weekdays=frozenset({5, 6})),
+        Limits(hours=(1, 2), max_speed=50),
+    ):
         assert Limits.from_cbor(limits.to_cbor()) == limits
 
 
@@ -282,8 +327,13 @@ def test_limits_hours_wrap_midnight() -> None:
 
 # -- revocations ----------------------------------------------------------------------------------
 def revocation(signer: PrivateKey = OWNER, **kwargs: object) -> bytes:
-    values: dict[str, object] = {"vehicle_id": VEHICLE, "seq": 5, "keys": [FRIEND.public_key.key_id],
-                                 "grants": [], "issued_at": NOW}
+    values: dict[str, object] = {
+        "vehicle_id": VEHICLE,
+        "seq": 5,
+        "keys": [FRIEND.public_key.key_id],
+        "grants": [],
+        "issued_at": NOW,
+    }
     values.update(kwargs)
     return credentials.issue_revocation(signer, **values)  # type: ignore[arg-type]
 
@@ -304,8 +354,11 @@ def test_revocations_verify_and_refuse() -> None:
             verify_rev(raw)
         assert info.value.code == code
     r = credentials.parse_revocation(revocation())
-    forged = cbor2.dumps(cbor2.CBORTag(18, [r.protected, {4: OWNER.public_key.key_id}, r.payload,
-                                            STRANGER.sign(b"x")]))
+    forged = cbor2.dumps(
+        cbor2.CBORTag(
+            18, [r.protected, {4: OWNER.public_key.key_id}, r.payload, STRANGER.sign(b"x")]
+        )
+    )
     with pytest.raises(GrantError) as info:
         verify_rev(forged)
     assert info.value.code == "revocation_bad_signature"
@@ -313,9 +366,12 @@ def test_revocations_verify_and_refuse() -> None:
         revocation(keys=[], grants=[])
     with pytest.raises(GrantError):
         revocation(seq=0)
-    for body in ({"aud": VEHICLE.hex(), "seq": 1, "keys": [b"x"], "grants": [], "iat": 1},
-                 {"aud": VEHICLE.hex(), "seq": 1, "keys": [], "grants": [], "iat": 1},
-                 {"aud": VEHICLE.hex()}, [1], ):
+    for body in (
+        {"aud": VEHICLE.hex(), "seq": 1, "keys": [b"x"], "grants": [], "iat": 1},
+        {"aud": VEHICLE.hex(), "seq": 1, "keys": [], "grants": [], "iat": 1},
+        {"aud": VEHICLE.hex()},
+        [1],
+    ):
         raw = credentials._sign1(OWNER, cbor2.dumps(body))
         with pytest.raises(GrantError):
             verify_rev(raw)
