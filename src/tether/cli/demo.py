@@ -1,198 +1,351 @@
-"""`tether demo`: a virtual car and its owner's phone, in one process, narrated step by step."""
+"""`tether demo`: a virtual car, its owner's phone and a friend's phone, narrated step by step.
+
+Everything runs in one process on the production code paths (the vehicle agent, its SQLite key
+store and audit log, phone wallets, the phone client) over in-memory transports, in a temporary
+directory that is deleted afterwards.
+"""
 
 from __future__ import annotations
 
-import secrets
+import asyncio
+import datetime
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
 from rich.console import Console
-from rich.panel import Panel
 from rich.table import Table
 
-from tether.errors import ProtocolError
+from tether.errors import ProtocolError, TetherError
+from tether.phone import client, sharing
+from tether.phone.wallet import CarKey, PhoneWallet
+from tether.protocol import codec, credentials
+from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy, Entropy, SystemEntropy
-from tether.protocol.pairing import CodeState, PhoneEnrolled, PhonePairing, VehiclePairing
-from tether.protocol.pump import pump
-from tether.protocol.session import CommandReceived, PhoneSession, ResultReceived, VehicleSession
-from tether.protocol.transaction import (
-    Established,
-    MemoryDirectory,
-    PersistentKeyChanged,
-    PhoneTransaction,
-    VehicleTransaction,
-)
+from tether.protocol.messages import Error
+from tether.transport.base import Transport
+from tether.transport.memory import MemoryListener
+from tether.vehicle.agent import VehicleAgent
+from tether.vehicle.body.virtual import VirtualBody
+from tether.vehicle.keystore import VehicleStore
+
+T = TypeVar("T")
+_DEMO_PASSPHRASE = "demo only"  # noqa: S105 - throwaway wallets in a temporary directory
 
 
-class _Car(MemoryDirectory):
-    """Just enough car for the demo: enrolled keys, persistent keys and a lock state."""
+class _Recording:
+    """A transport that remembers what the phone sent (what an eavesdropper would capture)."""
 
-    def __init__(self, entropy: Entropy) -> None:
-        super().__init__()
-        self.key = entropy.new_private_key()
-        self.locked = True
+    def __init__(self, inner: Transport, log: list[bytes]) -> None:
+        self._inner, self._log, self.peer = inner, log, inner.peer
 
-    def serve(self, session: VehicleSession, events: list[object]) -> None:
-        for event in events:
-            if isinstance(event, CommandReceived):
-                if event.command.value in ("lock", "unlock"):
-                    self.locked = event.command.value == "lock"
-                session.respond(
-                    event.request_id,
-                    ok=True,
-                    state={"Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": self.locked},
-                )
+    async def send(self, message: bytes) -> None:
+        self._log.append(message)
+        await self._inner.send(message)
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        return await self._inner.receive(timeout)
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
+@dataclass
 class _Story:
-    """The demo's car, phone and eavesdropper, with each step timed."""
+    out: Console
+    entropy: Entropy
+    root: Path
+    table: Table
+    ok: bool = True
+    recorded: list[list[bytes]] = field(default_factory=list)
 
-    def __init__(self, entropy: Entropy, code: str) -> None:
-        self.entropy = entropy
-        self.code = code
-        self.car = _Car(entropy)
-        self.phone_key = entropy.new_private_key()
-        self.phone_persistent: bytes | None = None
-        self.recorded: list[list[bytes]] = []  # what an eavesdropper saw the phone send
-
-    def pair(self) -> bool:
+    def __post_init__(self) -> None:
         now = time.time()
-        phone = PhonePairing(
-            code=self.code, endpoint_key=self.phone_key, name="Owner", entropy=self.entropy
+        self.store = VehicleStore.create(
+            self.root / "car", name="Demo car", entropy=self.entropy, now=now
         )
-        car = VehiclePairing(
-            code=CodeState(code=self.code, expires_at=now + 600, used=False, failures=0),
-            now=now,
-            vehicle_key=self.car.key,
-            name="Demo car",
-            entropy=self.entropy,
+        self.body = VirtualBody(self.root / "car" / "body.json")
+        self.agent = VehicleAgent(self.store, self.body, entropy=self.entropy)
+        self.listener = MemoryListener(self.agent.handle)
+        self.owner = PhoneWallet.create(
+            self.root / "owner", name="Ada", passphrase=_DEMO_PASSPHRASE
         )
-        phone.start()
-        enrolled = [e for e in pump(phone, car) if isinstance(e, PhoneEnrolled)]
-        for event in enrolled:
-            self.car.enroll(event.public_key, owner=True)
-        return bool(enrolled)
-
-    def command(self, command: str, *, fast: bool) -> tuple[bool, str, bool]:
-        """Run one transaction and one command; return (done, message, was the session fast)."""
-        phone_tx = PhoneTransaction(
-            endpoint_key=self.phone_key,
-            vehicle_key=self.car.key.public_key,
-            persistent_key=self.phone_persistent,
-            entropy=self.entropy,
-            fast=fast,
+        self.friend = PhoneWallet.create(
+            self.root / "friend", name="Bea", passphrase=_DEMO_PASSPHRASE
         )
-        car_tx = VehicleTransaction(
-            vehicle_key=self.car.key, directory=self.car, entropy=self.entropy
-        )
-        sent: list[bytes] = []
-        self.recorded.append(sent)
-        phone_tx.start()
-        sessions: list[PhoneSession | VehicleSession] = []
 
-        def persist(side: object, events: list[object]) -> None:
-            for event in events:
-                if isinstance(event, PersistentKeyChanged):
-                    if side is car_tx:
-                        self.car.persistent[event.endpoint_id] = event.key
-                    else:
-                        self.phone_persistent = event.key
-                elif isinstance(event, Established):
-                    sessions.append(event.session)
+    def step(self, label: str, good: bool, outcome: str, ms: float | None = None) -> None:
+        self.ok &= good
+        mark = "[green]✓[/green]" if good else "[red]✗[/red]"
+        timing = f" ({ms:.2f} ms)" if ms is not None else ""
+        self.out.print(f"{mark} {label}: {outcome}{timing}")
+        self.table.add_row(label, outcome, f"{ms:.2f}" if ms is not None else "")
 
-        def eavesdrop(side: object, data: bytes) -> bytes:
-            if side is phone_tx or isinstance(side, PhoneSession):
-                sent.append(data)
-            return data
+    async def timed(self, action: Callable[[], Awaitable[T]]) -> tuple[T, float]:
+        start = time.perf_counter()
+        result = await action()
+        return result, (time.perf_counter() - start) * 1000
 
-        pump(phone_tx, car_tx, on_events=persist, tap=eavesdrop)
-        car_session = next(s for s in sessions if isinstance(s, VehicleSession))
-        phone_session = next(s for s in sessions if isinstance(s, PhoneSession))
-        phone_session.request(command)
-        results: list[ResultReceived] = []
+    async def connect(self) -> Transport:
+        log: list[bytes] = []
+        self.recorded.append(log)
+        return _Recording(await self.listener.connect(), log)
 
-        def serve(side: object, events: list[object]) -> None:
-            if side is car_session:
-                self.car.serve(car_session, events)
-            results.extend(e for e in events if isinstance(e, ResultReceived))
-
-        pump(phone_session, car_session, on_events=serve, tap=eavesdrop)
-        result = results[0].result
-        return result.ok, result.message, phone_session.fast
-
-    def replay_first_unlock(self) -> tuple[bool, str]:
-        """Replay everything the phone sent in the first transaction; True if the car refused."""
-        attacker = VehicleTransaction(
-            vehicle_key=self.car.key, directory=self.car, entropy=self.entropy
-        )
+    async def command(
+        self, wallet: PhoneWallet, key: CarKey, command: Command, *, fast: bool = True
+    ) -> client.Outcome:
+        key = wallet.car(key.name)
+        transport = await self.connect()
         try:
-            for data in self.recorded[0]:
-                attacker.receive(data)
+            (outcome,) = await client.run_commands(
+                transport,
+                key,
+                [command],
+                entropy=self.entropy,
+                fast=fast,
+                persist=lambda k: wallet.set_persistent_key(key.name, k),
+            )
+        finally:
+            await transport.close()
+        return outcome
+
+    async def expect(
+        self,
+        label: str,
+        wallet: PhoneWallet,
+        key: CarKey,
+        command: Command,
+        *,
+        fast: bool = True,
+        want: str | None = None,
+    ) -> None:
+        """Run a command; ``want`` is None for success, else the refusal code expected."""
+        try:
+            outcome, ms = await self.timed(lambda: self.command(wallet, key, command, fast=fast))
         except ProtocolError as exc:
-            return True, f"{exc.code}: {exc.message}"
-        return False, "accepted"
+            self.step(label, exc.code == want, f"refused by the car ({exc.code})")
+            return
+        result = outcome.result
+        kind = "fast" if outcome.fast else "standard"
+        if result.ok:
+            self.step(label, want is None, f"done ({kind} transaction)", ms)
+        else:
+            self.step(label, result.reason == want, f"refused ({result.reason}, {kind})", ms)
 
 
-STEPS = (
-    ("Unlock (standard transaction: ECDH + signatures)", "unlock", False, True),
-    ("Unlock again (fast transaction: MAC only)", "unlock", True, True),
-    ("Lock (fast transaction)", "lock", True, True),
-    ("Start over a fast transaction", "start", True, False),
-    ("Start (standard transaction)", "start", False, True),
-)
+async def _run(story: _Story) -> None:
+    out, store = story.out, story.store
+    code = store.new_pairing_code(now=time.time())
+    out.print(
+        f"Virtual car [bold]{store.vehicle_id.hex()[:12]}[/bold] shows pairing code "
+        f"[bold cyan]{code}[/bold cyan]"
+    )
 
+    # -- owner pairing and commands --------------------------------------------------------------
+    async def pair() -> CarKey:
+        key = story.entropy.new_private_key()
+        transport = await story.listener.connect()
+        try:
+            paired = await client.pair(
+                transport, code=code, endpoint_key=key, name="Ada", entropy=story.entropy
+            )
+        finally:
+            await transport.close()
+        return story.owner.add_car(
+            name="car",
+            vehicle_key=paired.vehicle_key,
+            vehicle_name=paired.vehicle_name,
+            address="memory",
+            endpoint_key=key,
+            role="owner",
+            rights=credentials.RIGHTS,
+            now=time.time(),
+        )
 
-def _ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000
+    ada, ms = await story.timed(pair)
+    story.step("Ada pairs her phone with the code (SPAKE2)", True, "paired", ms)
+    await story.expect(
+        "Ada unlocks (standard: ECDH + signatures)", story.owner, ada, Command.UNLOCK
+    )
+    await story.expect("Ada unlocks again (fast: MACs only)", story.owner, ada, Command.UNLOCK)
+    await story.expect("Ada locks (fast)", story.owner, ada, Command.LOCK)
+    await story.expect(
+        "Ada tries to start over a fast transaction",
+        story.owner,
+        ada,
+        Command.START,
+        want="fast_not_allowed",
+    )
+    await story.expect("Ada starts (standard)", story.owner, ada, Command.START, fast=False)
+
+    # -- an eavesdropper replays Ada's first unlock ------------------------------------------------
+    replay = await story.listener.connect()
+    refused = "accepted"
+    try:
+        for message in story.recorded[0]:
+            await replay.send(message)
+            reply = codec.decode(await replay.receive(1))
+            if isinstance(reply, Error):
+                refused = f"refused ({reply.code})"
+                break
+    except TetherError as exc:
+        refused = f"refused ({exc.code})"
+    finally:
+        await replay.close()
+    story.step("An eavesdropper replays Ada's first unlock", refused != "accepted", refused)
+
+    # -- Ada shares a key with Bea, by file ---------------------------------------------------
+    bea_key = story.entropy.new_private_key()
+    story.friend.add_request(bea_key, now=time.time())
+    request = sharing.read_request(sharing.make_request(bea_key.public_key, "Bea"))
+    until = int(time.time()) + 2 * 86_400
+    grant = credentials.issue_grant(
+        ada.endpoint_key,
+        grantee=request.key,
+        vehicle_id=ada.vehicle_id,
+        rights=frozenset({"unlock", "lock"}),
+        not_before=int(time.time()) - 60,
+        expires=until,
+        serial=story.entropy.random_bytes(16),
+        issued_at=int(time.time()),
+        label="Bea",
+    )
+    bundle = sharing.Bundle(
+        chain=[grant],
+        leaf=credentials.parse_grant(grant),
+        vehicle_key=ada.vehicle_key,
+        vehicle_name="Demo car",
+        address="memory",
+    )
+    link = bundle.link()
+    accepted = sharing.read_bundle(link)
+    bea = story.friend.add_car(
+        name="Ada's car",
+        vehicle_key=accepted.vehicle_key,
+        vehicle_name=accepted.vehicle_name,
+        address="memory",
+        endpoint_key=bea_key,
+        role="friend",
+        rights=accepted.leaf.rights,
+        not_before=float(accepted.leaf.not_before),
+        not_after=float(accepted.leaf.expires),
+        credential=credentials.encode_chain(accepted.chain),
+        now=time.time(),
+    )
+    day = datetime.datetime.fromtimestamp(until).strftime("%a %H:%M")
+    story.step("Ada shares unlock+lock with Bea until " + day, True, f"grant link {link[:34]}…")
+    await story.expect(
+        "Bea unlocks (first use: her grant rides in the transaction)",
+        story.friend,
+        bea,
+        Command.UNLOCK,
+    )
+    await story.expect("Bea locks (fast)", story.friend, bea, Command.LOCK)
+    await story.expect(
+        "Bea tries to start the car", story.friend, bea, Command.START, fast=False, want="no_right"
+    )
+
+    # -- Ada revokes Bea's grant ------------------------------------------------------------------
+    revocation = credentials.issue_revocation(
+        ada.endpoint_key,
+        vehicle_id=ada.vehicle_id,
+        seq=story.owner.next_revocation_seq(time.time()),
+        grants=[accepted.leaf.serial],
+        issued_at=int(time.time()),
+    )
+
+    async def revoke() -> bool:
+        transport = await story.connect()
+        try:
+            result = await client.deliver_revocation(
+                transport,
+                story.owner.car("car"),
+                revocation,
+                entropy=story.entropy,
+                persist=lambda k: story.owner.set_persistent_key("car", k),
+            )
+        finally:
+            await transport.close()
+        return result.ok
+
+    done, ms = await story.timed(revoke)
+    story.step(
+        "Ada revokes Bea's grant (signed, delivered in a session)",
+        done,
+        "durable on the car" if done else "refused",
+        ms,
+    )
+    await story.expect(
+        "Bea unlocks (her fast key is dead too)",
+        story.friend,
+        bea,
+        Command.UNLOCK,
+        want="unknown_key",
+    )
+    old = CarKey(
+        **{
+            **{f: getattr(bea, f) for f in bea.__dataclass_fields__},
+            "enrolled": False,
+            "persistent_key": None,
+        }
+    )
+
+    async def replay_grant() -> client.Outcome:
+        transport = await story.connect()
+        try:
+            (outcome,) = await client.run_commands(
+                transport,
+                old,
+                [Command.UNLOCK],
+                entropy=story.entropy,
+                fast=False,
+                persist=lambda k: None,
+            )
+        finally:
+            await transport.close()
+        return outcome
+
+    try:
+        await replay_grant()
+        story.step("Bea replays her old grant", False, "accepted")
+    except ProtocolError as exc:
+        story.step(
+            "Bea replays her old grant",
+            exc.code == "grant_revoked",
+            f"refused by the car ({exc.code})",
+        )
+
+    problems = store.verify_audit()
+    entries = len(store.audit_entries())
+    story.step(
+        "The car's audit log",
+        not problems,
+        f"{entries} entries, hash chain intact" if not problems else "BROKEN",
+    )
 
 
 def run_demo(*, seed: bytes | None = None, console: Console | None = None) -> bool:
     """Run the story; return True when every step behaved as expected."""
     out = console or Console()
     entropy: Entropy = DeterministicEntropy(seed) if seed else SystemEntropy()
-    code = (
-        "".join("0123456789"[b % 10] for b in entropy.random_bytes(8))
-        if seed
-        else "".join(secrets.choice("0123456789") for _ in range(8))
-    )
-    story = _Story(entropy, code)
     table = Table(title="tether demo")
     for column, justify in (("step", "left"), ("result", "left"), ("ms", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    out.print(
-        Panel.fit(
-            f"Virtual car [bold]{story.car.key.public_key.key_id.hex()[:12]}[/bold] shows "
-            f"pairing code [bold cyan]{code}[/bold cyan]",
-            title="car",
-        )
-    )
-
-    start = time.perf_counter()
-    ok = story.pair()
-    ms = _ms(start)
-    table.add_row(
-        "Owner pairs the phone with the code (SPAKE2)", "paired" if ok else "FAILED", f"{ms:.2f}"
-    )
-    out.print(f"{'[green]✓' if ok else '[red]✗'}[/] phone paired with the car in {ms:.1f} ms")
-
-    for label, command, fast, expect_ok in STEPS:
-        start = time.perf_counter()
-        done, message, was_fast = story.command(command, fast=fast)
-        ms = _ms(start)
-        outcome = "done" if done else f"refused — {message}"
-        table.add_row(label, outcome, f"{ms:.2f}")
-        good = done == expect_ok
-        kind = "fast" if was_fast else "standard"
-        out.print(f"{'[green]✓' if good else '[red]✗'}[/] {label}: {outcome} ({kind}, {ms:.2f} ms)")
-        ok &= good
-
-    refused, reason = story.replay_first_unlock()
-    table.add_row(
-        "An eavesdropper replays the first unlock", "refused" if refused else "ACCEPTED", ""
-    )
-    out.print(f"{'[green]✓' if refused else '[red]✗'}[/] replayed unlock record refused ({reason})")
-    ok &= refused
-
+    with tempfile.TemporaryDirectory(prefix="tether-demo-") as tmp:
+        story = _Story(out=out, entropy=entropy, root=Path(tmp), table=table)
+        try:
+            asyncio.run(_run(story))
+        finally:
+            story.store.close()
+            story.owner.close()
+            story.friend.close()
     out.print(table)
-    verdict = "every step behaved as expected" if ok else "SOME STEPS MISBEHAVED"
-    out.print(f"Car is {'locked' if story.car.locked else 'unlocked'}; {verdict}.")
-    return ok
+    verdict = "every step behaved as expected" if story.ok else "SOME STEPS MISBEHAVED"
+    out.print(f"Car is {'locked' if story.body.state()[_DOOR] else 'unlocked'}; {verdict}.")
+    return story.ok
+
+
+_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
