@@ -33,50 +33,51 @@ def share(
     limits: credentials.Limits | None = None,
     label: str = "Bea",
 ) -> CarKey:
-    """What `phone key-request`, `phone share` and `phone accept` do, in process."""
+    """What `phone key-request`, `phone share` and `phone accept` do, in process (via a link)."""
     key = rig.entropy.new_private_key()
     friend.add_request(key, now=NOW)
     request = sharing.read_request(sharing.make_request(key.public_key, label))
-    chain = credentials.decode_chain(issuer.credential) if issuer.credential else []
-    parent = credentials.parse_grant(chain[-1]) if chain else None
-    grant = credentials.issue_grant(
-        issuer.endpoint_key,
-        grantee=request.key,
-        vehicle_id=issuer.vehicle_id,
+    bundle = sharing.issue(
+        issuer,
+        request,
         rights=frozenset(rights),
         not_before=int(nbf),
         expires=int(exp),
+        limits=limits or credentials.Limits(),
+        serial=os.urandom(16),
+        now=int(NOW),
+    )
+    return sharing.accept(
+        friend, sharing.read_bundle(bundle.link()), name=name, now=min(NOW, exp - 1)
+    )
+
+
+def share_unchecked(
+    rig: Rig, issuer: CarKey, friend: PhoneWallet, *, rights: set[str], name: str
+) -> CarKey:
+    """A sub-grant made without the phone's own checks: what a hostile or buggy phone could sign."""
+    key = rig.entropy.new_private_key()
+    friend.add_request(key, now=NOW)
+    chain = credentials.decode_chain(issuer.credential or b"")
+    grant = credentials.issue_grant(
+        issuer.endpoint_key,
+        grantee=key.public_key,
+        vehicle_id=issuer.vehicle_id,
+        rights=frozenset(rights),
+        not_before=0,
+        expires=int(NOW + 3600),
         serial=os.urandom(16),
         issued_at=int(NOW),
-        limits=limits,
-        parent=parent,
-        label=label,
+        parent=credentials.parse_grant(chain[-1]),
     )
-    bundle = sharing.read_bundle(
-        sharing.Bundle(
-            chain=[*chain, grant],
-            leaf=credentials.parse_grant(grant),
-            vehicle_key=issuer.vehicle_key,
-            vehicle_name="car",
-            address="memory",
-        ).link()
+    bundle = sharing.Bundle(
+        chain=[*chain, grant],
+        leaf=credentials.parse_grant(grant),
+        vehicle_key=issuer.vehicle_key,
+        vehicle_name="car",
+        address="memory",
     )
-    mine = friend.take_request(bundle.leaf.grantee.key_id)
-    assert mine is not None
-    return friend.add_car(
-        name=name,
-        vehicle_key=bundle.vehicle_key,
-        vehicle_name=bundle.vehicle_name,
-        address=bundle.address,
-        endpoint_key=mine,
-        role="friend",
-        rights=bundle.leaf.rights,
-        not_before=float(bundle.leaf.not_before),
-        not_after=float(bundle.leaf.expires),
-        limits=bundle.leaf.limits,
-        credential=credentials.encode_chain(bundle.chain),
-        now=NOW,
-    )
+    return sharing.accept(friend, bundle, name=name, now=NOW)
 
 
 async def run(
@@ -282,7 +283,11 @@ async def test_a_friend_without_share_cannot_delegate(
     owner = await rig.pair()
     bea = share(rig, owner, friend, rights={"unlock"}, name="car")
     other = PhoneWallet.create(tmp_path / "other", name="Cy", passphrase="cy")
-    cy = share(rig, friend.car("car"), other, rights={"unlock"}, name="car")
+    from tether.errors import UsageError
+
+    with pytest.raises(UsageError, match="right to share"):
+        share(rig, friend.car("car"), other, rights={"unlock"}, name="car")
+    cy = share_unchecked(rig, friend.car("car"), other, rights={"unlock"}, name="car")
     with pytest.raises(PeerError) as info:
         await run(rig, other, cy, Command.UNLOCK)
     assert info.value.code == "grant_no_share_right"
@@ -296,7 +301,11 @@ async def test_a_sub_grant_widening_rights_is_refused(
     owner = await rig.pair()
     share(rig, owner, friend, rights={"unlock", "share"}, name="car")
     other = PhoneWallet.create(tmp_path / "other", name="Cy", passphrase="cy")
-    cy = share(rig, friend.car("car"), other, rights={"unlock", "drive"}, name="car")
+    from tether.errors import UsageError
+
+    with pytest.raises(UsageError, match="rights you hold"):
+        share(rig, friend.car("car"), other, rights={"unlock", "drive"}, name="car")
+    cy = share_unchecked(rig, friend.car("car"), other, rights={"unlock", "drive"}, name="car")
     with pytest.raises(PeerError) as info:
         await run(rig, other, cy, Command.UNLOCK)
     assert info.value.code == "grant_widens_rights"

@@ -202,39 +202,19 @@ async def _run(story: _Story) -> None:
     story.friend.add_request(bea_key, now=time.time())
     request = sharing.read_request(sharing.make_request(bea_key.public_key, "Bea"))
     until = int(time.time()) + 2 * 86_400
-    grant = credentials.issue_grant(
-        ada.endpoint_key,
-        grantee=request.key,
-        vehicle_id=ada.vehicle_id,
+    bundle = sharing.issue(
+        ada,
+        request,
         rights=frozenset({"unlock", "lock"}),
         not_before=int(time.time()) - 60,
         expires=until,
+        limits=credentials.Limits(),
         serial=story.entropy.random_bytes(16),
-        issued_at=int(time.time()),
-        label="Bea",
-    )
-    bundle = sharing.Bundle(
-        chain=[grant],
-        leaf=credentials.parse_grant(grant),
-        vehicle_key=ada.vehicle_key,
-        vehicle_name="Demo car",
-        address="memory",
+        now=int(time.time()),
     )
     link = bundle.link()
-    accepted = sharing.read_bundle(link)
-    bea = story.friend.add_car(
-        name="Ada's car",
-        vehicle_key=accepted.vehicle_key,
-        vehicle_name=accepted.vehicle_name,
-        address="memory",
-        endpoint_key=bea_key,
-        role="friend",
-        rights=accepted.leaf.rights,
-        not_before=float(accepted.leaf.not_before),
-        not_after=float(accepted.leaf.expires),
-        credential=credentials.encode_chain(accepted.chain),
-        now=time.time(),
-    )
+    accepted = sharing.read_bundle(link)  # what Bea's phone reads from the link
+    bea = sharing.accept(story.friend, accepted, name="Ada's car", now=time.time())
     day = datetime.datetime.fromtimestamp(until).strftime("%a %H:%M")
     story.step("Ada shares unlock+lock with Bea until " + day, True, f"grant link {link[:34]}…")
     await story.expect(

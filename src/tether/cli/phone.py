@@ -288,42 +288,18 @@ def share(
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
     if exp <= max(nbf, int(now)):
         raise UsageError("--until must be in the future and after --from")
-    limits = credentials.Limits(hours=_hours(hours), weekdays=_days(days))
-    parent = None
-    chain: list[bytes] = []
-    if car.role != "owner":
-        if car.credential is None:
-            raise UsageError("this key has no grant to share from")
-        chain = credentials.decode_chain(car.credential)
-        parent = credentials.parse_grant(chain[-1])
-        if "share" not in parent.rights:
-            raise UsageError("your key does not carry the right to share")
-        if not wanted <= parent.rights:
-            raise UsageError(f"you can only pass on rights you hold: {sorted(parent.rights)}")
-        nbf, exp = max(nbf, parent.not_before), min(exp, parent.expires)
-        if not limits.within(parent.limits):
-            limits = parent.limits
     serial = os.urandom(credentials.SERIAL_SIZE)
-    grant = credentials.issue_grant(
-        car.endpoint_key,
-        grantee=friend.key,
-        vehicle_id=car.vehicle_id,
+    bundle = sharing.issue(
+        car,
+        friend,
         rights=wanted,
         not_before=nbf,
         expires=exp,
+        limits=credentials.Limits(hours=_hours(hours), weekdays=_days(days)),
         serial=serial,
-        issued_at=int(now),
-        limits=limits,
-        parent=parent,
-        label=friend.label,
+        now=int(now),
     )
-    bundle = sharing.Bundle(
-        chain=[*chain, grant],
-        leaf=credentials.parse_grant(grant),
-        vehicle_key=car.vehicle_key,
-        vehicle_name=car.vehicle_name,
-        address=car.address,
-    )
+    nbf, exp = bundle.leaf.not_before, bundle.leaf.expires
     out_path.write_bytes(bundle.encode())
     wallet.record_issued(
         IssuedGrant(
@@ -377,29 +353,10 @@ def accept(
         except OSError as exc:
             raise UsageError(f"cannot read {grant}: {exc.strerror}") from None
     wallet = _open(directory)
-    leaf = bundle.leaf
-    key = wallet.take_request(leaf.grantee.key_id)
-    if key is None:
-        raise UsageError("this grant is for a key this phone did not request (a foreign grant)")
-    now = time.time()
-    if now >= leaf.expires:
-        raise UsageError(f"this grant expired at {when(leaf.expires)}")
-    car = wallet.add_car(
-        name=name or bundle.vehicle_name,
-        vehicle_key=bundle.vehicle_key,
-        vehicle_name=bundle.vehicle_name,
-        address=bundle.address,
-        endpoint_key=key,
-        role="friend" if len(bundle.chain) == 1 else "delegate",
-        rights=leaf.rights,
-        not_before=float(leaf.not_before),
-        not_after=float(leaf.expires),
-        limits=leaf.limits,
-        credential=credentials.encode_chain(bundle.chain),
-        now=now,
-    )
-    wallet.drop_request(leaf.grantee.key_id)
-    wallet.close()
+    try:
+        car = sharing.accept(wallet, bundle, name=name, now=time.time())
+    finally:
+        wallet.close()
     if as_json:
         emit_json({"car": car.name, "rights": sorted(car.rights), "not_after": car.not_after})
     else:

@@ -9,7 +9,16 @@ from typing import Any
 import cbor2
 
 from tether.errors import MalformedMessage, UsageError
-from tether.protocol.credentials import Grant, GrantError, decode_chain, encode_chain, parse_grant
+from tether.phone.wallet import CarKey, PhoneWallet
+from tether.protocol.credentials import (
+    Grant,
+    GrantError,
+    Limits,
+    decode_chain,
+    encode_chain,
+    issue_grant,
+    parse_grant,
+)
 from tether.protocol.crypto import PublicKey
 
 REQUEST_KIND = "tether/key-request"
@@ -110,3 +119,81 @@ def read_bundle(data: bytes | str) -> Bundle:
     return Bundle(
         chain=chain, leaf=leaf, vehicle_key=vehicle_key, vehicle_name=name, address=address
     )
+
+
+def issue(
+    issuer: CarKey,
+    request: KeyRequest,
+    *,
+    rights: frozenset[str],
+    not_before: int,
+    expires: int,
+    limits: Limits,
+    serial: bytes,
+    now: int,
+) -> Bundle:
+    """Sign a grant for ``request`` from ``issuer``: the owner's key, or a granted key with share.
+
+    A sub-grant inherits the issuer's chain; asking for more than the issuer holds is refused here
+    with a sentence (the car would refuse it anyway).
+    """
+    chain: list[bytes] = []
+    parent: Grant | None = None
+    if issuer.role != "owner":
+        if issuer.credential is None:
+            raise UsageError("this key has no grant to share from")
+        chain = decode_chain(issuer.credential)
+        parent = parse_grant(chain[-1])
+        if "share" not in parent.rights:
+            raise UsageError("your key does not carry the right to share")
+        if not rights <= parent.rights:
+            raise UsageError(f"you can only pass on rights you hold: {sorted(parent.rights)}")
+        not_before, expires = max(not_before, parent.not_before), min(expires, parent.expires)
+        if not limits.within(parent.limits):
+            limits = parent.limits
+    grant = issue_grant(
+        issuer.endpoint_key,
+        grantee=request.key,
+        vehicle_id=issuer.vehicle_id,
+        rights=rights,
+        not_before=not_before,
+        expires=expires,
+        serial=serial,
+        issued_at=now,
+        limits=limits,
+        parent=parent,
+        label=request.label,
+    )
+    return Bundle(
+        chain=[*chain, grant],
+        leaf=parse_grant(grant),
+        vehicle_key=issuer.vehicle_key,
+        vehicle_name=issuer.vehicle_name,
+        address=issuer.address,
+    )
+
+
+def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> CarKey:
+    """Store a received grant for the key this phone requested; refuse foreign or expired ones."""
+    leaf = bundle.leaf
+    key = wallet.take_request(leaf.grantee.key_id)
+    if key is None:
+        raise UsageError("this grant is for a key this phone did not request (a foreign grant)")
+    if now >= leaf.expires:
+        raise UsageError("this grant has already expired")
+    car = wallet.add_car(
+        name=name or bundle.vehicle_name,
+        vehicle_key=bundle.vehicle_key,
+        vehicle_name=bundle.vehicle_name,
+        address=bundle.address,
+        endpoint_key=key,
+        role="friend" if len(bundle.chain) == 1 else "delegate",
+        rights=leaf.rights,
+        not_before=float(leaf.not_before),
+        not_after=float(leaf.expires),
+        limits=leaf.limits,
+        credential=encode_chain(bundle.chain),
+        now=now,
+    )
+    wallet.drop_request(leaf.grantee.key_id)
+    return car

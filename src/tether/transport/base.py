@@ -24,6 +24,16 @@ class FrameTooLarge(TransportError):
     code = "frame_too_large"
 
 
+def check_outgoing(message: bytes, *, closed: bool) -> None:
+    """The checks every transport makes before sending (one place, one set of errors)."""
+    if closed:
+        raise TransportClosed("connection is closed")
+    if len(message) > MAX_FRAME:
+        raise FrameTooLarge(f"message of {len(message)} bytes is over {MAX_FRAME}")
+    if not message:
+        raise TransportError("cannot send an empty message", temporary=False)
+
+
 class Transport(Protocol):
     """A connection that carries whole messages in order, both ways."""
 

@@ -6,7 +6,11 @@ import asyncio
 import itertools
 
 from tether.errors import TransportError
-from tether.transport.base import MAX_FRAME, FrameTooLarge, Handler, TransportClosed
+from tether.transport.base import (
+    Handler,
+    TransportClosed,
+    check_outgoing,
+)
 
 _ids = itertools.count(1)
 _CLOSED = b""  # an empty message never occurs in the protocol, so it marks the end
@@ -25,12 +29,7 @@ class MemoryTransport:
         self._eof = False
 
     async def send(self, message: bytes) -> None:
-        if self._closed:
-            raise TransportClosed("connection is closed")
-        if len(message) > MAX_FRAME:
-            raise FrameTooLarge(f"message of {len(message)} bytes is over {MAX_FRAME}")
-        if not message:
-            raise TransportError("cannot send an empty message", temporary=False)
+        check_outgoing(message, closed=self._closed)
         await self._outbox.put(message)
 
     async def receive(self, timeout: float | None = None) -> bytes:

@@ -8,7 +8,13 @@ import logging
 import struct
 
 from tether.errors import TransportError
-from tether.transport.base import MAX_FRAME, FrameTooLarge, Handler, TransportClosed
+from tether.transport.base import (
+    MAX_FRAME,
+    FrameTooLarge,
+    Handler,
+    TransportClosed,
+    check_outgoing,
+)
 
 log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
@@ -37,12 +43,7 @@ class TcpTransport:
         self._closed = False
 
     async def send(self, message: bytes) -> None:
-        if self._closed:
-            raise TransportClosed("connection is closed")
-        if len(message) > MAX_FRAME:
-            raise FrameTooLarge(f"message of {len(message)} bytes is over {MAX_FRAME}")
-        if not message:
-            raise TransportError("cannot send an empty message", temporary=False)
+        check_outgoing(message, closed=self._closed)
         self._writer.write(_HEADER.pack(len(message)) + message)
         try:
             await asyncio.wait_for(self._writer.drain(), WRITE_TIMEOUT)

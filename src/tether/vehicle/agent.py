@@ -138,19 +138,31 @@ class VehicleAgent:
                 command="connect",
             )
 
-    async def _refuse(
-        self, transport: Transport, exc: ProtocolError, *, command: str, key_id: bytes | None = None
+    def _record(
+        self, exc: ProtocolError, *, command: str, key_id: bytes | None, result: str = "error"
     ) -> None:
+        """Count, audit and announce one refusal (every refusal goes through here)."""
         self.errors[exc.code] += 1
         self.store.audit(
-            now=self.clock(),
+            now=self.now(),
             key_id=key_id,
             command=command,
-            result="error",
+            result=result,
             reason=exc.code,
             detail=exc.message,
         )
-        self._emit(AgentEvent(kind="error", command=command, ok=False, reason=exc.code))
+        self._emit(
+            AgentEvent(
+                kind="error" if result == "error" else "refused",
+                key_id=key_id.hex() if key_id else "",
+                command=command,
+                ok=False,
+                reason=exc.code,
+            )
+        )
+
+    async def _refuse(self, transport: Transport, exc: ProtocolError, *, command: str) -> None:
+        self._record(exc, command=command, key_id=None)
         await transport.send(codec.encode(Error(code=exc.code, message=exc.message[:512])))
 
     async def _flush(self, transport: Transport, outbox: list[bytes]) -> None:
@@ -161,7 +173,7 @@ class VehicleAgent:
     async def _pair(self, transport: Transport, first: bytes) -> None:
         machine = VehiclePairing(
             code=self.store.pairing_code(),
-            now=self.clock(),
+            now=self.now(),
             vehicle_key=self.store.identity,
             name=self.store.name,
             entropy=self.entropy,
@@ -171,37 +183,24 @@ class VehicleAgent:
             try:
                 events = machine.receive(data)
             except PairingError as exc:
-                self.errors[exc.code] += 1
                 if exc.code == "wrong_code":
-                    # Counted durably before the phone learns the guess was wrong.
-                    self.store.record_pairing_failure(now=self.clock(), reason=exc.code)
-                else:
-                    self.store.audit(
-                        now=self.clock(),
-                        key_id=None,
-                        command="pair",
-                        result="denied",
-                        reason=exc.code,
-                        detail=exc.message,
+                    # Counted durably (and audited) before the phone learns the guess was wrong.
+                    self.errors[exc.code] += 1
+                    self.store.record_pairing_failure(now=self.now(), reason=exc.code)
+                    self._emit(
+                        AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code)
                     )
-                self._emit(AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code))
+                else:
+                    self._record(exc, command="pair", key_id=None, result="denied")
                 await self._flush(transport, machine.data_to_send())
                 return
             except ProtocolError as exc:
-                self.errors[exc.code] += 1
-                self.store.audit(
-                    now=self.clock(),
-                    key_id=None,
-                    command="pair",
-                    result="error",
-                    reason=exc.code,
-                    detail=exc.message,
-                )
+                self._record(exc, command="pair", key_id=None)
                 await self._flush(transport, machine.data_to_send())
                 return
             for event in events:
                 if isinstance(event, PhoneEnrolled):
-                    self.store.enroll_owner(event.public_key, name=event.name, now=self.clock())
+                    self.store.enroll_owner(event.public_key, name=event.name, now=self.now())
                     self._emit(AgentEvent(kind="paired", key_id=event.public_key.key_id.hex()))
             await self._flush(transport, machine.data_to_send())
             if machine.state is PairingState.DONE:
@@ -222,18 +221,7 @@ class VehicleAgent:
             try:
                 events = machine.receive(data)
             except ProtocolError as exc:
-                self.errors[exc.code] += 1
-                self.store.audit(
-                    now=self.clock(),
-                    key_id=None,
-                    command="transaction",
-                    result="error",
-                    reason=exc.code,
-                    detail=exc.message,
-                )
-                self._emit(
-                    AgentEvent(kind="error", command="transaction", ok=False, reason=exc.code)
-                )
+                self._record(exc, command="transaction", key_id=None)
                 await self._flush(transport, machine.data_to_send())
                 return
             for event in events:
@@ -268,16 +256,7 @@ class VehicleAgent:
             try:
                 events = session.receive(data)
             except ProtocolError as exc:
-                self.errors[exc.code] += 1
-                self.store.audit(
-                    now=self.clock(),
-                    key_id=key_id,
-                    command="session",
-                    result="error",
-                    reason=exc.code,
-                    detail=exc.message,
-                )
-                self._emit(AgentEvent(kind="error", key_id=key_id.hex(), ok=False, reason=exc.code))
+                self._record(exc, command="session", key_id=key_id)
                 return
             for event in events:
                 if isinstance(event, CommandReceived):
@@ -314,15 +293,7 @@ class VehicleAgent:
             )
             fresh, seq = self.store.apply_revocation(revocation, now=now)
         except credentials.GrantError as exc:
-            self.errors[exc.code] += 1
-            self.store.audit(
-                now=now,
-                key_id=session.endpoint_id,
-                command="revoke",
-                result="denied",
-                reason=exc.code,
-                detail=exc.message,
-            )
+            self._record(exc, command="revoke", key_id=session.endpoint_id, result="denied")
             session.respond_revocation(
                 event.request_id,
                 ok=False,
@@ -330,7 +301,6 @@ class VehicleAgent:
                 reason=exc.code,
                 message=exc.message,
             )
-            self._emit(AgentEvent(kind="refused", command="revoke", ok=False, reason=exc.code))
             return
         session.respond_revocation(
             event.request_id,
