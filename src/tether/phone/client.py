@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 from tether.errors import LocalProtocolError, ProtocolError, TransportError
 from tether.phone.wallet import CarKey
@@ -12,6 +13,7 @@ from tether.protocol.crypto import Entropy, PrivateKey
 from tether.protocol.messages import CommandResult, RevocationResult
 from tether.protocol.pairing import PairingState, PhonePairing, VehiclePaired
 from tether.protocol.session import (
+    DataRequested,
     PhoneSession,
     ResultReceived,
     RevocationAnswered,
@@ -53,6 +55,14 @@ async def pair(
                 return event
         if machine.state is PairingState.DONE:  # pragma: no cover - DONE always carries the event
             raise LocalProtocolError("pairing ended without the car's identity")
+
+
+DataResponder = Callable[[DataRequested], tuple[dict[str, Any], list[str]]]
+
+
+def deny_all(request: DataRequested) -> tuple[dict[str, Any], list[str]]:
+    """The answer of a phone that shares nothing."""
+    return {}, [item.category for item in request.items]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,6 +139,7 @@ async def run_commands(
     fast: bool,
     persist: Callable[[bytes], None],
     timeout: float = COMMAND_TIMEOUT,
+    data: DataResponder = deny_all,
 ) -> list[Outcome]:
     """One transaction carrying the commands (sent right behind the proof), then a clean close.
 
@@ -150,6 +161,11 @@ async def run_commands(
                 outcomes.append(
                     Outcome(result=event.result, fast=session.fast, fell_back=fell_back)
                 )
+            elif isinstance(event, DataRequested):
+                # The head unit asks before it starts the car: consent decides what it gets.
+                granted, denied = data(event)
+                session.respond_data(event.request_id, granted=granted, denied=denied)
+                await _flush(transport, session.data_to_send())
     session.close()
     await _flush(transport, session.data_to_send())
     return outcomes

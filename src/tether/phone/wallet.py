@@ -56,6 +56,25 @@ CREATE TABLE IF NOT EXISTS requests (
     scalar BLOB NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blobs (
+    name TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS consent (
+    car TEXT NOT NULL,
+    category TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    PRIMARY KEY (car, category)
+);
+CREATE TABLE IF NOT EXISTS disclosures (
+    time REAL NOT NULL,
+    car TEXT NOT NULL,
+    category TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    decision TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS issued (
     serial BLOB PRIMARY KEY,
     car TEXT NOT NULL,
@@ -352,6 +371,47 @@ class PhoneWallet:
     def set_status(self, name: str, status: str) -> None:
         with storage.write(self._conn) as conn:
             conn.execute("UPDATE cars SET status = ? WHERE name = ?", (status, name))
+
+    # -- sealed blobs (the vault) and consent
+    def read_sealed(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT sealed FROM blobs WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self._sealer.open(bytes(row[0]), name.encode())
+
+    def write_sealed(self, name: str, plaintext: bytes) -> None:
+        import time
+
+        with storage.write(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO blobs (name, sealed, updated_at) VALUES (?, ?, ?)",
+                (name, self._sealer.seal(plaintext, name.encode()), time.time()),
+            )
+
+    def consent_rules(self) -> dict[tuple[str, str], str]:
+        rows = self._conn.execute("SELECT car, category, decision FROM consent")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def set_consent(self, car: str, category: str, decision: str) -> None:
+        with storage.write(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO consent (car, category, decision) VALUES (?, ?, ?)",
+                (car, category, decision),
+            )
+
+    def log_disclosure(
+        self, *, time: float, car: str, category: str, items: int, purpose: str, decision: str
+    ) -> None:
+        with storage.write(self._conn) as conn:
+            conn.execute(
+                "INSERT INTO disclosures (time, car, category, items, purpose, decision)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (time, car, category, items, purpose, decision),
+            )
+
+    def disclosures(self) -> list[tuple[float, str, str, int, str, str]]:
+        rows = self._conn.execute(
+            "SELECT time, car, category, items, purpose, decision FROM disclosures ORDER BY time"
+        )
+        return [tuple(r) for r in rows]
 
     # -- key requests (the friend's side) ---------------------------------------------------------
     def add_request(self, key: PrivateKey, *, now: float) -> None:

@@ -177,6 +177,31 @@ class RevocationResult(Message):
     message: str = tstr(5, max_size=512)
 
 
+@message(75)
+class DataRequest(Message):
+    """Vehicle -> phone: what the head unit would show (modelled on ISO 18013-5 requests).
+
+    ``items`` is deterministic CBOR: a list of {"category": text, "query": map}.
+    """
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    items: bytes = bstr(2, max_size=4096)
+    purpose: str = tstr(3, max_size=128)
+    retain: bool = boolean(4)
+
+
+@message(76)
+class DataResponse(Message):
+    """Phone -> vehicle: only what the phone's consent granted, and which categories it denied.
+
+    ``granted`` is CBOR {category: records}; ``denied`` a CBOR list of categories.
+    """
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    granted: bytes = bstr(2, max_size=60_000)
+    denied: bytes = bstr(3, max_size=1024)
+
+
 @message(72)
 class Close(Message):
     """Either side: the session ends cleanly; a cut without it is an error."""

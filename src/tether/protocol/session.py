@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import Any
+
+import cbor2
 
 from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, ProtocolError
 from tether.protocol import codec
@@ -19,6 +22,8 @@ from tether.protocol.messages import (
     Close,
     CommandRequest,
     CommandResult,
+    DataRequest,
+    DataResponse,
     RevocationRequest,
     RevocationResult,
 )
@@ -56,6 +61,61 @@ class RevocationAnswered:
     """Phone event: the car's answer to a delivered revocation."""
 
     result: RevocationResult
+
+
+#: What a head unit may ask a phone for (docs/protocol.md §8.2).
+DATA_CATEGORIES = ("contacts", "calendar", "favourites", "media", "profile")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DataItem:
+    """One category the car asks for, with an optional query (name prefix, time window, kind)."""
+
+    category: str
+    query: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DataRequested:
+    """Phone event: the car asks for personal data; answer with respond_data()."""
+
+    request_id: int
+    items: tuple[DataItem, ...]
+    purpose: str
+    retain: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DataReceived:
+    """Vehicle event: the phone's answer: granted records by category, denied categories."""
+
+    request_id: int
+    granted: dict[str, Any]
+    denied: tuple[str, ...]
+
+
+def _cbor(data: bytes, what: str) -> Any:
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:  # any garbage is a typed refusal
+        raise MalformedMessage(f"{what} is not valid CBOR") from exc
+
+
+def _items(data: bytes) -> tuple[DataItem, ...]:
+    raw = _cbor(data, "a data request")
+    if type(raw) is not list or not 1 <= len(raw) <= len(DATA_CATEGORIES):
+        raise MalformedMessage("a data request lists one to five items")
+    items = []
+    for item in raw:
+        if (
+            type(item) is not dict
+            or type(item.get("category")) is not str
+            or type(item.get("query", {})) is not dict
+            or not set(item) <= {"category", "query"}
+        ):
+            raise MalformedMessage("a data request item is {category, query}")
+        items.append(DataItem(category=item["category"], query=dict(item.get("query", {}))))
+    return tuple(items)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +181,10 @@ class _Session:
 class VehicleSession(_Session):
     """The car's end of a session: yields commands to authorise, sends results."""
 
+    def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
+        super().__init__(keys, endpoint_id=endpoint_id, fast=fast)
+        self._next_request = 1
+
     def receive(self, data: bytes) -> list[object]:
         """Feed one record; return CommandReceived / CommandRefused / SessionClosed events."""
         msg = self._open(data)
@@ -128,6 +192,16 @@ class VehicleSession(_Session):
             return [SessionClosed()]
         if isinstance(msg, RevocationRequest):
             return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)]
+        if isinstance(msg, DataResponse):
+            granted, denied = _cbor(msg.granted, "granted data"), _cbor(msg.denied, "denied list")
+            if (
+                type(granted) is not dict
+                or not all(type(k) is str for k in granted)
+                or type(denied) is not list
+                or not all(type(d) is str for d in denied)
+            ):
+                raise MalformedMessage("a data response is {category: records} and [category]")
+            return [DataReceived(request_id=msg.request_id, granted=granted, denied=tuple(denied))]
         if not isinstance(msg, CommandRequest):
             self.state = SessionState.FAILED
             raise MalformedMessage(f"a phone may not send {type(msg).__name__} in a session")
@@ -166,6 +240,21 @@ class VehicleSession(_Session):
             )
         )
 
+    def request_data(self, items: list[DataItem], *, purpose: str) -> int:
+        """Ask the phone for data; the car never intends to retain it (``retain`` is false)."""
+        request_id = self._next_request
+        self._next_request += 1
+        payload = [{"category": i.category, "query": i.query} for i in items]
+        self._send(
+            DataRequest(
+                request_id=request_id,
+                items=cbor2.dumps(payload, canonical=True),
+                purpose=purpose,
+                retain=False,
+            )
+        )
+        return request_id
+
     def respond_revocation(
         self, request_id: int, *, ok: bool, seq: int, reason: str | None = None, message: str
     ) -> None:
@@ -191,6 +280,16 @@ class PhoneSession(_Session):
         self._send(CommandRequest(request_id=request_id, command=str(command)))
         return request_id
 
+    def respond_data(self, request_id: int, *, granted: dict[str, Any], denied: list[str]) -> None:
+        """Answer a data request with only what consent allowed."""
+        self._send(
+            DataResponse(
+                request_id=request_id,
+                granted=cbor2.dumps(granted, canonical=True),
+                denied=cbor2.dumps(sorted(denied), canonical=True),
+            )
+        )
+
     def deliver_revocation(self, revocation: bytes) -> int:
         """Queue an owner-signed revocation for the car; return its request id."""
         request_id = self._next_id
@@ -205,6 +304,15 @@ class PhoneSession(_Session):
             return [SessionClosed()]
         if isinstance(msg, RevocationResult):
             return [RevocationAnswered(result=msg)]
+        if isinstance(msg, DataRequest):
+            return [
+                DataRequested(
+                    request_id=msg.request_id,
+                    items=_items(msg.items),
+                    purpose=msg.purpose,
+                    retain=msg.retain,
+                )
+            ]
         if not isinstance(msg, CommandResult):
             self.state = SessionState.FAILED
             raise MalformedMessage(f"a car may not send {type(msg).__name__} in a session")

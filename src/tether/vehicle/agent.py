@@ -18,13 +18,15 @@ from collections.abc import Callable
 
 from tether.errors import PairingError, ProtocolError, StorageError, TransportError
 from tether.protocol import codec, credentials
-from tether.protocol.commands import DenialReason, explain
+from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
 from tether.protocol.messages import Error, FastHello, PairRequest, StandardHello
 from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
 from tether.protocol.session import (
     CommandReceived,
     CommandRefused,
+    DataItem,
+    DataReceived,
     RevocationReceived,
     SessionClosed,
     SessionState,
@@ -39,6 +41,7 @@ from tether.protocol.transaction import (
 )
 from tether.transport.base import Transport, TransportClosed
 from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.policy import authorize
 
@@ -47,6 +50,26 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 5.0  # per handshake message: a silent or slow peer is dropped
 SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
+DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
+HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
+
+
+def _headunit_items(now: float) -> list[DataItem]:
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(now + 86_400))
+    return [
+        DataItem(category="profile"),
+        DataItem(category="contacts", query={"prefix": "", "limit": 50}),
+        DataItem(category="calendar", query={"from": today, "to": tomorrow + "T23:59"}),
+    ]
+
+
+@dataclasses.dataclass(slots=True)
+class _PendingStart:
+    """A start that waits for the driver's data (profile first, then the engine)."""
+
+    command: CommandReceived
+    deadline: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +109,8 @@ class VehicleAgent:
         self.errors: collections.Counter[str] = collections.Counter()
         self.listeners: list[Callable[[AgentEvent], None]] = []
         self.active_connections = 0
+        self.headunit = HeadUnit()
+        self.data_timeout = DATA_TIMEOUT
 
     def now(self) -> float:
         """The car's time: its clock, but never before the latest time it has recorded."""
@@ -244,46 +269,65 @@ class VehicleAgent:
 
     async def _session(self, transport: Transport, session: VehicleSession) -> None:
         key_id = session.endpoint_id
-        while session.state is SessionState.OPEN:
-            try:
-                data = await transport.receive(self.idle_timeout)
-            except TransportClosed:
+        pending: dict[int, _PendingStart] = {}
+        try:
+            while session.state is SessionState.OPEN:
+                timeout = self.idle_timeout
+                if pending:
+                    timeout = max(0.0, min(p.deadline for p in pending.values()) - time.monotonic())
                 try:
-                    session.connection_lost()
-                except ProtocolError as exc:
-                    self.errors[exc.code] += 1
-                return
-            try:
-                events = session.receive(data)
-            except ProtocolError as exc:
-                self._record(exc, command="session", key_id=key_id)
-                return
-            for event in events:
-                if isinstance(event, CommandReceived):
-                    await self._command(session, event)
-                elif isinstance(event, CommandRefused):
-                    self.store.audit(
-                        now=self.clock(),
-                        key_id=key_id,
-                        command=event.command[:32],
-                        result="denied",
-                        reason=event.reason.value,
-                    )
-                    self._emit(
-                        AgentEvent(
-                            kind="refused",
-                            key_id=key_id.hex(),
-                            command=event.command[:32],
-                            ok=False,
-                            reason=event.reason.value,
-                            fast=session.fast,
-                        )
-                    )
-                elif isinstance(event, RevocationReceived):
-                    self._revocation(session, event)
-                elif isinstance(event, SessionClosed):
+                    data = await transport.receive(timeout)
+                except TransportClosed:
+                    try:
+                        session.connection_lost()
+                    except ProtocolError as exc:
+                        self.errors[exc.code] += 1
                     return
-            await self._flush(transport, session.data_to_send())
+                except TransportError as exc:
+                    if exc.code != "timeout" or not pending:
+                        raise
+                    for request_id in list(pending):  # the phone did not answer: start anyway
+                        await self._finish_start(session, pending.pop(request_id), None)
+                    await self._flush(transport, session.data_to_send())
+                    continue
+                try:
+                    events = session.receive(data)
+                except ProtocolError as exc:
+                    self._record(exc, command="session", key_id=key_id)
+                    return
+                for event in events:
+                    if isinstance(event, CommandReceived):
+                        await self._command(session, event, pending)
+                    elif isinstance(event, DataReceived):
+                        waiting = pending.pop(event.request_id, None)
+                        if waiting is not None:
+                            await self._finish_start(session, waiting, event)
+                    elif isinstance(event, CommandRefused):
+                        self.store.audit(
+                            now=self.now(),
+                            key_id=key_id,
+                            command=event.command[:32],
+                            result="denied",
+                            reason=event.reason.value,
+                        )
+                        self._emit(
+                            AgentEvent(
+                                kind="refused",
+                                key_id=key_id.hex(),
+                                command=event.command[:32],
+                                ok=False,
+                                reason=event.reason.value,
+                                fast=session.fast,
+                            )
+                        )
+                    elif isinstance(event, RevocationReceived):
+                        self._revocation(session, event)
+                    elif isinstance(event, SessionClosed):
+                        return
+                await self._flush(transport, session.data_to_send())
+        finally:
+            # The car forgets the driver's data when the session ends, whatever the reason.
+            self.headunit.forget(key_id.hex(), "session ended")
 
     def _revocation(self, session: VehicleSession, event: RevocationReceived) -> None:
         now = self.now()
@@ -309,15 +353,18 @@ class VehicleAgent:
             message="Revoked." if fresh else "Already revoked (the same revocation again).",
         )
         self._emit(AgentEvent(kind="revoked", key_id=session.endpoint_id.hex()))
+        for shown in self.headunit.screens():
+            if self.store.is_revoked(bytes.fromhex(shown)):
+                self.headunit.forget(shown, "key revoked")
         if session.endpoint_id in revocation.keys or self.store.is_revoked(session.endpoint_id):
             session.close()  # a phone that revoked itself is done here
 
-    async def _command(self, session: VehicleSession, event: CommandReceived) -> None:
+    def _authorize(self, session: VehicleSession, event: CommandReceived) -> DenialReason | None:
         now = self.now()
         endpoint = self.store.endpoint(session.endpoint_id)
         assert endpoint is not None  # the transaction only succeeds for enrolled endpoints
         local = time.localtime(now)
-        reason = authorize(
+        return authorize(
             endpoint,
             event.command,
             now=now,
@@ -325,6 +372,35 @@ class VehicleAgent:
             local_weekday=local.tm_wday,
             signals=self.body.state(),
         )
+
+    async def _command(
+        self,
+        session: VehicleSession,
+        event: CommandReceived,
+        pending: dict[int, _PendingStart],
+    ) -> None:
+        if event.command is Command.START and self._authorize(session, event) is None:
+            # Ask the driver's phone first: seat and climate are set before the engine starts.
+            request_id = session.request_data(_headunit_items(self.now()), purpose=HEADUNIT_PURPOSE)
+            pending[request_id] = _PendingStart(event, time.monotonic() + self.data_timeout)
+            return
+        await self._run(session, event)
+
+    async def _finish_start(
+        self, session: VehicleSession, waiting: _PendingStart, data: DataReceived | None
+    ) -> None:
+        if data is not None:
+            self.headunit.show(session.endpoint_id.hex(), data.granted, data.denied)
+            profile = data.granted.get("profile")
+            if isinstance(profile, dict):
+                self.body.set(profile_signals(profile))
+        await self._run(session, waiting.command)
+
+    async def _run(self, session: VehicleSession, event: CommandReceived) -> None:
+        now = self.now()
+        endpoint = self.store.endpoint(session.endpoint_id)
+        assert endpoint is not None
+        reason = self._authorize(session, event)
         changed: Signals = {}
         if reason is None:
             try:
@@ -341,6 +417,8 @@ class VehicleAgent:
             reason=reason.value if reason else "",
             detail="fast" if session.fast else "standard",
         )
+        if reason is None and event.command is Command.STOP:
+            self.headunit.forget_all("ignition off")
         state = self.body.state()
         session.respond(
             event.request_id,

@@ -37,6 +37,10 @@ DEFAULT_STATE: Signals = {
     LONGITUDE: 11.576124,
     HORN: False,
     HAZARD: False,
+    "Vehicle.Cabin.Seat.Row1.DriverSide.Position": 0,
+    "Vehicle.Cabin.Seat.Row1.DriverSide.Height": 0,
+    "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": 0,
+    "Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature": 21.0,
 }
 
 
@@ -71,6 +75,9 @@ class Body(Protocol):
 
     async def execute(self, command: Command) -> Signals:
         """Carry out ``command``; return the signals it changed. Raises BodyFault."""
+
+    def set(self, signals: Signals) -> None:
+        """Move actuators to these signal values (a driver profile's seat and climate)."""
 
     async def close(self) -> None:
         """Release the bus or files."""

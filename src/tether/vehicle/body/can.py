@@ -136,6 +136,11 @@ class CanBody:
     def state(self) -> Signals:
         return dict(self._state)
 
+    def set(self, signals: Signals) -> None:
+        """Mirror profile signals; the mapping file has no seat or climate frames yet."""
+        self._state.update(signals)
+        self._save()
+
     def _encode(self, frame: Frame) -> can.Message:
         msg = self._db.get_message_by_name(frame.message)
         values: dict[str, int | float] = {s.name: 0 for s in msg.signals}

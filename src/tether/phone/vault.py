@@ -1,0 +1,182 @@
+"""The phone's data vault: contacts, calendar, favourites, media recents and the driver profile.
+
+Each category is one record list, sealed at rest with the wallet key (AES-256-GCM) in the
+wallet's database. Imports read vCard 3.0/4.0 (vobject), iCalendar (icalendar, with recurring
+events expanded by recurring-ical-events) and tether's JSON for favourites, media and the driver
+profile; the format is told from the content. Queries answer the car's data requests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from tether.errors import UsageError
+from tether.phone.wallet import PhoneWallet
+
+CATEGORIES = ("contacts", "calendar", "favourites", "media", "profile")
+#: Recurring events are expanded this far ahead at import time.
+CALENDAR_HORIZON = datetime.timedelta(days=180)
+Record = dict[str, Any]
+
+
+def _text(value: Any) -> str:
+    return str(value).strip()
+
+
+def parse_vcards(text: str, progress: Callable[[int], None] | None = None) -> list[Record]:
+    """Contacts from vCard 3.0/4.0 text; a broken card is a UsageError naming it."""
+    import vobject
+
+    contacts: list[Record] = []
+    try:
+        for n, card in enumerate(vobject.readComponents(text), start=1):
+            if card.name != "VCARD":
+                continue
+            name = _text(card.fn.value) if hasattr(card, "fn") else ""
+            if not name:
+                raise UsageError(f"vCard #{n} has no name (FN)")
+            contacts.append(
+                {
+                    "name": name,
+                    "phones": [_text(t.value) for t in card.contents.get("tel", [])],
+                    "emails": [_text(e.value) for e in card.contents.get("email", [])],
+                }
+            )
+            if progress is not None:
+                progress(n)
+    except UsageError:
+        raise
+    except Exception as exc:  # vobject raises many kinds on broken input
+        raise UsageError(f"the vCard file is broken: {exc}") from exc
+    return contacts
+
+
+def _as_datetime(value: Any) -> datetime.datetime:
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    return datetime.datetime.combine(value, datetime.time(), tzinfo=datetime.UTC)
+
+
+def parse_icalendar(text: str, *, now: datetime.datetime) -> list[Record]:
+    """Events from iCalendar text, recurring ones expanded from now to the horizon."""
+    import icalendar
+    import recurring_ical_events
+
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+        events = recurring_ical_events.of(calendar).between(now, now + CALENDAR_HORIZON)
+    except Exception as exc:  # icalendar and the expander raise many kinds on broken input
+        raise UsageError(f"the iCalendar file is broken: {exc}") from exc
+    out: list[Record] = []
+    for event in events:
+        start = _as_datetime(event.decoded("DTSTART"))
+        end = _as_datetime(event.decoded("DTEND")) if "DTEND" in event else start
+        out.append(
+            {
+                "title": _text(event.get("SUMMARY", "")),
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "location": _text(event.get("LOCATION", "")),
+            }
+        )
+    out.sort(key=lambda e: str(e["start"]))
+    return out
+
+
+def parse_json(text: str) -> dict[str, Any]:
+    """tether JSON: {"favourites": [...], "media": [...], "profile": {...}} (any of them)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"the JSON file is broken: {exc}") from exc
+    if not isinstance(data, dict) or not set(data) & {"favourites", "media", "profile"}:
+        raise UsageError("a tether JSON file holds favourites, media and/or profile")
+    for key in ("favourites", "media"):
+        if key in data and not (
+            isinstance(data[key], list) and all(isinstance(x, dict) for x in data[key])
+        ):
+            raise UsageError(f"'{key}' must be a list of objects")
+    if "profile" in data and not isinstance(data["profile"], dict):
+        raise UsageError("'profile' must be an object")
+    return {k: data[k] for k in ("favourites", "media", "profile") if k in data}
+
+
+def detect(text: str) -> str:
+    """'vcard', 'icalendar' or 'json', from the content; anything else is a UsageError."""
+    head = text.lstrip()[:200].upper()
+    if head.startswith("BEGIN:VCARD"):
+        return "vcard"
+    if head.startswith("BEGIN:VCALENDAR"):
+        return "icalendar"
+    if head.startswith("{"):
+        return "json"
+    raise UsageError("not a vCard, iCalendar or tether JSON file")
+
+
+class Vault:
+    """The categories of one wallet, decrypted on demand and kept in memory while open."""
+
+    def __init__(self, wallet: PhoneWallet) -> None:
+        self._wallet = wallet
+        self._cache: dict[str, Any] = {}
+
+    def get(self, category: str) -> Any:
+        if category not in CATEGORIES:
+            raise UsageError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+        if category not in self._cache:
+            raw = self._wallet.read_sealed(f"vault {category}")
+            default: Any = {} if category == "profile" else []
+            self._cache[category] = json.loads(raw) if raw is not None else default
+        return self._cache[category]
+
+    def put(self, category: str, value: Any) -> None:
+        self.get(category)  # validates the name
+        self._wallet.write_sealed(f"vault {category}", json.dumps(value).encode())
+        self._cache[category] = value
+
+    def import_text(
+        self, text: str, *, now: datetime.datetime, progress: Callable[[int], None] | None = None
+    ) -> dict[str, int]:
+        """Import one file's content; returns how many records each category gained."""
+        kind = detect(text)
+        if kind == "vcard":
+            contacts = parse_vcards(text, progress)
+            known = {(c["name"], tuple(c["phones"])) for c in self.get("contacts")}
+            fresh = [c for c in contacts if (c["name"], tuple(c["phones"])) not in known]
+            self.put("contacts", [*self.get("contacts"), *fresh])
+            return {"contacts": len(fresh)}
+        if kind == "icalendar":
+            events = parse_icalendar(text, now=now)
+            self.put("calendar", sorted([*self.get("calendar"), *events], key=lambda e: e["start"]))
+            return {"calendar": len(events)}
+        counts = {}
+        for category, value in parse_json(text).items():
+            if category == "profile":
+                self.put("profile", {**self.get("profile"), **value})
+                counts["profile"] = len(value)
+            else:
+                self.put(category, [*self.get(category), *value])
+                counts[category] = len(value)
+        return counts
+
+    def query(self, category: str, query: dict[str, Any]) -> Any:
+        """What a data request for ``category`` with ``query`` may see (before consent)."""
+        data = self.get(category)
+        if category == "contacts":
+            prefix = str(query.get("prefix", "")).casefold()
+            limit = int(query.get("limit", 50))
+            return [c for c in data if c["name"].casefold().startswith(prefix)][:limit]
+        if category == "calendar":
+            start, end = str(query.get("from", "")), str(query.get("to", "9999"))
+            return [e for e in data if start <= e["start"] < end]
+        if category == "favourites":
+            kind = query.get("kind")
+            return [f for f in data if kind is None or f.get("kind") == kind]
+        return data
+
+
+def categories_of(records: Iterable[str]) -> list[str]:
+    return [c for c in CATEGORIES if c in set(records)]
