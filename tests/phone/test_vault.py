@@ -1,0 +1,160 @@
+"""The vault: imports from real formats, clear errors for broken files, queries, sealed at rest."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from tether.errors import UsageError
+from tether.phone import consent
+from tether.phone.vault import Vault, detect
+from tether.phone.wallet import DB_NAME, PhoneWallet
+from tether.protocol.crypto import DeterministicEntropy
+from tether.protocol.session import DataItem, DataRequested
+
+NOW = datetime.datetime(2026, 11, 25, 8, 0, tzinfo=datetime.UTC)
+
+VCARDS = """BEGIN:VCARD
+VERSION:4.0
+FN:Ada Lovelace
+TEL;TYPE=cell:+44 20 7946 0958
+EMAIL:ada@example.org
+END:VCARD
+BEGIN:VCARD
+VERSION:3.0
+N:Babbage;Charles;;;
+FN:Charles Babbage
+TEL:+44 20 7946 0000
+END:VCARD
+"""
+
+ICS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//tether//test//EN
+BEGIN:VEVENT
+UID:standup@example.org
+DTSTART:20261125T090000Z
+DTEND:20261125T091500Z
+RRULE:FREQ=DAILY;COUNT=5
+SUMMARY:Stand-up
+LOCATION:Office
+END:VEVENT
+BEGIN:VEVENT
+UID:dentist@example.org
+DTSTART:20261201T140000Z
+DTEND:20261201T150000Z
+SUMMARY:Dentist
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> PhoneWallet:
+    return PhoneWallet.create(tmp_path / "phone", name="p", passphrase="pw")
+
+
+def test_imports_vcard_icalendar_and_json(wallet: PhoneWallet) -> None:
+    vault = Vault(wallet)
+    seen: list[int] = []
+    assert vault.import_text(VCARDS, now=NOW, progress=seen.append) == {"contacts": 2}
+    assert seen == [1, 2]
+    assert vault.import_text(VCARDS, now=NOW) == {"contacts": 0}  # no duplicates
+    assert vault.import_text(ICS, now=NOW) == {"calendar": 6}  # 5 stand-ups expanded + dentist
+    counts = vault.import_text(
+        '{"favourites": [{"name": "Home", "kind": "home", "lat": 48.1, "lon": 11.5}],'
+        ' "media": [{"title": "Podcast"}], "profile": {"seat": {"position": 42}}}',
+        now=NOW,
+    )
+    assert counts == {"favourites": 1, "media": 1, "profile": 1}
+    contacts = vault.query("contacts", {"prefix": "ada"})
+    assert [c["name"] for c in contacts] == ["Ada Lovelace"] and contacts[0]["emails"] == [
+        "ada@example.org"
+    ]
+    today = vault.query("calendar", {"from": "2026-11-25", "to": "2026-11-26"})
+    assert [e["title"] for e in today] == ["Stand-up"]
+    assert vault.query("favourites", {"kind": "home"})[0]["name"] == "Home"
+    assert vault.query("profile", {}) == {"seat": {"position": 42}}
+    # A new Vault on the same wallet reads the sealed data back.
+    assert len(Vault(wallet).get("calendar")) == 6
+
+
+def test_vault_is_encrypted_at_rest(wallet: PhoneWallet, tmp_path: Path) -> None:
+    Vault(wallet).import_text(VCARDS, now=NOW)
+    wallet.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "phone").iterdir() if p.is_file())
+    assert b"Lovelace" not in raw and b"7946" not in raw
+    assert (tmp_path / "phone" / DB_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hello", "not a vCard"),
+        ("BEGIN:VCARD\nVERSION:4.0\nEND:VCARD\n", "no name"),
+        ("BEGIN:VCARD\nVERSION:4.0\nFN:x\n", "broken"),
+        ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:garbage\nEND:VEVENT\nEND:VCALENDAR\n", "broken"),
+        ("{not json", "broken"),
+        ('{"colour": 1}', "holds favourites"),
+        ('{"favourites": {"a": 1}}', "list of objects"),
+        ('{"profile": []}', "must be an object"),
+    ],
+)
+def test_broken_files_give_clear_errors(wallet: PhoneWallet, text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Vault(wallet).import_text(text, now=NOW)
+
+
+def test_detect_and_unknown_category(wallet: PhoneWallet) -> None:
+    assert detect("  BEGIN:VCARD") == "vcard" and detect("{}") == "json"
+    with pytest.raises(UsageError, match="unknown category"):
+        Vault(wallet).get("passwords")
+
+
+def _car(wallet: PhoneWallet, role: str, name: str = "car") -> object:
+    key = DeterministicEntropy(name.encode()).new_private_key()
+    return wallet.add_car(
+        name=name,
+        vehicle_key=key.public_key,
+        vehicle_name=name,
+        address="x",
+        endpoint_key=key,
+        role=role,
+        now=1.0,
+    )
+
+
+def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> None:
+    Vault(wallet).import_text(VCARDS, now=NOW)
+    owned, shared = _car(wallet, "owner", "mine"), _car(wallet, "friend", "theirs")
+    request = DataRequested(
+        request_id=1,
+        items=(DataItem(category="contacts"), DataItem(category="secrets")),
+        purpose="show",
+        retain=False,
+    )
+    answer = consent.responder(wallet, owned, ask=None, clock=lambda: 5.0)  # type: ignore[arg-type]
+    granted, denied = answer(request)
+    assert len(granted["contacts"]) == 2 and denied == ["secrets"]
+    asked: list[str] = []
+    answer = consent.responder(
+        wallet,
+        shared,
+        ask=lambda c, cat, p: asked.append(cat) or False,  # type: ignore[arg-type, func-returns-value]
+        clock=lambda: 6.0,
+    )
+    assert answer(request) == ({}, ["contacts", "secrets"]) and asked == ["contacts"]
+    consent.set_decision(wallet, shared, "all", "allow")  # type: ignore[arg-type]
+    assert "contacts" in answer(request)[0]
+    consent.set_decision(wallet, owned, "contacts", "deny")  # type: ignore[arg-type]
+    assert consent.responder(wallet, owned, ask=None, clock=lambda: 7.0)(request)[0] == {}  # type: ignore[arg-type]
+    log = wallet.disclosures()
+    assert ("mine", "contacts", 2, "disclosed") in [(r[1], r[2], r[3], r[5]) for r in log]
+    assert ("theirs", "contacts", 0, "refused") in [(r[1], r[2], r[3], r[5]) for r in log]
+    with pytest.raises(UsageError):
+        consent.set_decision(wallet, owned, "contacts", "maybe")  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        consent.set_decision(wallet, owned, "secrets", "allow")  # type: ignore[arg-type]
+    assert consent.default_decision(_car(wallet, "stranger", "odd")) == "deny"  # type: ignore[arg-type]
