@@ -10,7 +10,7 @@ import pytest
 from tether.errors import UsageError
 from tether.phone import consent
 from tether.phone.vault import Vault, detect
-from tether.phone.wallet import DB_NAME, PhoneWallet
+from tether.phone.wallet import DB_NAME, CarKey, PhoneWallet
 from tether.protocol.crypto import DeterministicEntropy
 from tether.protocol.session import DataItem, DataRequested
 
@@ -113,7 +113,7 @@ def test_detect_and_unknown_category(wallet: PhoneWallet) -> None:
         Vault(wallet).get("passwords")
 
 
-def _car(wallet: PhoneWallet, role: str, name: str = "car") -> object:
+def _car(wallet: PhoneWallet, role: str, name: str = "car") -> CarKey:
     key = DeterministicEntropy(name.encode()).new_private_key()
     return wallet.add_car(
         name=name,
@@ -135,26 +135,26 @@ def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> N
         purpose="show",
         retain=False,
     )
-    answer = consent.responder(wallet, owned, ask=None, clock=lambda: 5.0)  # type: ignore[arg-type]
+    answer = consent.responder(wallet, owned, ask=None, clock=lambda: 5.0)
     granted, denied = answer(request)
     assert len(granted["contacts"]) == 2 and denied == ["secrets"]
     asked: list[str] = []
     answer = consent.responder(
         wallet,
         shared,
-        ask=lambda c, cat, p: asked.append(cat) or False,  # type: ignore[arg-type, func-returns-value]
+        ask=lambda c, cat, p: bool(asked.append(cat)),
         clock=lambda: 6.0,
     )
     assert answer(request) == ({}, ["contacts", "secrets"]) and asked == ["contacts"]
-    consent.set_decision(wallet, shared, "all", "allow")  # type: ignore[arg-type]
+    consent.set_decision(wallet, shared, "all", "allow")
     assert "contacts" in answer(request)[0]
-    consent.set_decision(wallet, owned, "contacts", "deny")  # type: ignore[arg-type]
-    assert consent.responder(wallet, owned, ask=None, clock=lambda: 7.0)(request)[0] == {}  # type: ignore[arg-type]
+    consent.set_decision(wallet, owned, "contacts", "deny")
+    assert consent.responder(wallet, owned, ask=None, clock=lambda: 7.0)(request)[0] == {}
     log = wallet.disclosures()
     assert ("mine", "contacts", 2, "disclosed") in [(r[1], r[2], r[3], r[5]) for r in log]
     assert ("theirs", "contacts", 0, "refused") in [(r[1], r[2], r[3], r[5]) for r in log]
     with pytest.raises(UsageError):
-        consent.set_decision(wallet, owned, "contacts", "maybe")  # type: ignore[arg-type]
+        consent.set_decision(wallet, owned, "contacts", "maybe")
     with pytest.raises(UsageError):
-        consent.set_decision(wallet, owned, "secrets", "allow")  # type: ignore[arg-type]
-    assert consent.default_decision(_car(wallet, "stranger", "odd")) == "deny"  # type: ignore[arg-type]
+        consent.set_decision(wallet, owned, "secrets", "allow")
+    assert consent.default_decision(_car(wallet, "stranger", "odd")) == "deny"
