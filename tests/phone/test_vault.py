@@ -139,10 +139,15 @@ def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> N
     granted, denied = answer(request)
     assert len(granted["contacts"]) == 2 and denied == ["secrets"]
     asked: list[str] = []
+
+    def refuse(car: CarKey, category: str, purpose: str) -> bool:
+        asked.append(category)
+        return False
+
     answer = consent.responder(
         wallet,
         shared,
-        ask=lambda c, cat, p: bool(asked.append(cat)),
+        ask=refuse,
         clock=lambda: 6.0,
     )
     assert answer(request) == ({}, ["contacts", "secrets"]) and asked == ["contacts"]
