@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tether.cli.output import emit_json, err, out, when
 from tether.errors import PeerError, UsageError
-from tether.phone import client, sharing
+from tether.phone import client, consent, sharing
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, IssuedGrant, PhoneWallet
 from tether.protocol import credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
@@ -458,6 +458,10 @@ def _command(
                 # Fast transactions only ever open and close the car (docs/protocol.md §6.4).
                 fast=not standard and command in FAST_COMMANDS,
                 persist=lambda key: wallet.set_persistent_key(car.name, key),
+                # The head unit asks for the driver's data at start: consent answers.
+                data=consent.responder(
+                    wallet, car, ask=_ask if sys.stdin.isatty() else None, clock=time.time
+                ),
             ),
         )
     except PeerError as exc:
@@ -519,3 +523,162 @@ for _cmd in (
     Command.HONK,
 ):
     _register(_cmd)
+
+
+# -- the vault and consent ------------------------------------------------------------------------
+data_app = typer.Typer(
+    help="The phone's data vault: contacts, calendar, favourites, media, profile."
+)
+consent_app = typer.Typer(help="Which car may read which of your data: allow, ask or deny.")
+app.add_typer(data_app, name="data")
+app.add_typer(consent_app, name="consent")
+
+
+@data_app.command("import")
+def data_import(
+    directory: Path = DirOption,
+    files: list[Path] = typer.Argument(..., help="vCard, iCalendar or tether JSON files."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import files into the vault (the format is told from the content)."""
+    from rich.progress import Progress, TaskID
+
+    from tether.phone.vault import Vault
+
+    wallet = _open(directory)
+    vault = Vault(wallet)
+    totals: dict[str, int] = {}
+    try:
+        with Progress(transient=True, disable=as_json) as progress:
+            for path in files:
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise UsageError(f"cannot read {path}: {exc}") from None
+                task = progress.add_task(
+                    f"Importing {path.name}", total=text.count("BEGIN:VCARD") or None
+                )
+
+                def advance(n: int, task: TaskID = task) -> None:
+                    progress.update(task, completed=n)
+
+                counts = vault.import_text(
+                    text, now=datetime.datetime.now(datetime.UTC), progress=advance
+                )
+                for category, n in counts.items():
+                    totals[category] = totals.get(category, 0) + n
+    finally:
+        wallet.close()
+    if as_json:
+        emit_json({"imported": totals})
+    else:
+        out.print(
+            "Imported " + ", ".join(f"{n} {c}" for c, n in totals.items())
+            if totals
+            else "Nothing new"
+        )
+
+
+@data_app.command("show")
+def data_show(
+    directory: Path = DirOption,
+    category: str | None = typer.Argument(
+        None, help="contacts, calendar, favourites, media or profile"
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show what the vault holds (on this phone only)."""
+    from tether.phone.vault import CATEGORIES, Vault
+
+    wallet = _open(directory)
+    try:
+        vault = Vault(wallet)
+        chosen = [category] if category else list(CATEGORIES)
+        document = {c: vault.get(c) for c in chosen}
+    finally:
+        wallet.close()
+    if as_json:
+        emit_json(document)
+        return
+    for name, value in document.items():
+        if isinstance(value, dict):
+            out.print(f"[bold]{name}[/bold]: {value or '-'}")
+            continue
+        table = Table(title=f"{name} ({len(value)})")
+        columns = sorted({k for item in value[:200] for k in item})
+        for column in columns:
+            table.add_column(column)
+        for item in value[:200]:
+            table.add_row(*(str(item.get(c, "")) for c in columns))
+        out.print(table)
+
+
+@consent_app.command("show")
+def consent_show(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+    """The rule for every car and category, and what this phone disclosed to which car."""
+    from tether.phone import consent
+    from tether.phone.vault import CATEGORIES
+
+    wallet = _open(directory)
+    try:
+        rules = {
+            car.name: {c: consent.decision(wallet, car, c) for c in CATEGORIES}
+            for car in wallet.cars()
+        }
+        log = wallet.disclosures()
+    finally:
+        wallet.close()
+    if as_json:
+        emit_json(
+            {
+                "rules": rules,
+                "disclosures": [
+                    {"time": t, "car": car, "category": c, "items": n, "purpose": p, "decision": d}
+                    for t, car, c, n, p, d in log
+                ],
+            }
+        )
+        return
+    table = Table("car", *CATEGORIES, title="Consent")
+    for car, row in rules.items():
+        table.add_row(car, *(row[c] for c in CATEGORIES))
+    out.print(table)
+    if log:
+        history = Table("time", "car", "category", "items", "decision", title="Disclosures")
+        for t, car, c, n, _, d in log[-50:]:
+            history.add_row(when(t), car, c, str(n), d)
+        out.print(history)
+
+
+@consent_app.command("set")
+def consent_set(
+    directory: Path = DirOption,
+    vehicle: str | None = typer.Option(None, "--vehicle", help="Which key (name in the wallet)."),
+    category: str = typer.Option("all", "--category", help="A category, or all."),
+    decision: str = typer.Option(..., "--decision", help="allow, ask or deny."),
+) -> None:
+    """Set what a car may read."""
+    from tether.phone import consent
+
+    wallet = _open(directory)
+    try:
+        car = wallet.car(vehicle)
+        consent.set_decision(wallet, car, category, decision)
+    finally:
+        wallet.close()
+    out.print(f"{car.name}: {category} → {decision}")
+
+
+def _ask(car: CarKey, category: str, purpose: str) -> bool:
+    """Ask on the terminal; no answer within the timeout means no."""
+    import select
+
+    from tether.phone.consent import ASK_TIMEOUT
+
+    err.print(
+        f"[bold]{car.name}[/bold] asks for your [bold]{category}[/bold]: {purpose}. "
+        f"Share? [y/N] (no answer in {ASK_TIMEOUT:.0f} s means no) ",
+        end="",
+    )
+    ready, _, _ = select.select([sys.stdin], [], [], ASK_TIMEOUT)
+    return bool(ready) and sys.stdin.readline().strip().lower() in ("y", "yes")

@@ -74,6 +74,51 @@ def revoke(
 
 
 @app.command()
+def headunit(
+    directory: Path = DirOption,
+    seconds: float = typer.Option(0, "--seconds", help="Stop after this long (0: until Ctrl-C)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Watch the car's screen: each driver's data as it arrives, and the moment it is forgotten."""
+    import asyncio
+
+    from tether.vehicle.run import HEADUNIT_SOCKET
+
+    path = directory / HEADUNIT_SOCKET
+
+    async def watch() -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError:
+            raise UsageError(f"no running car agent in {directory} (start `vehicle run`)") from None
+        try:
+            async with asyncio.timeout(seconds or None):
+                while line := await reader.readline():
+                    event = json.loads(line)
+                    if as_json:
+                        print(json.dumps(event), flush=True)
+                    elif event["event"] == "shown":
+                        data = event.get("data", {})
+                        names = ", ".join(c["name"] for c in data.get("contacts", [])[:5])
+                        agenda = ", ".join(e["title"] for e in data.get("calendar", [])[:3])
+                        out.print(
+                            f"[green]screen[/green] driver {event['key_id'][:12]}: "
+                            f"contacts {names or '-'}; agenda {agenda or '-'}; "
+                            f"profile {'yes' if data.get('profile') else 'no'}; "
+                            f"denied {', '.join(event.get('denied', [])) or 'nothing'}"
+                        )
+                    else:
+                        who = event["key_id"][:12]
+                        out.print(f"[yellow]forgotten[/yellow] driver {who}: {event['reason']}")
+        except TimeoutError:
+            pass
+        finally:
+            writer.close()
+
+    asyncio.run(watch())
+
+
+@app.command()
 def run() -> None:
     """Serve phones (see `tether vehicle run --help`)."""
     raise UsageError("internal: `vehicle run` is dispatched before typer")  # pragma: no cover

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from tether.errors import TetherError
+from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.base import Body
 
 log = logging.getLogger("tether.vehicle")
@@ -49,13 +50,13 @@ def make_body(kind: str, directory: Path, mapping: Path | None) -> Body:
 
 async def serve(args: argparse.Namespace) -> None:
     from tether.transport import tcp
-    from tether.vehicle.agent import VehicleAgent
     from tether.vehicle.keystore import VehicleStore
 
     store = VehicleStore.open(args.dir)
     body = make_body(args.body, args.dir, args.can_mapping)
     agent = VehicleAgent(store, body)
     listener = await tcp.listen(args.listen, agent.handle)
+    screen = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -65,10 +66,57 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        screen.close()
+        (args.dir / HEADUNIT_SOCKET).unlink(missing_ok=True)
         await listener.close()
         await body.close()
         store.close()
         log.info("stopped")
+
+
+HEADUNIT_SOCKET = "headunit.sock"
+
+
+async def _serve_headunit(agent: VehicleAgent, path: Path) -> asyncio.AbstractServer:
+    """Stream the head unit's screen to local viewers (`tether vehicle headunit`) as JSON lines.
+
+    A socket, not a file: what the screen shows stays in memory, here and in the viewer.
+    """
+    import json
+
+    from tether.vehicle.headunit import HeadUnitEvent
+
+    viewers: set[asyncio.StreamWriter] = set()
+
+    def line(event: HeadUnitEvent) -> bytes:
+        body: dict[str, object] = {
+            "event": event.kind,
+            "key_id": event.key_id,
+            "reason": event.reason,
+        }
+        if event.screen is not None:
+            body["data"] = event.screen.data
+            body["denied"] = list(event.screen.denied)
+        return json.dumps(body).encode() + b"\n"
+
+    def broadcast(event: HeadUnitEvent) -> None:
+        for writer in list(viewers):
+            if writer.is_closing():
+                viewers.discard(writer)
+            else:
+                writer.write(line(event))
+
+    async def viewer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for screen in agent.headunit.screens().values():
+            writer.write(line(HeadUnitEvent(kind="shown", key_id=screen.key_id, screen=screen)))
+        viewers.add(writer)
+        await reader.read()  # until the viewer leaves
+        viewers.discard(writer)
+        writer.close()
+
+    agent.headunit.listeners.append(broadcast)
+    path.unlink(missing_ok=True)
+    return await asyncio.start_unix_server(viewer, path=str(path))
 
 
 def main(argv: list[str]) -> int:
