@@ -90,15 +90,15 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
         )
         time.sleep(1.0)  # let the viewer connect
 
-        seat = "Vehicle.Cabin.Seat.Row1.DriverSide.Position"
+        seat_signal = "Vehicle.Cabin.Seat.Row1.DriverSide.Position"
         started = tether_json("phone", "start", "--dir", str(owner))
-        assert started["ok"] and started["state"][seat] == 42  # Ada's seat, from Ada's phone
+        assert started["ok"] and started["state"][seat_signal] == 42  # Ada's seat, from Ada's phone
         # Bea has not consented: her rule is "ask" and nobody is at the terminal, so: nothing.
         started = tether_json("phone", "start", "--dir", str(friend))
-        assert started["ok"] and started["state"][seat] == 42
+        assert started["ok"] and started["state"][seat_signal] == 42
         tether("phone", "consent", "set", "--dir", str(friend), "--decision", "allow")
         started = tether_json("phone", "start", "--dir", str(friend))
-        assert started["ok"] and started["state"][seat] == 17  # Bea's seat, from Bea's phone
+        assert started["ok"] and started["state"][seat_signal] == 17  # Bea's seat, from Bea's phone
         time.sleep(0.5)
     finally:
         if viewer is not None:
