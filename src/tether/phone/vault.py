@@ -8,6 +8,7 @@ profile; the format is told from the content. Queries answer the car's data requ
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 from collections.abc import Callable, Iterable
@@ -122,6 +123,7 @@ class Vault:
     def __init__(self, wallet: PhoneWallet) -> None:
         self._wallet = wallet
         self._cache: dict[str, Any] = {}
+        self._names: list[tuple[str, int]] | None = None  # (casefolded name, index), sorted
 
     def get(self, category: str) -> Any:
         if category not in CATEGORIES:
@@ -136,6 +138,8 @@ class Vault:
         self.get(category)  # validates the name
         self._wallet.write_sealed(f"vault {category}", json.dumps(value).encode())
         self._cache[category] = value
+        if category == "contacts":
+            self._names = None
 
     def import_text(
         self, text: str, *, now: datetime.datetime, progress: Callable[[int], None] | None = None
@@ -167,11 +171,19 @@ class Vault:
         data = self.get(category)
         if category == "contacts":
             prefix = str(query.get("prefix", "")).casefold()
-            limit = int(query.get("limit", 50))
-            return [c for c in data if c["name"].casefold().startswith(prefix)][:limit]
+            limit = max(0, min(int(query.get("limit", 50)), 500))
+            if self._names is None:  # a sorted index: a prefix is a range, found by bisection
+                self._names = sorted((c["name"].casefold(), i) for i, c in enumerate(data))
+            start = bisect.bisect_left(self._names, (prefix, -1))
+            hits = []
+            for folded, position in self._names[start : start + limit]:
+                if not folded.startswith(prefix):
+                    break
+                hits.append(data[position])
+            return hits
         if category == "calendar":
-            start, end = str(query.get("from", "")), str(query.get("to", "9999"))
-            return [e for e in data if start <= e["start"] < end]
+            since, until = str(query.get("from", "")), str(query.get("to", "9999"))
+            return [e for e in data if since <= e["start"] < until]
         if category == "favourites":
             kind = query.get("kind")
             return [f for f in data if kind is None or f.get("kind") == kind]

@@ -400,7 +400,8 @@ class PhoneWallet:
     def log_disclosure(
         self, *, time: float, car: str, category: str, items: int, purpose: str, decision: str
     ) -> None:
-        with storage.write(self._conn) as conn:
+        # A log, not a key: kill -9 safe without an fsync per answer (docs/vehicle.md).
+        with storage.write(self._conn, sync=False) as conn:
             conn.execute(
                 "INSERT INTO disclosures (time, car, category, items, purpose, decision)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
