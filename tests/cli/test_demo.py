@@ -32,6 +32,7 @@ def test_demo_command_succeeds_and_narrates() -> None:
     assert "Bea unlocks (first use" in out
     assert "no_right" in out and "unknown_key" in out and "grant_revoked" in out
     assert "hash chain intact" in out
+    assert "head unit fills: contacts Charles Babbage" in out and "head unit empties" in out
     assert "every step behaved as expected" in out
     assert "✗" not in out
 

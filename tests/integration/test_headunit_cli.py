@@ -103,7 +103,8 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
     finally:
         if viewer is not None:
             viewer.terminate()
-        agent.stop()
+        agent_log = agent.stop()
+    assert "CANARY" not in agent_log  # nothing personal in the car's own log output
     lines, _ = viewer.communicate(timeout=10) if viewer else ("", "")
     events = [json.loads(line) for line in lines.splitlines() if line.strip()]
     shown = [e for e in events if e["event"] == "shown"]

@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.errors import ProtocolError, TetherError
-from tether.phone import client, sharing
+from tether.phone import client, consent, sharing
+from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol import codec, credentials
 from tether.protocol.commands import Command
@@ -30,6 +31,7 @@ from tether.transport.base import Transport
 from tether.transport.memory import MemoryListener
 from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.virtual import VirtualBody
+from tether.vehicle.headunit import HeadUnitEvent
 from tether.vehicle.keystore import VehicleStore
 
 T = TypeVar("T")
@@ -61,6 +63,7 @@ class _Story:
     table: Table
     ok: bool = True
     recorded: list[list[bytes]] = field(default_factory=list)
+    screen_events: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         now = time.time()
@@ -107,6 +110,7 @@ class _Story:
                 entropy=self.entropy,
                 fast=fast,
                 persist=lambda k: wallet.set_persistent_key(key.name, k),
+                data=consent.responder(wallet, key, ask=None, clock=time.time),
             )
         finally:
             await transport.close()
@@ -167,6 +171,20 @@ async def _run(story: _Story) -> None:
 
     ada, ms = await story.timed(pair)
     story.step("Ada pairs her phone with the code (SPAKE2)", True, "paired", ms)
+    vault = Vault(story.owner)
+    vault.import_text(_ADA_CONTACTS, now=datetime.datetime.now(datetime.UTC))
+    vault.import_text(_ADA_PROFILE, now=datetime.datetime.now(datetime.UTC))
+
+    def on_screen(event: HeadUnitEvent) -> None:
+        if event.kind == "shown" and event.screen is not None:
+            names = ", ".join(c["name"] for c in event.screen.data.get("contacts", []))
+            seat = event.screen.data.get("profile", {}).get("seat", {}).get("position", "-")
+            out.print(f"  [cyan]head unit[/cyan] fills: contacts {names or '-'}; seat {seat}")
+        elif event.kind == "forgotten":
+            out.print(f"  [cyan]head unit[/cyan] empties ({event.reason})")
+        story.screen_events.append(event.kind)
+
+    story.agent.headunit.listeners.append(on_screen)
     await story.expect(
         "Ada unlocks (standard: ECDH + signatures)", story.owner, ada, Command.UNLOCK
     )
@@ -179,7 +197,23 @@ async def _run(story: _Story) -> None:
         Command.START,
         want="fast_not_allowed",
     )
-    await story.expect("Ada starts (standard)", story.owner, ada, Command.START, fast=False)
+    await story.expect(
+        "Ada starts (standard; the car reads her profile first)",
+        story.owner,
+        ada,
+        Command.START,
+        fast=False,
+    )
+    for _ in range(50):  # the agent reads the phone's Close on its own time
+        if story.screen_events[-1:] == ["forgotten"]:
+            break
+        await asyncio.sleep(0.01)
+    seat = story.body.state()["Vehicle.Cabin.Seat.Row1.DriverSide.Position"]
+    story.step(
+        "The head unit showed Ada's data, set her seat, then forgot it",
+        story.screen_events == ["shown", "forgotten"] and seat == 42,
+        f"seat {seat}; screen {' then '.join(story.screen_events)}",
+    )
 
     # -- an eavesdropper replays Ada's first unlock ------------------------------------------------
     replay = await story.listener.connect()
@@ -329,3 +363,8 @@ def run_demo(*, seed: bytes | None = None, console: Console | None = None) -> bo
 
 
 _DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
+_ADA_CONTACTS = (
+    "BEGIN:VCARD\nVERSION:4.0\nFN:Charles Babbage\nTEL:+44 20 7946 0000\nEND:VCARD\n"
+    "BEGIN:VCARD\nVERSION:3.0\nFN:Mary Somerville\nTEL:+44 20 7946 0001\nEND:VCARD\n"
+)
+_ADA_PROFILE = '{"profile": {"seat": {"position": 42}, "climate": {"temperature": 20.5}}}'
