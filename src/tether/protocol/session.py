@@ -15,7 +15,7 @@ from typing import Any
 import cbor2
 
 from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, ProtocolError
-from tether.protocol import codec
+from tether.protocol import codec, crypto
 from tether.protocol.channel import ChannelKeys, SecureChannel
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
 from tether.protocol.messages import (
@@ -137,7 +137,12 @@ class SessionState(enum.Enum):
 
 
 class _Session:
+    _PHONE: bool
+
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
+        p2v, v2p = (keys.send_key, keys.recv_key) if self._PHONE else (keys.recv_key, keys.send_key)
+        #: A secret both ends share for keys of other uses (ranging); never a channel key itself.
+        self.exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/1 exporter", length=32)
         self._channel = SecureChannel(keys)
         self._outbox: list[bytes] = []
         self.endpoint_id = endpoint_id
@@ -180,6 +185,8 @@ class _Session:
 
 class VehicleSession(_Session):
     """The car's end of a session: yields commands to authorise, sends results."""
+
+    _PHONE = False
 
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
         super().__init__(keys, endpoint_id=endpoint_id, fast=fast)
@@ -268,6 +275,8 @@ class VehicleSession(_Session):
 
 class PhoneSession(_Session):
     """The phone's end of a session: sends commands, yields results."""
+
+    _PHONE = True
 
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
         super().__init__(keys, endpoint_id=endpoint_id, fast=fast)
