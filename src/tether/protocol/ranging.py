@@ -41,9 +41,16 @@ def response(
     return digest[0] >> (8 - bits)
 
 
+CHALLENGE_BITS = 8
+
+
 def early_answer_success(bits: int = RESPONSE_BITS, rounds: int = ROUNDS) -> float:
-    """The probability that an attacker without the key passes every round by answering early."""
-    p = 2.0**-bits + (1 - 2.0**-bits) * 2.0**-bits
+    """The probability that an attacker without the key passes every round by answering early.
+
+    Per round it either guessed the (8-bit) challenge when it pre-asked the phone, or it guesses
+    the ``bits``-bit answer.
+    """
+    p = 2.0**-CHALLENGE_BITS + (1 - 2.0**-CHALLENGE_BITS) * 2.0**-bits
     return p**rounds
 
 
@@ -67,10 +74,15 @@ class Measurement:
 
 
 def verify(
-    key: bytes, nonce: bytes, rounds: Sequence[Round], *, bits: int = RESPONSE_BITS
+    key: bytes,
+    nonce: bytes,
+    rounds: Sequence[Round],
+    *,
+    bits: int = RESPONSE_BITS,
+    expected_rounds: int = ROUNDS,
 ) -> Measurement:
     """Check every answer; the distance is the largest of the rounds' (never the smallest)."""
-    if len(rounds) != ROUNDS and bits == RESPONSE_BITS:
+    if len(rounds) != expected_rounds:
         return Measurement(distance_m=None, ok=False, reason="wrong_round_count")
     distances = []
     for index, r in enumerate(rounds):

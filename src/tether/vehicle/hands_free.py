@@ -1,0 +1,91 @@
+"""Hands-free policy: passive entry at a door, walk-away lock, start only from inside the cabin.
+
+Decisions come from verified ranging only (docs/protocol.md §13): a phone that cannot be measured
+counts as away, so everything fails closed. Pure: the agent feeds it time and locations, executes
+the decisions and audits them with the measured distance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tether.protocol.commands import DenialReason
+from tether.vehicle.ranging import Location, Zone
+
+PASSIVE_ENTRY_M = 2.0
+WALK_AWAY_M = 5.0
+WALK_AWAY_S = 3.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """Something the car should do by itself, and the distance that justified it."""
+
+    action: str  # "unlock" or "lock"
+    key_id: str
+    distance_m: float | None
+    where: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """One keyed phone's latest location (None: not measurable) and its key's rights."""
+
+    key_id: str
+    location: Location | None
+    rights: frozenset[str]
+
+
+class HandsFree:
+    """Keeps the little state the policy needs: since when every phone has been away."""
+
+    def __init__(self) -> None:
+        self._away_since: float | None = None
+
+    def observe(self, now: float, readings: list[Reading], *, locked: bool) -> list[Decision]:
+        decisions: list[Decision] = []
+        if locked:
+            for r in readings:
+                loc = r.location
+                if (
+                    loc is not None
+                    and "unlock" in r.rights
+                    and loc.door_distance is not None
+                    and loc.door_distance <= PASSIVE_ENTRY_M
+                ):
+                    decisions.append(
+                        Decision(
+                            action="unlock",
+                            key_id=r.key_id,
+                            distance_m=loc.door_distance,
+                            where=loc.nearest_door or "door",
+                        )
+                    )
+                    break
+        if all(r.location is None or r.location.closest > WALK_AWAY_M for r in readings):
+            if self._away_since is None:
+                self._away_since = now
+            elif not locked and now - self._away_since >= WALK_AWAY_S and readings:
+                nearest = min(
+                    (r.location.closest for r in readings if r.location is not None), default=None
+                )
+                decisions.append(
+                    Decision(
+                        action="lock",
+                        key_id=readings[0].key_id,
+                        distance_m=nearest,
+                        where=f"every phone beyond {WALK_AWAY_M:.0f} m for {WALK_AWAY_S:.0f} s",
+                    )
+                )
+        else:
+            self._away_since = None
+        return decisions
+
+
+def may_start(reading: Reading) -> DenialReason | None:
+    """Push-button start: only a phone holding ``drive``, measured inside the cabin."""
+    if "drive" not in reading.rights:
+        return DenialReason.NO_RIGHT
+    if reading.location is None or reading.location.zone is not Zone.INSIDE:
+        return DenialReason.RANGING_REQUIRED
+    return None
