@@ -33,6 +33,8 @@ def test_demo_command_succeeds_and_narrates() -> None:
     assert "no_right" in out and "unknown_key" in out and "grant_revoked" in out
     assert "hash chain intact" in out
     assert "head unit fills: contacts Charles Babbage" in out and "head unit empties" in out
+    assert "unlocked by itself at" in out and "locked by itself once she was beyond 5 m" in out
+    assert "Thieves relay Ada's phone from 30 m to the door: refused" in out
     assert "every step behaved as expected" in out
     assert "✗" not in out
 

@@ -31,7 +31,8 @@ RATES: dict[str, str] = {}  # printed by conftest's terminal summary
 def where(
     x: float, y: float, *, seed: int = 1, attacker: Relay | EarlyAnswer | None = None
 ) -> Location | None:
-    sim = SimulatedRanger(phone=(x, y), rng=random.Random(seed), attacker=attacker)
+    rng = random.Random(seed)
+    sim = SimulatedRanger(phone=(x, y), rng=rng, attacker=attacker, secrets_source=rng.randbytes)
     return locate(sim.measure(KEY))
 
 
@@ -46,7 +47,8 @@ def test_honest_phone_zones_and_accuracy() -> None:
     door = at(-1.9, 0.4)
     assert door.zone is Zone.DOOR and door.nearest_door == "driver door"
     assert at(0, 12).zone is Zone.AWAY
-    sim = SimulatedRanger(phone=(3.0, 4.0), rng=random.Random(2))
+    rng = random.Random(2)
+    sim = SimulatedRanger(phone=(3.0, 4.0), rng=rng, secrets_source=rng.randbytes)
     for anchor in CAR_ANCHORS:
         measured = sim.measure_anchor(KEY, anchor).distance_m
         true = math.hypot(3 - anchor.x, 4 - anchor.y)
@@ -93,7 +95,10 @@ def test_relays_never_give_entry_or_start() -> None:
 
 
 def test_early_answers_fail_at_full_strength() -> None:
-    sim = SimulatedRanger(phone=(0, 30), rng=random.Random(6), attacker=EarlyAnswer())
+    rng = random.Random(6)
+    sim = SimulatedRanger(
+        phone=(0, 30), rng=rng, attacker=EarlyAnswer(), secrets_source=rng.randbytes
+    )
     wins = sum(sim.measure_anchor(KEY, CAR_ANCHORS[0]).ok for _ in range(3000))
     assert ranging.early_answer_success() < 2**-32
     RATES["early-answer false-accept (8-bit, 5 rounds)"] = (
@@ -104,7 +109,10 @@ def test_early_answers_fail_at_full_strength() -> None:
 
 def test_early_answer_rate_matches_the_bound_at_reduced_width() -> None:
     bits, rounds, trials = 2, 3, 20_000
-    sim = SimulatedRanger(phone=(0, 30), rng=random.Random(7), attacker=EarlyAnswer(bits=bits))
+    rng = random.Random(7)
+    sim = SimulatedRanger(
+        phone=(0, 30), rng=rng, attacker=EarlyAnswer(bits=bits), secrets_source=rng.randbytes
+    )
     wins = sum(
         sim.measure_anchor(KEY, CAR_ANCHORS[0], bits=bits, rounds=rounds).ok for _ in range(trials)
     )
@@ -165,7 +173,10 @@ def test_wrong_answers_and_impossible_timing_are_refused() -> None:
 
 
 def test_locate_fails_closed() -> None:
-    sim = SimulatedRanger(phone=(0, 1), rng=random.Random(9), attacker=EarlyAnswer())
+    rng = random.Random(9)
+    sim = SimulatedRanger(
+        phone=(0, 1), rng=rng, attacker=EarlyAnswer(), secrets_source=rng.randbytes
+    )
     assert locate(sim.measure(KEY)) is None
     assert locate({}) is None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import random
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -27,12 +28,22 @@ from tether.protocol import codec, credentials
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy, Entropy, SystemEntropy
 from tether.protocol.messages import Error
+from tether.protocol.pump import pump
+from tether.protocol.ranging import ranging_key
+from tether.protocol.transaction import (
+    Established,
+    MemoryDirectory,
+    PhoneTransaction,
+    VehicleTransaction,
+)
 from tether.transport.base import Transport
 from tether.transport.memory import MemoryListener
 from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.virtual import VirtualBody
+from tether.vehicle.hands_free import Reading
 from tether.vehicle.headunit import HeadUnitEvent
 from tether.vehicle.keystore import VehicleStore
+from tether.vehicle.ranging import EarlyAnswer, Relay, SimulatedRanger, locate
 
 T = TypeVar("T")
 _DEMO_PASSPHRASE = "demo only"  # noqa: S105 - throwaway wallets in a temporary directory
@@ -332,6 +343,8 @@ async def _run(story: _Story) -> None:
             f"refused by the car ({exc.code})",
         )
 
+    await _hands_free_scene(story, ada)
+
     problems = store.verify_audit()
     entries = len(store.audit_entries())
     story.step(
@@ -339,6 +352,98 @@ async def _run(story: _Story) -> None:
         not problems,
         f"{entries} entries, hash chain intact" if not problems else "BROKEN",
     )
+
+
+async def _hands_free_scene(story: _Story, ada: CarKey) -> None:
+    """Ada walks up (unlocks at the door), gets in (start), walks away (locks); relays fail."""
+    # A real session between Ada's key and the car, whose exporter keys the ranging (§13).
+    directory = MemoryDirectory()
+    directory.enroll(ada.endpoint_key.public_key, owner=True)
+    phone_tx = PhoneTransaction(
+        endpoint_key=ada.endpoint_key,
+        vehicle_key=ada.vehicle_key,
+        persistent_key=None,
+        entropy=story.entropy,
+    )
+    car_tx = VehicleTransaction(
+        vehicle_key=story.store.identity, directory=directory, entropy=story.entropy
+    )
+    phone_tx.start()
+    session = next(e.session for e in pump(phone_tx, car_tx) if isinstance(e, Established))
+    key = ranging_key(session.exporter)
+    sim = SimulatedRanger(phone=(-12.0, 0.4), rng=random.Random(7))  # noqa: S311 - physics noise
+    rights = story.owner.car("car").rights
+    await story.agent.body.execute(Command.LOCK)
+    await story.agent.body.execute(Command.STOP)
+    story.agent.clock = _SceneClock(time.time())  # walking takes seconds; the scene keeps its own
+
+    def reading() -> Reading:
+        return Reading(
+            key_id=ada.endpoint_id.hex(), location=locate(sim.measure(key)), rights=rights
+        )
+
+    unlocked_at = None
+    for x in (-12.0, -6.0, -3.5, -2.6, -2.2):  # walking up to the driver's door
+        sim.move(x, 0.4)
+        for decision in await story.agent.hands_free([reading()]):
+            unlocked_at = decision.distance_m
+        story.agent.clock.advance(1.0)
+    story.step(
+        "Ada walks up to her car with the phone in her pocket",
+        unlocked_at is not None,
+        f"unlocked by itself at {unlocked_at or 0:.2f} m from the driver door",
+    )
+    sim.move(-0.4, 0.3)  # in the driver's seat
+    reason = await story.agent.push_button_start(reading())
+    story.step(
+        "Ada gets in and presses start",
+        reason is None,
+        "started: her phone is measured inside the cabin"
+        if reason is None
+        else f"refused ({reason.value})",
+    )
+    await story.agent.body.execute(Command.STOP)
+    locked_after = None
+    for step, x in enumerate((-2.0, -4.0, -6.0, -7.0, -8.0, -9.0, -10.0)):  # walking away
+        sim.move(x, 0.4)
+        if any(d.action == "lock" for d in await story.agent.hands_free([reading()])):
+            locked_after = step
+        story.agent.clock.advance(1.0)
+    story.step(
+        "Ada walks away",
+        locked_after is not None,
+        f"locked by itself once she was beyond 5 m for 3 s (step {locked_after})",
+    )
+    sim.move(0.0, 30.0)
+    sim.attacker = Relay(extra_path_m=1.0, processing_ns=50.0)
+    relayed = await story.agent.hands_free([reading()])
+    loc = locate(sim.measure(key))
+    seen = f"{loc.closest:.1f} m" if loc else "not measurable"
+    story.step(
+        "Thieves relay Ada's phone from 30 m to the door",
+        not relayed,
+        f"refused: the car measures {seen}, a relay can only add distance",
+    )
+    sim.attacker = EarlyAnswer()
+    early = await story.agent.hands_free([reading()])
+    story.step(
+        "A thief answers the ranging early, guessing",
+        not early,
+        "refused: wrong answers, the measurement fails closed",
+    )
+
+
+class _SceneClock:
+    """Simulated time for the walking scene (the car's clock in the demo)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def run_demo(*, seed: bytes | None = None, console: Console | None = None) -> bool:

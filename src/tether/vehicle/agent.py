@@ -41,6 +41,7 @@ from tether.protocol.transaction import (
 )
 from tether.transport.base import Transport, TransportClosed
 from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.policy import authorize
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 5.0  # per handshake message: a silent or slow peer is dropped
 SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
+_DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
 HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
 
@@ -110,7 +112,50 @@ class VehicleAgent:
         self.listeners: list[Callable[[AgentEvent], None]] = []
         self.active_connections = 0
         self.headunit = HeadUnit()
+        self._hands_free = HandsFree()
         self.data_timeout = DATA_TIMEOUT
+
+    # -- hands-free (ranging) -------------------------------------------------------------------
+    async def hands_free(self, readings: list[Reading]) -> list[Decision]:
+        """Feed every keyed phone's latest ranging; carry out and audit what the policy says."""
+        now = self.now()
+        locked = bool(self.body.state().get(_DRIVER_DOOR, True))
+        decisions = self._hands_free.observe(now, readings, locked=locked)
+        for d in decisions:
+            command = Command.UNLOCK if d.action == "unlock" else Command.LOCK
+            await self.body.execute(command)
+            distance = f"{d.distance_m:.2f} m" if d.distance_m is not None else "not measurable"
+            self.store.audit(
+                now=now,
+                key_id=bytes.fromhex(d.key_id),
+                command=f"passive {d.action}",
+                result="ok",
+                detail=f"{distance}, {d.where}",
+            )
+            if d.action == "lock":
+                self.headunit.forget_all("phone out of range")
+            self._emit(AgentEvent(kind="command", key_id=d.key_id, command=f"passive {d.action}"))
+        return decisions
+
+    async def push_button_start(self, reading: Reading) -> DenialReason | None:
+        """The start button: only a phone holding ``drive`` measured inside the cabin starts it."""
+        reason = may_start(reading)
+        where = (
+            f"{reading.location.zone.value}, {reading.location.closest:.2f} m from nearest anchor"
+            if reading.location is not None
+            else "not measurable"
+        )
+        if reason is None:
+            await self.body.execute(Command.START)
+        self.store.audit(
+            now=self.now(),
+            key_id=bytes.fromhex(reading.key_id),
+            command="push-button start",
+            result="ok" if reason is None else "denied",
+            reason=reason.value if reason else "",
+            detail=where,
+        )
+        return reason
 
     def now(self) -> float:
         """The car's time: its clock, but never before the latest time it has recorded."""

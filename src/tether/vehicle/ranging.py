@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -90,7 +91,10 @@ class EarlyAnswer:
 
 @dataclasses.dataclass(slots=True)
 class SimulatedRanger:
-    """Physics for the virtual car: positions in metres, time in nanoseconds."""
+    """Physics for the virtual car: positions in metres, time in nanoseconds.
+
+    ``rng`` drives the physics only (noise, the attackers' guesses); never the protocol's secrets.
+    """
 
     phone: tuple[float, float]
     rng: random.Random
@@ -98,7 +102,8 @@ class SimulatedRanger:
     noise_ns: float = 0.3  # ~4.5 cm of one-sigma noise per timestamp, as good UWB chips
     reply_ns: float = 250_000.0  # the phone's turnaround, which it reports
     attacker: Relay | EarlyAnswer | None = None
-    nonce_source: Callable[[int], bytes] | None = None
+    #: Challenges and nonces: the OS CSPRNG, as on a real car; tests pass a seeded source.
+    secrets_source: Callable[[int], bytes] = os.urandom
 
     def move(self, x: float, y: float) -> None:
         self.phone = (x, y)
@@ -117,13 +122,11 @@ class SimulatedRanger:
         bits: int = ranging.RESPONSE_BITS,
         rounds: int = ranging.ROUNDS,
     ) -> Measurement:
-        nonce = (
-            self.nonce_source(ranging.NONCE_SIZE) if self.nonce_source else self.rng.randbytes(16)
-        )
+        nonce = self.secrets_source(ranging.NONCE_SIZE)
         attacker = self.attacker
         done: list[Round] = []
         for index in range(rounds):
-            challenge = self.rng.randrange(256)
+            challenge = self.secrets_source(1)[0]
             reply = self.reply_ns + self.rng.gauss(0, self.noise_ns)
             if isinstance(attacker, EarlyAnswer):
                 # It cannot wait for the challenge: it pre-asked the phone with a guess, or guesses.
