@@ -140,14 +140,27 @@ class _Session:
     _PHONE: bool
 
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
-        p2v, v2p = (keys.send_key, keys.recv_key) if self._PHONE else (keys.recv_key, keys.send_key)
-        #: A secret both ends share for keys of other uses (ranging); never a channel key itself.
-        self.exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/1 exporter", length=32)
+        self._keys = keys
+        self._exporter: bytes | None = None
         self._channel = SecureChannel(keys)
         self._outbox: list[bytes] = []
         self.endpoint_id = endpoint_id
         self.fast = fast
         self.state = SessionState.OPEN
+
+    @property
+    def exporter(self) -> bytes:
+        """A secret both ends share for keys of other uses (ranging); never a channel key itself.
+
+        Derived on first use: most sessions never need it, and a transaction stays cheaper.
+        """
+        if self._exporter is None:
+            keys = self._keys
+            p2v, v2p = (
+                (keys.send_key, keys.recv_key) if self._PHONE else (keys.recv_key, keys.send_key)
+            )
+            self._exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/1 exporter", length=32)
+        return self._exporter
 
     def data_to_send(self) -> list[bytes]:
         """Take the records waiting to go to the peer."""
