@@ -85,8 +85,8 @@ def test_a_root_grant_verifies() -> None:
 
 def _pycose_verify(raw: bytes, signer: PrivateKey) -> bool:
     """Verify with pycose, an independent COSE implementation (RFC 9052)."""
-    from pycose.keys.ec2 import EC2Key
     from pycose.keys.curves import P256
+    from pycose.keys.ec2 import EC2Key
     from pycose.messages.sign1message import Sign1Message
 
     tag = cbor2.loads(raw)
