@@ -243,3 +243,59 @@ def test_revocation_delivery_round_trip() -> None:
     assert isinstance(answer, RevocationAnswered) and answer.result.reason == "revocation_replayed"
     with pytest.raises(LocalProtocolError):
         car.respond_revocation(request_id, ok=True, seq=7, reason="x", message="x")
+
+
+def test_data_requests_and_answers_round_trip_and_refuse_garbage() -> None:
+    import cbor2
+
+    from tether.errors import MalformedMessage
+    from tether.protocol.messages import DataRequest, DataResponse
+    from tether.protocol.session import DataItem, DataReceived, DataRequested
+
+    phone, car = sessions()
+    request_id = car.request_data(
+        [DataItem(category="contacts", query={"prefix": "A"}), DataItem(category="profile")],
+        purpose="show",
+    )
+    (asked,) = phone.receive(car.data_to_send()[0])
+    assert isinstance(asked, DataRequested) and not asked.retain
+    assert asked.items == (
+        DataItem(category="contacts", query={"prefix": "A"}),
+        DataItem(category="profile"),
+    )
+    phone.respond_data(request_id, granted={"contacts": [{"name": "Ada"}]}, denied=["profile"])
+    (got,) = car.receive(phone.data_to_send()[0])
+    assert got == DataReceived(
+        request_id=request_id, granted={"contacts": [{"name": "Ada"}]}, denied=("profile",)
+    )
+
+    for items in (
+        b"\xff\xff",
+        cbor2.dumps([]),
+        cbor2.dumps([1]),
+        cbor2.dumps([{"category": 1}]),
+        cbor2.dumps([{"category": "a", "extra": 1}]),
+    ):
+        phone, car = sessions()
+        car._send(DataRequest(request_id=1, items=items, purpose="p", retain=False))
+        with pytest.raises(MalformedMessage):
+            phone.receive(car.data_to_send()[0])
+    for granted, denied in (
+        (b"\\xff", cbor2.dumps([])),
+        (cbor2.dumps([]), cbor2.dumps([])),
+        (cbor2.dumps({1: []}), cbor2.dumps([])),
+        (cbor2.dumps({}), cbor2.dumps([1])),
+    ):
+        phone, car = sessions()
+        phone._send(DataResponse(request_id=1, granted=granted, denied=denied))
+        with pytest.raises(MalformedMessage):
+            car.receive(phone.data_to_send()[0])
+
+
+def test_both_ends_export_the_same_secret_and_it_is_no_channel_key() -> None:
+    phone, car = sessions()
+    assert phone.exporter == car.exporter and len(phone.exporter) == 32
+    assert phone.exporter is phone.exporter  # derived once
+    fast_phone, _ = sessions(fast=True)  # another session, another secret
+    assert fast_phone.exporter != phone.exporter
+    assert phone.exporter not in (phone._keys.send_key, phone._keys.recv_key)
