@@ -67,10 +67,40 @@ async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
     return (client, server), cleanup
 
 
+async def ble_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    """Both ends in this process over bumble's virtual link: a real BLE stack, no radio."""
+    from bumble.testing.test_utils import TwoDevices
+
+    from tether.transport import ble
+
+    accepted: asyncio.Queue[Transport] = asyncio.Queue()
+    done = asyncio.Event()
+
+    async def handler(server_side: Transport) -> None:
+        await accepted.put(server_side)
+        await done.wait()
+
+    devices = TwoDevices()
+    phone, car = devices.devices
+    service = ble.BleCarService(car, handler)
+    await phone.power_on()
+    await service.start()
+    client = await ble.connect(phone, car.random_address)
+    server = await accepted.get()
+
+    async def cleanup() -> None:
+        done.set()
+        await client.close()
+        await service.close()
+
+    return (client, server), cleanup
+
+
 FACTORIES = {
     "memory": memory_factory,
     "memory-listener": memory_listener_factory,
     "tcp": tcp_factory,
+    "ble": ble_factory,
 }
 
 

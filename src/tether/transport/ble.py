@@ -1,0 +1,206 @@
+"""Bluetooth LE transport on bumble: the car is a GATT peripheral, the phone a central.
+
+The tether GATT service has two characteristics: **RX**, which the phone writes (with response, so
+the car's ATT layer paces the phone), and **TX**, on which the car notifies. A message is cut into
+fragments that fit the negotiated ATT MTU; each fragment starts with one byte, ``0x01`` on the last
+fragment of a message and ``0x00`` before it. Reassembly is bounded by the protocol's message limit;
+a disconnection ends the transport with :class:`TransportClosed`.
+
+Tests run both ends in one process over bumble's virtual link (a real Bluetooth stack, no radio).
+On a car, bumble drives a USB dongle or a Linux HCI socket (docs/ble.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bumble.core import UUID
+from bumble.device import Connection, Device, Peer
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+
+from tether.errors import TransportError
+from tether.transport.base import MAX_FRAME, FrameTooLarge, Handler, TransportClosed, check_outgoing
+
+SERVICE_UUID = "6b7a0001-3c1f-4d8a-9b1e-6e5f7a2b9c01"
+RX_UUID = "6b7a0002-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # phone -> car (write)
+TX_UUID = "6b7a0003-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # car -> phone (notify)
+PREFERRED_MTU = 247
+_LAST, _MORE = b"\x01", b"\x00"
+_END: Any = object()  # marks the end of the inbox
+
+
+class BleTransport:
+    """One end of a BLE connection, carrying whole messages."""
+
+    def __init__(
+        self,
+        *,
+        peer: str,
+        mtu: Callable[[], int],
+        send_fragment: Callable[[bytes], Awaitable[None]],
+        disconnect: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.peer = peer
+        self._mtu = mtu
+        self._send_fragment = send_fragment
+        self._disconnect = disconnect
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._buffer = bytearray()
+        self._closed = False
+        self._eof = False
+        self._error: TransportError | None = None
+
+    # -- from the GATT layer ----------------------------------------------------------------------
+    def fragment_received(self, value: bytes) -> None:
+        if self._error is not None or not value:
+            return
+        self._buffer += value[1:]
+        if len(self._buffer) > MAX_FRAME:
+            self._error = FrameTooLarge(f"a message over {MAX_FRAME} bytes was refused")
+            self._inbox.put_nowait(_END)
+            return
+        if value[:1] == _LAST:
+            self._inbox.put_nowait(bytes(self._buffer))
+            self._buffer.clear()
+
+    def connection_lost(self) -> None:
+        self._closed = True
+        self._inbox.put_nowait(_END)
+
+    # -- Transport --------------------------------------------------------------------------------
+    async def send(self, message: bytes) -> None:
+        check_outgoing(message, closed=self._closed)
+        size = max(1, self._mtu() - 3 - 1)  # ATT header, then our one-byte fragment header
+        try:
+            for start in range(0, len(message), size):
+                last = start + size >= len(message)
+                await self._send_fragment(
+                    (_LAST if last else _MORE) + message[start : start + size]
+                )
+        except (ConnectionError, OSError, asyncio.CancelledError) as exc:
+            raise TransportClosed(f"the BLE link went down: {exc!r}") from exc
+        except Exception as exc:  # bumble's ATT/HCI errors: the link is unusable
+            self._closed = True
+            raise TransportClosed(f"the BLE link failed: {exc}") from exc
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        if self._eof:
+            raise TransportClosed("connection is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._inbox.get()
+        except TimeoutError:
+            raise TransportError("no message in time", code="timeout") from None
+        if item is _END:
+            self._eof = True
+            if self._error is not None:
+                raise self._error
+            raise TransportClosed("the BLE peer disconnected")
+        return bytes(item)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):  # already gone: closing is idempotent
+            await self._disconnect()
+
+
+class BleCarService:
+    """The car's side: the tether GATT service; each connecting phone is handed to ``handler``."""
+
+    def __init__(self, device: Device, handler: Handler) -> None:
+        self.device = device
+        self._handler = handler
+        self._transports: dict[int, BleTransport] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.tx: Characteristic[bytes] = Characteristic(
+            TX_UUID, Characteristic.NOTIFY, Characteristic.READABLE, b""
+        )
+        self.rx: Characteristic[bytes] = Characteristic(
+            RX_UUID,
+            Characteristic.WRITE,
+            Characteristic.WRITEABLE,
+            CharacteristicValue(write=self._on_write),
+        )
+        device.add_service(Service(SERVICE_UUID, [self.rx, self.tx]))
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    def _on_connection(self, connection: Connection) -> None:
+        async def send(fragment: bytes) -> None:
+            await self.device.notify_subscriber(connection, self.tx, fragment)
+
+        transport = BleTransport(
+            peer=f"ble:{connection.peer_address}",
+            mtu=lambda: connection.att_mtu,
+            send_fragment=send,
+            disconnect=connection.disconnect,
+        )
+        self._transports[connection.handle] = transport
+
+        def lost(*_: object) -> None:
+            self._transports.pop(connection.handle, None)
+            transport.connection_lost()
+
+        connection.on(connection.EVENT_DISCONNECTION, lost)
+        task = asyncio.get_running_loop().create_task(self._serve(transport))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, transport: BleTransport) -> None:
+        try:
+            await self._handler(transport)
+        finally:
+            await transport.close()
+
+    def _on_write(self, connection: Connection, value: bytes) -> None:
+        transport = self._transports.get(connection.handle)
+        if transport is not None:
+            transport.fragment_received(bytes(value))
+
+    async def start(self) -> None:
+        """Power on and advertise (connectable) until a phone connects."""
+        await self.device.power_on()
+        await self.device.start_advertising(auto_restart=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+
+async def connect(device: Device, address: Any, *, timeout: float = 10.0) -> BleTransport:
+    """The phone's side: connect to the car at ``address`` and open the tether service."""
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await device.connect(address)
+            peer = Peer(connection)
+            await peer.request_mtu(PREFERRED_MTU)
+            await peer.discover_services()
+            await peer.discover_characteristics()
+            rx = peer.get_characteristics_by_uuid(UUID(RX_UUID))
+            tx = peer.get_characteristics_by_uuid(UUID(TX_UUID))
+            if not rx or not tx:
+                await connection.disconnect()
+                raise TransportError(
+                    "this device has no tether service", code="unreachable", temporary=False
+                )
+
+            async def send(fragment: bytes) -> None:
+                await rx[0].write_value(fragment, with_response=True)
+
+            transport = BleTransport(
+                peer=f"ble:{address}",
+                mtu=lambda: connection.att_mtu,
+                send_fragment=send,
+                disconnect=connection.disconnect,
+            )
+            connection.on(connection.EVENT_DISCONNECTION, lambda *_: transport.connection_lost())
+            await tx[0].subscribe(lambda value: transport.fragment_received(bytes(value)))
+            return transport
+    except TimeoutError:
+        raise TransportError(
+            f"cannot reach the car at {address} over BLE", code="unreachable"
+        ) from None
