@@ -45,12 +45,14 @@ from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.policy import authorize
+from tether.vehicle.ranging import Zone
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 5.0  # per handshake message: a silent or slow peer is dropped
 SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
+RANGING_FRESH_S = 5.0  # how recent a ranging must be for an app command with the switch on
 _DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
 HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
@@ -72,6 +74,7 @@ class _PendingStart:
 
     command: CommandReceived
     deadline: float
+    over_ble: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +103,7 @@ class VehicleAgent:
         max_connections: int = MAX_CONNECTIONS,
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         idle_timeout: float = SESSION_IDLE_TIMEOUT,
+        ranging_for_app: bool = False,
     ) -> None:
         self.store = store
         self.body = body
@@ -113,12 +117,17 @@ class VehicleAgent:
         self.active_connections = 0
         self.headunit = HeadUnit()
         self._hands_free = HandsFree()
+        #: The owner's switch: app commands over BLE need the phone measured at the car too.
+        self.ranging_for_app = ranging_for_app
+        self._seen: dict[str, tuple[float, Reading]] = {}  # key id -> (when, latest ranging)
         self.data_timeout = DATA_TIMEOUT
 
     # -- hands-free (ranging) -------------------------------------------------------------------
     async def hands_free(self, readings: list[Reading]) -> list[Decision]:
         """Feed every keyed phone's latest ranging; carry out and audit what the policy says."""
         now = self.now()
+        for reading in readings:
+            self._seen[reading.key_id] = (now, reading)
         locked = bool(self.body.state().get(_DRIVER_DOOR, True))
         decisions = self._hands_free.observe(now, readings, locked=locked)
         for d in decisions:
@@ -310,9 +319,11 @@ class VehicleAgent:
             if session is None:
                 data = await transport.receive(self.handshake_timeout)
         self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
-        await self._session(transport, session)
+        await self._session(transport, session, over_ble=transport.peer.startswith("ble:"))
 
-    async def _session(self, transport: Transport, session: VehicleSession) -> None:
+    async def _session(
+        self, transport: Transport, session: VehicleSession, *, over_ble: bool = False
+    ) -> None:
         key_id = session.endpoint_id
         pending: dict[int, _PendingStart] = {}
         try:
@@ -342,7 +353,7 @@ class VehicleAgent:
                     return
                 for event in events:
                     if isinstance(event, CommandReceived):
-                        await self._command(session, event, pending)
+                        await self._command(session, event, pending, over_ble=over_ble)
                     elif isinstance(event, DataReceived):
                         waiting = pending.pop(event.request_id, None)
                         if waiting is not None:
@@ -404,12 +415,14 @@ class VehicleAgent:
         if session.endpoint_id in revocation.keys or self.store.is_revoked(session.endpoint_id):
             session.close()  # a phone that revoked itself is done here
 
-    def _authorize(self, session: VehicleSession, event: CommandReceived) -> DenialReason | None:
+    def _authorize(
+        self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
+    ) -> DenialReason | None:
         now = self.now()
         endpoint = self.store.endpoint(session.endpoint_id)
         assert endpoint is not None  # the transaction only succeeds for enrolled endpoints
         local = time.localtime(now)
-        return authorize(
+        reason = authorize(
             endpoint,
             event.command,
             now=now,
@@ -417,19 +430,40 @@ class VehicleAgent:
             local_weekday=local.tm_wday,
             signals=self.body.state(),
         )
+        if reason is None and over_ble and self.ranging_for_app:
+            reason = self._ranging_check(session.endpoint_id.hex(), event.command, now)
+        return reason
+
+    def _ranging_check(self, key_id: str, command: Command, now: float) -> DenialReason | None:
+        """With the owner's switch on: the phone must have been measured at the car just now."""
+        if command not in (Command.UNLOCK, Command.TRUNK, Command.START):
+            return None
+        seen = self._seen.get(key_id)
+        if seen is None or now - seen[0] > RANGING_FRESH_S or seen[1].location is None:
+            return DenialReason.RANGING_REQUIRED
+        zone = seen[1].location.zone
+        wanted = (Zone.INSIDE,) if command is Command.START else (Zone.INSIDE, Zone.DOOR)
+        return None if zone in wanted else DenialReason.RANGING_REQUIRED
 
     async def _command(
         self,
         session: VehicleSession,
         event: CommandReceived,
         pending: dict[int, _PendingStart],
+        *,
+        over_ble: bool = False,
     ) -> None:
-        if event.command is Command.START and self._authorize(session, event) is None:
+        if event.command is Command.START and self._authorize(session, event, over_ble=over_ble):
+            await self._run(session, event, over_ble=over_ble)
+            return
+        if event.command is Command.START:
             # Ask the driver's phone first: seat and climate are set before the engine starts.
             request_id = session.request_data(_headunit_items(self.now()), purpose=HEADUNIT_PURPOSE)
-            pending[request_id] = _PendingStart(event, time.monotonic() + self.data_timeout)
+            pending[request_id] = _PendingStart(
+                event, time.monotonic() + self.data_timeout, over_ble
+            )
             return
-        await self._run(session, event)
+        await self._run(session, event, over_ble=over_ble)
 
     async def _finish_start(
         self, session: VehicleSession, waiting: _PendingStart, data: DataReceived | None
@@ -439,13 +473,15 @@ class VehicleAgent:
             profile = data.granted.get("profile")
             if isinstance(profile, dict):
                 self.body.set(profile_signals(profile))
-        await self._run(session, waiting.command)
+        await self._run(session, waiting.command, over_ble=waiting.over_ble)
 
-    async def _run(self, session: VehicleSession, event: CommandReceived) -> None:
+    async def _run(
+        self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
+    ) -> None:
         now = self.now()
         endpoint = self.store.endpoint(session.endpoint_id)
         assert endpoint is not None
-        reason = self._authorize(session, event)
+        reason = self._authorize(session, event, over_ble=over_ble)
         changed: Signals = {}
         if reason is None:
             try:
