@@ -453,10 +453,10 @@ class VehicleAgent:
         *,
         over_ble: bool = False,
     ) -> None:
-        if event.command is Command.START and self._authorize(session, event, over_ble=over_ble):
-            await self._run(session, event, over_ble=over_ble)
-            return
-        if event.command is Command.START:
+        if (
+            event.command is Command.START
+            and self._authorize(session, event, over_ble=over_ble) is None
+        ):
             # Ask the driver's phone first: seat and climate are set before the engine starts.
             request_id = session.request_data(_headunit_items(self.now()), purpose=HEADUNIT_PURPOSE)
             pending[request_id] = _PendingStart(
