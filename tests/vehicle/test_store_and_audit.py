@@ -185,3 +185,18 @@ def test_unknown_store_version_is_refused(tmp_path: Path) -> None:
 def test_integrity_check(tmp_path: Path) -> None:
     store = make(tmp_path)
     assert store.integrity_ok()
+
+
+def test_settings_persist_and_are_audited(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    assert store.setting("ranging_for_app", "off") == "off"
+    store.set_setting("ranging_for_app", "on", now=5.0)
+    store.close()
+    again = VehicleStore.open(tmp_path / "car")
+    assert again.setting("ranging_for_app") == "on"
+    assert again.audit_entries()[-1].detail == "ranging_for_app = on"
+    from tether.protocol.crypto import DeterministicEntropy as _E
+    from tether.vehicle.agent import VehicleAgent
+    from tether.vehicle.body.virtual import VirtualBody
+
+    assert VehicleAgent(again, VirtualBody(), entropy=_E(b"x")).ranging_for_app

@@ -119,6 +119,33 @@ def headunit(
 
 
 @app.command()
+def settings(
+    directory: Path = DirOption,
+    ranging_for_app: str | None = typer.Option(
+        None,
+        "--ranging-for-app",
+        help="on: app commands over BLE need the phone measured at the car.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show or change the owner's settings (read by `vehicle run` when it starts)."""
+    store = VehicleStore.open(directory)
+    try:
+        if ranging_for_app is not None:
+            if ranging_for_app not in ("on", "off"):
+                raise UsageError("--ranging-for-app is on or off")
+            store.set_setting("ranging_for_app", ranging_for_app, now=time.time())
+        current = {"ranging_for_app": store.setting("ranging_for_app", "off")}
+    finally:
+        store.close()
+    if as_json:
+        emit_json(current)
+    else:
+        for name, value in current.items():
+            out.print(f"{name}: {value}")
+
+
+@app.command()
 def run() -> None:
     """Serve phones (see `tether vehicle run --help`)."""
     raise UsageError("internal: `vehicle run` is dispatched before typer")  # pragma: no cover

@@ -118,7 +118,7 @@ class VehicleAgent:
         self.headunit = HeadUnit()
         self._hands_free = HandsFree()
         #: The owner's switch: app commands over BLE need the phone measured at the car too.
-        self.ranging_for_app = ranging_for_app
+        self.ranging_for_app = ranging_for_app or store.setting("ranging_for_app") == "on"
         self._seen: dict[str, tuple[float, Reading]] = {}  # key id -> (when, latest ranging)
         self.data_timeout = DATA_TIMEOUT
 

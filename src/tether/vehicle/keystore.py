@@ -26,7 +26,7 @@ from tether.protocol.pairing import CodeState
 from tether.vehicle import audit
 
 DB_NAME = "vehicle.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: grants, revoked ids, limits, settings
 CODE_DIGITS = 8
 CODE_TTL = 600.0
 MAX_PAIRING_FAILURES = 5
@@ -235,6 +235,28 @@ class VehicleStore:
     def is_revoked(self, some_id: bytes) -> bool:
         """True for a revoked key id or grant serial (directly or by cascade)."""
         return some_id in self._revoked
+
+    def setting(self, name: str, default: str = "") -> str:
+        """An owner setting of this car (for example ``ranging_for_app``)."""
+        row = self._conn.execute(
+            "SELECT value FROM meta WHERE key = ?", (f"setting {name}",)
+        ).fetchone()
+        return str(row[0]) if row is not None else default
+
+    def set_setting(self, name: str, value: str, *, now: float) -> None:
+        with storage.write(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"setting {name}", value)
+            )
+            audit.append(
+                conn,
+                time=now,
+                key_id="",
+                command="setting",
+                result="ok",
+                detail=f"{name} = {value}",
+            )
+        self._bump_floor(now)
 
     def time_floor(self) -> float:
         """The latest time this car has recorded: its clock may not go back before it."""
