@@ -299,3 +299,18 @@ def test_both_ends_export_the_same_secret_and_it_is_no_channel_key() -> None:
     fast_phone, _ = sessions(fast=True)  # another session, another secret
     assert fast_phone.exporter != phone.exporter
     assert phone.exporter not in (phone._keys.send_key, phone._keys.recv_key)
+
+
+def test_ranging_setup_rides_in_the_session() -> None:
+    from tether.protocol import ranging
+    from tether.protocol.session import RangingReadied, RangingRequested
+
+    phone, car = sessions()
+    request_id = car.request_ranging(nonce=b"N" * 16, anchors=6)
+    (asked,) = phone.receive(car.data_to_send()[0])
+    assert asked == RangingRequested(request_id=request_id, nonce=b"N" * 16, anchors=6)
+    phone.ranging_ready(request_id, reply_ns=250_000)
+    (ready,) = car.receive(phone.data_to_send()[0])
+    assert ready == RangingReadied(request_id=request_id, reply_ns=250_000)
+    nonces = {ranging.anchor_nonce(b"N" * 16, k) for k in range(6)}
+    assert len(nonces) == 6 and all(len(n) == 16 for n in nonces)

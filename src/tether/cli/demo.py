@@ -30,6 +30,7 @@ from tether.protocol.crypto import DeterministicEntropy, Entropy, SystemEntropy
 from tether.protocol.messages import Error
 from tether.protocol.pump import pump
 from tether.protocol.ranging import ranging_key
+from tether.protocol.session import PhoneSession, RangingReadied, RangingRequested, VehicleSession
 from tether.protocol.transaction import (
     Established,
     MemoryDirectory,
@@ -369,8 +370,10 @@ async def _hands_free_scene(story: _Story, ada: CarKey) -> None:
         vehicle_key=story.store.identity, directory=directory, entropy=story.entropy
     )
     phone_tx.start()
-    session = next(e.session for e in pump(phone_tx, car_tx) if isinstance(e, Established))
-    key = ranging_key(session.exporter)
+    sessions = [e.session for e in pump(phone_tx, car_tx) if isinstance(e, Established)]
+    car_session = next(s for s in sessions if isinstance(s, VehicleSession))
+    phone_session = next(s for s in sessions if isinstance(s, PhoneSession))
+    key = ranging_key(car_session.exporter)
     sim = SimulatedRanger(phone=(-12.0, 0.4), rng=random.Random(7))  # noqa: S311 - physics noise
     rights = story.owner.car("car").rights
     await story.agent.body.execute(Command.LOCK)
@@ -378,9 +381,22 @@ async def _hands_free_scene(story: _Story, ada: CarKey) -> None:
     story.agent.clock = _SceneClock(time.time())  # walking takes seconds; the scene keeps its own
 
     def reading() -> Reading:
-        return Reading(
-            key_id=ada.endpoint_id.hex(), location=locate(sim.measure(key)), rights=rights
-        )
+        # The setup rides in the session (nonce out, the phone's reply time back, §13); the
+        # timed rounds run on the ranging radio, simulated here.
+        nonce = story.entropy.random_bytes(16)
+        car_session.request_ranging(nonce=nonce, anchors=len(sim.anchors))
+        replies: list[int] = []
+
+        def on_events(side: object, events: list[object]) -> None:
+            for event in events:
+                if isinstance(event, RangingRequested):
+                    phone_session.ranging_ready(event.request_id, reply_ns=250_000)
+                elif isinstance(event, RangingReadied):
+                    replies.append(event.reply_ns)
+
+        pump(car_session, phone_session, on_events=on_events)
+        measured = sim.measure(key, nonce=nonce, reply_ns=replies[0])
+        return Reading(key_id=ada.endpoint_id.hex(), location=locate(measured), rights=rights)
 
     unlocked_at = None
     for x in (-12.0, -6.0, -3.5, -2.6, -2.2):  # walking up to the driver's door

@@ -202,6 +202,23 @@ class DataResponse(Message):
     denied: bytes = bstr(3, max_size=1024)
 
 
+@message(77)
+class RangingRequest(Message):
+    """Vehicle -> phone: set up one ranging measurement (docs/protocol.md §13) with this nonce."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    nonce: bytes = bstr(2, size=16)
+    anchors: int = uint(3, max_value=16)
+
+
+@message(78)
+class RangingReady(Message):
+    """Phone -> vehicle: ready for the timed rounds; declares its reply time in nanoseconds."""
+
+    request_id: int = uint(1, max_value=2**32 - 1)
+    reply_ns: int = uint(2, max_value=10**9)
+
+
 @message(72)
 class Close(Message):
     """Either side: the session ends cleanly; a cut without it is an error."""

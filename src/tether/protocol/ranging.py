@@ -33,6 +33,11 @@ def ranging_key(exporter: bytes) -> bytes:
     return crypto.hkdf(exporter, salt=b"", info=_LABEL + b" key", length=32)
 
 
+def anchor_nonce(nonce: bytes, anchor: int) -> bytes:
+    """Each anchor's own nonce, from the one the car sent in the session (no answer is reused)."""
+    return crypto.sha256(_LABEL + b" anchor" + nonce + bytes([anchor]))[:NONCE_SIZE]
+
+
 def response(
     key: bytes, nonce: bytes, index: int, challenge: int, *, bits: int = RESPONSE_BITS
 ) -> int:

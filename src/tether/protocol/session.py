@@ -24,6 +24,8 @@ from tether.protocol.messages import (
     CommandResult,
     DataRequest,
     DataResponse,
+    RangingReady,
+    RangingRequest,
     RevocationRequest,
     RevocationResult,
 )
@@ -116,6 +118,23 @@ def _items(data: bytes) -> tuple[DataItem, ...]:
             raise MalformedMessage("a data request item is {category, query}")
         items.append(DataItem(category=item["category"], query=dict(item.get("query", {}))))
     return tuple(items)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RangingRequested:
+    """Phone event: the car will range; the phone's radio answers the rounds with this nonce."""
+
+    request_id: int
+    nonce: bytes
+    anchors: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RangingReadied:
+    """Vehicle event: the phone is ready for the timed rounds, with its declared reply time."""
+
+    request_id: int
+    reply_ns: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -212,6 +231,8 @@ class VehicleSession(_Session):
             return [SessionClosed()]
         if isinstance(msg, RevocationRequest):
             return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)]
+        if isinstance(msg, RangingReady):
+            return [RangingReadied(request_id=msg.request_id, reply_ns=msg.reply_ns)]
         if isinstance(msg, DataResponse):
             granted, denied = _cbor(msg.granted, "granted data"), _cbor(msg.denied, "denied list")
             if (
@@ -260,6 +281,13 @@ class VehicleSession(_Session):
             )
         )
 
+    def request_ranging(self, *, nonce: bytes, anchors: int) -> int:
+        """Set up a ranging measurement; ``nonce`` comes from the caller's randomness."""
+        request_id = self._next_request
+        self._next_request += 1
+        self._send(RangingRequest(request_id=request_id, nonce=nonce, anchors=anchors))
+        return request_id
+
     def request_data(self, items: list[DataItem], *, purpose: str) -> int:
         """Ask the phone for data; the car never intends to retain it (``retain`` is false)."""
         request_id = self._next_request
@@ -302,6 +330,10 @@ class PhoneSession(_Session):
         self._send(CommandRequest(request_id=request_id, command=str(command)))
         return request_id
 
+    def ranging_ready(self, request_id: int, *, reply_ns: int) -> None:
+        """Tell the car the radio is ready, and how long it holds each challenge."""
+        self._send(RangingReady(request_id=request_id, reply_ns=reply_ns))
+
     def respond_data(self, request_id: int, *, granted: dict[str, Any], denied: list[str]) -> None:
         """Answer a data request with only what consent allowed."""
         self._send(
@@ -326,6 +358,10 @@ class PhoneSession(_Session):
             return [SessionClosed()]
         if isinstance(msg, RevocationResult):
             return [RevocationAnswered(result=msg)]
+        if isinstance(msg, RangingRequest):
+            return [
+                RangingRequested(request_id=msg.request_id, nonce=msg.nonce, anchors=msg.anchors)
+            ]
         if isinstance(msg, DataRequest):
             return [
                 DataRequested(

@@ -70,7 +70,9 @@ class Location:
 class Ranger(Protocol):
     """Measures one session's phone from every anchor (verified, or refused)."""
 
-    def measure(self, key: bytes) -> dict[str, Measurement]: ...
+    def measure(
+        self, key: bytes, *, nonce: bytes | None = None, reply_ns: float | None = None
+    ) -> dict[str, Measurement]: ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -111,8 +113,20 @@ class SimulatedRanger:
     def _distance(self, anchor: Anchor) -> float:
         return math.hypot(self.phone[0] - anchor.x, self.phone[1] - anchor.y)
 
-    def measure(self, key: bytes) -> dict[str, Measurement]:
-        return {anchor.name: self.measure_anchor(key, anchor) for anchor in self.anchors}
+    def measure(
+        self, key: bytes, *, nonce: bytes | None = None, reply_ns: float | None = None
+    ) -> dict[str, Measurement]:
+        """Every anchor; ``nonce`` and ``reply_ns`` come from the session's ranging setup."""
+        if reply_ns is not None:
+            self.reply_ns = reply_ns
+        return {
+            anchor.name: self.measure_anchor(
+                key,
+                anchor,
+                nonce=ranging.anchor_nonce(nonce, k) if nonce is not None else None,
+            )
+            for k, anchor in enumerate(self.anchors)
+        }
 
     def measure_anchor(
         self,
@@ -121,8 +135,9 @@ class SimulatedRanger:
         *,
         bits: int = ranging.RESPONSE_BITS,
         rounds: int = ranging.ROUNDS,
+        nonce: bytes | None = None,
     ) -> Measurement:
-        nonce = self.secrets_source(ranging.NONCE_SIZE)
+        nonce = nonce if nonce is not None else self.secrets_source(ranging.NONCE_SIZE)
         attacker = self.attacker
         done: list[Round] = []
         for index in range(rounds):
