@@ -200,3 +200,13 @@ def test_settings_persist_and_are_audited(tmp_path: Path) -> None:
     from tether.vehicle.body.virtual import VirtualBody
 
     assert VehicleAgent(again, VirtualBody(), entropy=_E(b"x")).ranging_for_app
+
+
+def test_delegation_depth_is_set_per_vehicle(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    assert store.max_depth == 2
+    store.set_max_depth(3, now=1.0)
+    with pytest.raises(UsageError):
+        store.set_max_depth(0, now=1.0)
+    store.close()
+    assert VehicleStore.open(tmp_path / "car").max_depth == 3

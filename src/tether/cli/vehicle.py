@@ -126,6 +126,9 @@ def settings(
         "--ranging-for-app",
         help="on: app commands over BLE need the phone measured at the car.",
     ),
+    max_depth: int | None = typer.Option(
+        None, "--max-delegation-depth", help="Longest grant chain accepted (default 2)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Show or change the owner's settings (read by `vehicle run` when it starts)."""
@@ -135,7 +138,12 @@ def settings(
             if ranging_for_app not in ("on", "off"):
                 raise UsageError("--ranging-for-app is on or off")
             store.set_setting("ranging_for_app", ranging_for_app, now=time.time())
-        current = {"ranging_for_app": store.setting("ranging_for_app", "off")}
+        if max_depth is not None:
+            store.set_max_depth(max_depth, now=time.time())
+        current: dict[str, object] = {
+            "ranging_for_app": store.setting("ranging_for_app", "off"),
+            "max_delegation_depth": store.max_depth,
+        }
     finally:
         store.close()
     if as_json:

@@ -236,6 +236,25 @@ class VehicleStore:
         """True for a revoked key id or grant serial (directly or by cascade)."""
         return some_id in self._revoked
 
+    def set_max_depth(self, depth: int, *, now: float) -> None:
+        """How long a delegation chain this car accepts (1: only the owner's own grants)."""
+        if not 1 <= depth <= credentials.MAX_CHAIN:
+            raise UsageError(f"the delegation depth is 1 to {credentials.MAX_CHAIN}")
+        with storage.write(self._conn) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('max_depth', ?)", (depth,)
+            )
+            audit.append(
+                conn,
+                time=now,
+                key_id="",
+                command="setting",
+                result="ok",
+                detail=f"max_depth = {depth}",
+            )
+        self.max_depth = depth
+        self._bump_floor(now)
+
     def setting(self, name: str, default: str = "") -> str:
         """An owner setting of this car (for example ``ranging_for_app``)."""
         row = self._conn.execute(
