@@ -27,20 +27,26 @@ async def memory_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]
     return (a, b), cleanup
 
 
+class _ServerEnds:
+    """A listener's handler that hands each server end to the test and keeps it open."""
+
+    def __init__(self) -> None:
+        self.accepted: asyncio.Queue[Transport] = asyncio.Queue()
+        self.done = asyncio.Event()
+
+    async def handler(self, server_side: Transport) -> None:
+        await self.accepted.put(server_side)
+        await self.done.wait()
+
+
 async def memory_listener_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
-    accepted: asyncio.Queue[Transport] = asyncio.Queue()
-    done = asyncio.Event()
-
-    async def handler(server_side: Transport) -> None:
-        await accepted.put(server_side)
-        await done.wait()
-
-    listener = MemoryListener(handler)
+    server_ends = _ServerEnds()
+    listener = MemoryListener(server_ends.handler)
     client = await listener.connect()
-    server = await accepted.get()
+    server = await server_ends.accepted.get()
 
     async def cleanup() -> None:
-        done.set()
+        server_ends.done.set()
         await client.close()
         await listener.close()
 
@@ -48,19 +54,13 @@ async def memory_listener_factory() -> tuple[Pair, Callable[[], Coroutine[Any, A
 
 
 async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
-    accepted: asyncio.Queue[Transport] = asyncio.Queue()
-    done = asyncio.Event()
-
-    async def handler(server_side: Transport) -> None:
-        await accepted.put(server_side)
-        await done.wait()
-
-    listener = await listen("tcp://127.0.0.1:0", handler)
+    server_ends = _ServerEnds()
+    listener = await listen("tcp://127.0.0.1:0", server_ends.handler)
     client = await connect(listener.address)
-    server = await accepted.get()
+    server = await server_ends.accepted.get()
 
     async def cleanup() -> None:
-        done.set()
+        server_ends.done.set()
         await client.close()
         await listener.close()
 
@@ -73,23 +73,17 @@ async def ble_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
 
     from tether.transport import ble
 
-    accepted: asyncio.Queue[Transport] = asyncio.Queue()
-    done = asyncio.Event()
-
-    async def handler(server_side: Transport) -> None:
-        await accepted.put(server_side)
-        await done.wait()
-
+    server_ends = _ServerEnds()
     devices = TwoDevices()
     phone, car = devices.devices
-    service = ble.BleCarService(car, handler)
+    service = ble.BleCarService(car, server_ends.handler)
     await phone.power_on()
     await service.start()
     client = await ble.connect(phone, car.random_address)
-    server = await accepted.get()
+    server = await server_ends.accepted.get()
 
     async def cleanup() -> None:
-        done.set()
+        server_ends.done.set()
         await client.close()
         await service.close()
 
