@@ -12,6 +12,7 @@
     ├── LocalProtocolError           the caller used a state machine wrongly (a bug in our code)
     ├── StorageError                 persisted state could not be read or written
     ├── TransportError               the bytes did not get through (may_have_succeeded, temporary)
+    ├── CloudError                   the server refused a request (its HTTP status and sentence)
     └── UsageError                   the user asked for something that cannot be done as asked
 
 Every ProtocolError has a stable machine-readable ``code`` (used in audit entries and on the
@@ -112,6 +113,16 @@ class TransportError(TetherError):
         super().__init__(message, code=code)
         self.may_have_succeeded = may_have_succeeded
         self.temporary = temporary
+
+
+class CloudError(TetherError):
+    """The server refused a request; ``status`` is its HTTP status, the message its sentence."""
+
+    code = "cloud_refused"
+
+    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
 
 
 class UsageError(TetherError):

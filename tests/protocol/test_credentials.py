@@ -282,7 +282,7 @@ def test_malformed_claims_are_refused_even_when_signed(mutate: object) -> None:
     g = credentials.parse_grant(grant())
     claims = cbor2.loads(g.payload)
     payload = cbor2.dumps(mutate(claims))  # type: ignore[operator]
-    raw = credentials._sign1(OWNER, payload)
+    raw = credentials.sign1(OWNER, payload)
     with pytest.raises(GrantError) as info:
         check([raw])
     assert info.value.code == "grant_malformed"
@@ -384,8 +384,8 @@ def test_revocations_verify_and_refuse() -> None:
         {"aud": VEHICLE.hex()},
         [1],
     ):
-        raw = credentials._sign1(OWNER, cbor2.dumps(body))
+        raw = credentials.sign1(OWNER, cbor2.dumps(body))
         with pytest.raises(GrantError):
             verify_rev(raw)
     with pytest.raises(GrantError):
-        verify_rev(credentials._sign1(OWNER, b"\x1c"))  # reserved initial byte: not CBOR
+        verify_rev(credentials.sign1(OWNER, b"\x1c"))  # reserved initial byte: not CBOR

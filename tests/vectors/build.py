@@ -265,7 +265,7 @@ def grant_vector() -> dict[str, Any]:
         "vehicle_id": hx(vehicle.public_key.key_id),
         "protected": hx(parsed.protected),
         "payload": hx(parsed.payload),
-        "sig_structure": hx(credentials._sig_structure(parsed.protected, parsed.payload)),
+        "sig_structure": hx(credentials.sig_structure(parsed.protected, parsed.payload)),
         "signature": hx(parsed.signature),
         "cose_sign1": hx(grant),
     }

@@ -392,15 +392,8 @@ def revoke(
             g.grantee_id for g in wallet.issued() if g.grantee_id.hex().startswith(key.lower())
         ]
         keys = matches[:1] if len(set(matches)) == 1 else [_hex(key, 16, "--key")]
-    now = time.time()
-    seq = wallet.next_revocation_seq(now)
-    revocation = credentials.issue_revocation(
-        car.endpoint_key,
-        vehicle_id=car.vehicle_id,
-        seq=seq,
-        keys=keys,
-        grants=serials,
-        issued_at=int(now),
+    seq, revocation = sharing.make_revocation(
+        wallet, car, keys=keys, serials=serials, now=time.time()
     )
     result = _talk(
         car,

@@ -17,6 +17,7 @@ from tether.protocol.credentials import (
     decode_chain,
     encode_chain,
     issue_grant,
+    issue_revocation,
     parse_grant,
 )
 from tether.protocol.crypto import PublicKey
@@ -197,3 +198,21 @@ def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> Car
     )
     wallet.drop_request(leaf.grantee.key_id)
     return car
+
+
+def make_revocation(
+    wallet: PhoneWallet, car: CarKey, *, keys: list[bytes], serials: list[bytes], now: float
+) -> tuple[int, bytes]:
+    """(Owner) Sign a revocation of ``keys`` and ``serials`` with the next sequence number."""
+    if car.role != "owner":
+        raise UsageError("only an owner key can revoke")
+    seq = wallet.next_revocation_seq(now)
+    raw = issue_revocation(
+        car.endpoint_key,
+        vehicle_id=car.vehicle_id,
+        seq=seq,
+        keys=keys,
+        grants=serials,
+        issued_at=int(now),
+    )
+    return seq, raw

@@ -431,6 +431,11 @@ class PhoneWallet:
             return None
         return PrivateKey.from_scalar(self._sealer.open(bytes(row[0]), b"request"))
 
+    def pending_requests(self) -> list[PrivateKey]:
+        """Keys this phone asked grants for and has not received one for yet."""
+        rows = self._conn.execute("SELECT scalar FROM requests ORDER BY created_at").fetchall()
+        return [PrivateKey.from_scalar(self._sealer.open(bytes(r[0]), b"request")) for r in rows]
+
     def drop_request(self, key_id: bytes) -> None:
         with storage.write(self._conn) as conn:
             conn.execute("DELETE FROM requests WHERE key_id = ?", (key_id,))
@@ -479,6 +484,15 @@ class PhoneWallet:
                 "UPDATE issued SET revoked_seq = ? WHERE serial = ? OR grantee_id = ?",
                 [(seq, s, b"") for s in serials] + [(seq, b"", k) for k in keys],
             )
+
+    def next_remote_counter(self, car: str, now: float) -> int:
+        """A counter for a remote command to ``car``: grows by one and with time, never repeats."""
+        name = f"remote_counter:{car}"
+        with storage.write(self._conn) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
+            counter = max(int(row[0]) + 1 if row else 1, int(now * 1000))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (name, counter))
+        return counter
 
     def next_revocation_seq(self, now: float) -> int:
         """Sequence numbers grow with time (so several owner phones do not collide) and by one."""

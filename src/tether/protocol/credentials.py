@@ -143,18 +143,20 @@ def _cose_key(key: PublicKey) -> dict[int, Any]:
     return {1: 2, -1: 1, -2: key.encoded[1:33], -3: key.encoded[33:]}
 
 
-def _sig_structure(protected: bytes, payload: bytes) -> bytes:
+def sig_structure(protected: bytes, payload: bytes) -> bytes:
+    """The bytes an ES256 COSE_Sign1 signature covers (RFC 9052 §4.4, empty external AAD)."""
     return cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
 
 
-def _sign1(signer: PrivateKey, payload: bytes) -> bytes:
+def sign1(signer: PrivateKey, payload: bytes) -> bytes:
+    """A tagged COSE_Sign1 (ES256) over ``payload``, naming the signer's key id as ``kid``."""
     protected = cbor2.dumps({1: ES256}, canonical=True)
-    signature = signer.sign(_sig_structure(protected, payload))
+    signature = signer.sign(sig_structure(protected, payload))
     message = [protected, {4: signer.public_key.key_id}, payload, signature]
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, message), canonical=True)
 
 
-def _open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
+def open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
     """(protected, kid, payload, signature) of a COSE_Sign1 with ES256, strictly checked."""
     if type(data) is not bytes or len(data) > MAX_CREDENTIAL_SIZE:
         raise GrantError(f"{what} is not a COSE_Sign1 message", code="grant_malformed")
@@ -224,7 +226,7 @@ def issue_grant(
         claims[PARENT_CLAIM] = parent.serial
     if label:
         claims[LABEL_CLAIM] = label[:64]
-    return _sign1(issuer, cbor2.dumps(claims, canonical=True))
+    return sign1(issuer, cbor2.dumps(claims, canonical=True))
 
 
 def _hex_id(value: Any, name: str) -> bytes:
@@ -238,7 +240,7 @@ def _hex_id(value: Any, name: str) -> bytes:
 
 def parse_grant(data: bytes) -> Grant:
     """Decode one grant strictly (its signature is checked by :func:`verify_chain`)."""
-    protected, kid, payload, signature = _open_sign1(data, "grant")
+    protected, kid, payload, signature = open_sign1(data, "grant")
     try:
         claims = cbor2.loads(payload)
     except Exception as exc:
@@ -378,7 +380,7 @@ def verify_chain(
                 )
             signer = parent.grantee
         try:
-            signer.verify(grant.signature, _sig_structure(grant.protected, grant.payload))
+            signer.verify(grant.signature, sig_structure(grant.protected, grant.payload))
         except AuthenticationFailed:
             raise GrantError(
                 "a grant's signature does not verify", code="grant_bad_signature"
@@ -431,11 +433,11 @@ def issue_revocation(
         "grants": sorted(grants),
         "iat": issued_at,
     }
-    return _sign1(owner, cbor2.dumps(body, canonical=True))
+    return sign1(owner, cbor2.dumps(body, canonical=True))
 
 
 def parse_revocation(data: bytes) -> Revocation:
-    protected, kid, payload, signature = _open_sign1(data, "revocation")
+    protected, kid, payload, signature = open_sign1(data, "revocation")
     try:
         body = cbor2.loads(payload)
     except Exception as exc:
@@ -483,7 +485,7 @@ def verify_revocation(
             "revocations must be signed by an owner of this car", code="revocation_unknown_issuer"
         )
     try:
-        owner.verify(revocation.signature, _sig_structure(revocation.protected, revocation.payload))
+        owner.verify(revocation.signature, sig_structure(revocation.protected, revocation.payload))
     except AuthenticationFailed:
         raise GrantError(
             "the revocation's signature does not verify", code="revocation_bad_signature"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from tether.errors import PairingError, ProtocolError, StorageError, TransportError
-from tether.protocol import codec, credentials
+from tether.protocol import codec, credentials, remote
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
 from tether.protocol.messages import Error, FastHello, PairRequest, StandardHello
@@ -88,6 +88,17 @@ class AgentEvent:
     reason: str = ""
     fast: bool = False
     state: Signals = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationOutcome:
+    """What the car did with one revocation (told to the phone, or signed into a receipt)."""
+
+    ok: bool
+    seq: int
+    reason: str = ""
+    message: str = ""
+    keys: frozenset[bytes] = frozenset()
 
 
 class VehicleAgent:
@@ -386,52 +397,102 @@ class VehicleAgent:
             self.headunit.forget(key_id.hex(), "session ended")
 
     def _revocation(self, session: VehicleSession, event: RevocationReceived) -> None:
+        outcome = self.apply_revocation(event.revocation, via=session.endpoint_id)
+        session.respond_revocation(
+            event.request_id,
+            ok=outcome.ok,
+            seq=outcome.seq,
+            reason=outcome.reason or None,
+            message=outcome.message,
+        )
+        if session.endpoint_id in outcome.keys or self.store.is_revoked(session.endpoint_id):
+            session.close()  # a phone that revoked itself is done here
+
+    def apply_revocation(self, raw: bytes, *, via: bytes | None = None) -> RevocationOutcome:
+        """Verify and apply an owner's revocation, from a session or the cloud; durable first."""
         now = self.now()
         try:
             revocation = credentials.verify_revocation(
-                event.revocation, vehicle_id=self.store.vehicle_id, owner_key=self.store.owner_key
+                raw, vehicle_id=self.store.vehicle_id, owner_key=self.store.owner_key
             )
             fresh, seq = self.store.apply_revocation(revocation, now=now)
         except credentials.GrantError as exc:
-            self._record(exc, command="revoke", key_id=session.endpoint_id, result="denied")
-            session.respond_revocation(
-                event.request_id,
-                ok=False,
-                seq=self.store.revocation_seq(),
-                reason=exc.code,
-                message=exc.message,
+            self._record(exc, command="revoke", key_id=via, result="denied")
+            return RevocationOutcome(
+                ok=False, seq=self.store.revocation_seq(), reason=exc.code, message=exc.message
             )
-            return
-        session.respond_revocation(
-            event.request_id,
-            ok=True,
-            seq=seq,
-            message="Revoked." if fresh else "Already revoked (the same revocation again).",
-        )
-        self._emit(AgentEvent(kind="revoked", key_id=session.endpoint_id.hex()))
+        self._emit(AgentEvent(kind="revoked", key_id=via.hex() if via else ""))
         for shown in self.headunit.screens():
             if self.store.is_revoked(bytes.fromhex(shown)):
                 self.headunit.forget(shown, "key revoked")
-        if session.endpoint_id in revocation.keys or self.store.is_revoked(session.endpoint_id):
-            session.close()  # a phone that revoked itself is done here
+        return RevocationOutcome(
+            ok=True,
+            seq=seq,
+            message="Revoked." if fresh else "Already revoked (the same revocation again).",
+            keys=revocation.keys,
+        )
+
+    async def remote_command(self, raw: bytes) -> bytes:
+        """Check and run a phone-signed command that came through the cloud; the signed result.
+
+        The counter is stored durably before the car acts, so no copy of the envelope (kept by a
+        relay, or redelivered after a crash) ever runs twice (docs/protocol.md §14).
+        """
+        now = self.now()
+        key_id: bytes | None = None
+        try:
+            key_id = remote.parse_envelope(raw).key_id
+            envelope = remote.verify_envelope(
+                raw,
+                vehicle_id=self.store.vehicle_id,
+                endpoint_key=self.store.endpoint_key,
+                last_counter=self.store.remote_counter,
+                now=now,
+            )
+            self.store.accept_remote(envelope.key_id, envelope.counter, now=now)
+        except credentials.GrantError as exc:
+            known = key_id if key_id and self.store.endpoint(key_id) else None
+            self._record(exc, command="remote", key_id=known, result="denied")
+            return remote.sign_result(
+                self.store.identity,
+                raw,
+                ok=False,
+                reason=exc.code,
+                message=exc.message,
+                now=int(now),
+            )
+        reason = await self._carry_out(
+            envelope.key_id,
+            envelope.command,
+            self._authorize(envelope.key_id, envelope.command),
+            detail="remote",
+        )
+        return remote.sign_result(
+            self.store.identity,
+            raw,
+            ok=reason is None,
+            reason=reason.value if reason else "",
+            message="Done." if reason is None else explain(reason),
+            now=int(now),
+        )
 
     def _authorize(
-        self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
+        self, endpoint_id: bytes, command: Command, *, over_ble: bool = False
     ) -> DenialReason | None:
         now = self.now()
-        endpoint = self.store.endpoint(session.endpoint_id)
-        assert endpoint is not None  # the transaction only succeeds for enrolled endpoints
+        endpoint = self.store.endpoint(endpoint_id)
+        assert endpoint is not None  # transactions and envelopes only verify for enrolled keys
         local = time.localtime(now)
         reason = authorize(
             endpoint,
-            event.command,
+            command,
             now=now,
             local_hour=local.tm_hour,
             local_weekday=local.tm_wday,
             signals=self.body.state(),
         )
         if reason is None and over_ble and self.ranging_for_app:
-            reason = self._ranging_check(session.endpoint_id.hex(), event.command, now)
+            reason = self._ranging_check(endpoint_id.hex(), command, now)
         return reason
 
     def _ranging_check(self, key_id: str, command: Command, now: float) -> DenialReason | None:
@@ -455,7 +516,7 @@ class VehicleAgent:
     ) -> None:
         if (
             event.command is Command.START
-            and self._authorize(session, event, over_ble=over_ble) is None
+            and self._authorize(session.endpoint_id, event.command, over_ble=over_ble) is None
         ):
             # Ask the driver's phone first: seat and climate are set before the engine starts.
             request_id = session.request_data(_headunit_items(self.now()), purpose=HEADUNIT_PURPOSE)
@@ -478,44 +539,57 @@ class VehicleAgent:
     async def _run(
         self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
     ) -> None:
-        now = self.now()
-        endpoint = self.store.endpoint(session.endpoint_id)
-        assert endpoint is not None
-        reason = self._authorize(session, event, over_ble=over_ble)
-        changed: Signals = {}
-        if reason is None:
-            try:
-                changed = await self.body.execute(event.command)
-            except BodyFault as exc:
-                log.warning("body fault on %s: %s", event.command, exc.message)
-                reason = DenialReason.BODY_FAULT
-        result = "ok" if reason is None else "denied"
-        self.store.audit(
-            now=now,
-            key_id=endpoint.endpoint_id,
-            command=event.command.value,
-            result=result,
-            reason=reason.value if reason else "",
+        reason = await self._carry_out(
+            session.endpoint_id,
+            event.command,
+            self._authorize(session.endpoint_id, event.command, over_ble=over_ble),
             detail="fast" if session.fast else "standard",
+            fast=session.fast,
         )
-        if reason is None and event.command is Command.STOP:
-            self.headunit.forget_all("ignition off")
-        state = self.body.state()
         session.respond(
             event.request_id,
             ok=reason is None,
             reason=reason,
             message="Done." if reason is None else explain(reason),
-            state=state,
+            state=self.body.state(),
         )
+
+    async def _carry_out(
+        self,
+        endpoint_id: bytes,
+        command: Command,
+        reason: DenialReason | None,
+        *,
+        detail: str,
+        fast: bool = False,
+    ) -> DenialReason | None:
+        """Run an authorised command on the body (or not), audit and announce it; the outcome."""
+        changed: Signals = {}
+        if reason is None:
+            try:
+                changed = await self.body.execute(command)
+            except BodyFault as exc:
+                log.warning("body fault on %s: %s", command, exc.message)
+                reason = DenialReason.BODY_FAULT
+        self.store.audit(
+            now=self.now(),
+            key_id=endpoint_id,
+            command=command.value,
+            result="ok" if reason is None else "denied",
+            reason=reason.value if reason else "",
+            detail=detail,
+        )
+        if reason is None and command is Command.STOP:
+            self.headunit.forget_all("ignition off")
         self._emit(
             AgentEvent(
                 kind="command",
-                key_id=endpoint.endpoint_id.hex(),
-                command=event.command.value,
+                key_id=endpoint_id.hex(),
+                command=command.value,
                 ok=reason is None,
                 reason=reason.value if reason else "",
-                fast=session.fast,
+                fast=fast,
                 state=changed,
             )
         )
+        return reason

@@ -26,7 +26,7 @@ from tether.protocol.pairing import CodeState
 from tether.vehicle import audit
 
 DB_NAME = "vehicle.db"
-SCHEMA_VERSION = 2  # 2: grants, revoked ids, limits, settings
+SCHEMA_VERSION = 3  # 2: grants, revoked ids, limits, settings; 3: remote command counters
 CODE_DIGITS = 8
 CODE_TTL = 600.0
 MAX_PAIRING_FAILURES = 5
@@ -77,7 +77,16 @@ CREATE TABLE IF NOT EXISTS revoked_ids (
     kind TEXT NOT NULL,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS remote_counters (
+    endpoint_id BLOB PRIMARY KEY,
+    counter INTEGER NOT NULL
+);
 """
+_UPGRADES = {
+    # 2 -> 3: remote command counters (docs/protocol.md §14); nothing else changes.
+    2: "CREATE TABLE IF NOT EXISTS remote_counters"
+    " (endpoint_id BLOB PRIMARY KEY, counter INTEGER NOT NULL);",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +144,13 @@ class VehicleStore:
         self._conn = conn
         self.directory = directory
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta.get("schema_version", 0))
+        while version in _UPGRADES:
+            with storage.write(conn) as tx:
+                tx.execute(_UPGRADES[version])
+                version += 1
+                tx.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+            meta["schema_version"] = version
         if int(meta.get("schema_version", 0)) != SCHEMA_VERSION:
             raise StorageError(f"{directory} holds an unknown store version")
         self.identity = PrivateKey.from_scalar(bytes(meta["vehicle_scalar"]))
@@ -509,6 +525,29 @@ class VehicleStore:
         self._persistent[endpoint_id] = key
         self._persistent.move_to_end(endpoint_id, last=False)
         return updated.ratchet
+
+    # -- remote commands (docs/protocol.md §14) --------------------------------------------------
+    def remote_counter(self, endpoint_id: bytes) -> int:
+        """The highest remote-command counter seen from this endpoint (0: none yet)."""
+        row = self._conn.execute(
+            "SELECT counter FROM remote_counters WHERE endpoint_id = ?", (endpoint_id,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def accept_remote(self, endpoint_id: bytes, counter: int, *, now: float) -> None:
+        """Record a remote command's counter, durably, before the car acts on it (no replays)."""
+        with storage.write(self._conn) as conn:
+            cur = conn.execute(
+                "INSERT INTO remote_counters (endpoint_id, counter) VALUES (?, ?)"
+                " ON CONFLICT (endpoint_id) DO UPDATE SET counter = excluded.counter"
+                " WHERE excluded.counter > remote_counters.counter",
+                (endpoint_id, counter),
+            )
+            if cur.rowcount != 1:
+                raise credentials.GrantError(
+                    "this command was already seen (a replay)", code="command_replayed"
+                )
+        self._bump_floor(now)
 
     def revoke(self, endpoint_id: bytes, *, seq: int, now: float, by: str = "") -> None:
         """Revoke one key locally (an admin on the car); ``seq`` must be above every seen so far."""

@@ -25,6 +25,7 @@ LATITUDE = "Vehicle.CurrentLocation.Latitude"
 LONGITUDE = "Vehicle.CurrentLocation.Longitude"
 HORN = "Vehicle.Body.Horn.IsActive"
 HAZARD = "Vehicle.Body.Lights.Hazard.IsSignaling"
+BATTERY = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"  # percent
 
 DEFAULT_STATE: Signals = {
     **dict.fromkeys(DOORS, True),
@@ -37,6 +38,7 @@ DEFAULT_STATE: Signals = {
     LONGITUDE: 11.576124,
     HORN: False,
     HAZARD: False,
+    BATTERY: 80.0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Position": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Height": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": 0,

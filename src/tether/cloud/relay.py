@@ -1,0 +1,107 @@
+"""The server's side of MQTT: pushes revocations and commands to cars, takes in what they sign.
+
+Publishing is fire-and-forget on purpose: everything pushed is also in the database until the
+car's signed receipt or result comes back, and a car asks for its inbox whenever it (re)connects,
+so a broker restart or an offline car delays delivery but never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import aiomqtt
+from anyio import to_thread
+
+from tether.cloud import topics
+from tether.cloud.api import Hub, accept_uplink
+
+log = logging.getLogger(__name__)
+RECONNECT_S = 0.5
+
+
+class Relay:
+    """One MQTT connection for the server process: publish down, subscribe up."""
+
+    def __init__(self, hub: Hub, broker: str, *, client_id: str = "") -> None:
+        self.hub = hub
+        self.host, self.port, self.level = topics.parse_broker(broker)
+        self.client_id = client_id
+        self._client: aiomqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.received = 0
+
+    def publish(self, vehicle_id: bytes, message: dict[str, Any]) -> None:
+        """Queue a message for a car; callable from any thread (the API's workers)."""
+        loop, client = self._loop, self._client
+        if loop is None or client is None:
+            return  # the car will find it in its inbox
+        payload = topics.encode(message)
+
+        def go() -> None:
+            task = loop.create_task(self._publish(client, topics.down(vehicle_id), payload))
+            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+        loop.call_soon_threadsafe(go)
+
+    @staticmethod
+    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+        try:
+            await client.publish(topic, payload, qos=1)
+        except aiomqtt.MqttError as exc:
+            log.info("publish to %s failed (the inbox has it): %s", topic, exc)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.hub.loop = self._loop
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        protocol = aiomqtt.ProtocolVersion.V5 if self.level == 5 else aiomqtt.ProtocolVersion.V311
+        # With MQTT 5 several server processes share the uplink (each message to one of them).
+        uplink = (
+            f"$share/tether-server/{topics.UPLINK_FILTER}"
+            if self.level == 5
+            else topics.UPLINK_FILTER
+        )
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host, self.port, protocol=protocol, identifier=self.client_id or None
+                ) as client:
+                    await client.subscribe(uplink, qos=1)
+                    self._client = client
+                    self.connected.set()
+                    log.info("relay connected to mqtt://%s:%d", self.host, self.port)
+                    async for message in client.messages:
+                        await self._handle(str(message.topic), message.payload)
+            except aiomqtt.MqttError as exc:
+                log.warning("broker unreachable (%s); retrying", exc)
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(RECONNECT_S)
+
+    async def _handle(self, topic: str, payload: Any) -> None:
+        vehicle_id = topics.vehicle_of(topic)
+        message = topics.decode(bytes(payload)) if isinstance(payload, bytes | bytearray) else None
+        if vehicle_id is None or message is None:
+            return
+        self.received += 1
+        try:
+            outcome = await to_thread.run_sync(accept_uplink, self.hub, vehicle_id, message)
+        except Exception:  # a database hiccup must not stop the relay; the car resends
+            log.exception("could not store an uplink message")
+            return
+        if outcome not in ("stored", "duplicate"):
+            log.info("uplink from %s dropped: %s", vehicle_id.hex()[:12], outcome)

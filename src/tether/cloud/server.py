@@ -1,0 +1,106 @@
+"""`tether server`: the API, the MQTT relay and (by default) an embedded broker, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tether.cloud import db
+from tether.cloud.api import Hub, create_app
+from tether.cloud.broker import EmbeddedBroker
+from tether.cloud.relay import Relay
+from tether.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    """Where the server keeps its data and which broker it uses (None: an embedded one)."""
+
+    directory: Path
+    listen: str = "http://127.0.0.1:8000"
+    database: str | None = None
+    mqtt: str | None = None
+    embedded_mqtt_port: int = 1884
+
+
+class Server:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` and ``mqtt_url`` once started."""
+
+    def __init__(self, settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.broker: EmbeddedBroker | None = None
+        self.relay: Relay | None = None
+        self.hub: Hub | None = None
+        self.url = ""
+        self.mqtt_url = settings.mqtt or ""
+        self._uvicorn: object | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import uvicorn
+
+        parts = urlsplit(self.settings.listen)
+        if parts.scheme != "http" or not parts.hostname:
+            raise UsageError(f"--listen is http://HOST:PORT, not {self.settings.listen!r}")
+        self.settings.directory.mkdir(parents=True, exist_ok=True)
+        url = self.settings.database or db.default_url(self.settings.directory)
+        engine = db.make_engine(url)
+        await asyncio.to_thread(db.upgrade, engine)
+        if not self.mqtt_url:
+            self.broker = EmbeddedBroker(port=self.settings.embedded_mqtt_port)
+            await self.broker.start()
+            self.mqtt_url = self.broker.url
+        self.hub = Hub(engine=engine, clock=self.clock)
+        self.relay = Relay(self.hub, self.mqtt_url)
+        self.hub.publish = self.relay.publish
+        await self.relay.start()
+        app = create_app(self.hub)
+        app.state.mqtt_url = self.mqtt_url
+        config = uvicorn.Config(
+            app,
+            host=parts.hostname,
+            port=parts.port or 8000,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        self._uvicorn = server
+        self._task = asyncio.create_task(server.serve())
+        while not server.started:
+            if self._task.done():
+                await self._task
+                raise UsageError(f"cannot listen on {self.settings.listen}")
+            await asyncio.sleep(0.01)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.relay.connected.wait(), 5.0)
+        log.info("server on %s, broker %s, database %s", self.url, self.mqtt_url, engine.url)
+
+    async def stop(self) -> None:
+        if self._uvicorn is not None and self._task is not None:
+            self._uvicorn.should_exit = True  # type: ignore[attr-defined]
+            await self._task
+        if self.relay is not None:
+            await self.relay.stop()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.hub is not None:
+            self.hub.engine.dispose()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,161 @@
+"""MQTT topics and payloads shared by the server and the cars, and Home Assistant discovery."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import cbor2
+
+from tether.errors import UsageError
+
+PREFIX = "tether/v1"
+UPLINK_FILTER = f"{PREFIX}/+/up"
+DISCOVERY_PREFIX = "homeassistant"
+MAX_PAYLOAD = 16 * 1024
+#: The signals a car reports to the cloud: its body, never the driver's seat or climate profile.
+TELEMETRY_SIGNALS = (
+    "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked",
+    "Vehicle.Cabin.Door.Row1.PassengerSide.IsLocked",
+    "Vehicle.Cabin.Door.Row2.DriverSide.IsLocked",
+    "Vehicle.Cabin.Door.Row2.PassengerSide.IsLocked",
+    "Vehicle.Body.Trunk.Rear.IsOpen",
+    "Vehicle.Body.Trunk.Rear.IsLocked",
+    "Vehicle.LowVoltageSystemState",
+    "Vehicle.Powertrain.Type",
+    "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current",
+    "Vehicle.Speed",
+    "Vehicle.CurrentLocation.Latitude",
+    "Vehicle.CurrentLocation.Longitude",
+)
+
+
+def down(vehicle_id: bytes) -> str:
+    """Server → car: revocations and command envelopes (CBOR)."""
+    return f"{PREFIX}/{vehicle_id.hex()}/down"
+
+
+def up(vehicle_id: bytes) -> str:
+    """Car → server: signed results, receipts and state (CBOR)."""
+    return f"{PREFIX}/{vehicle_id.hex()}/up"
+
+
+def ha_state(vehicle_id: bytes) -> str:
+    """Car → Home Assistant: the car's state as JSON (retained)."""
+    return f"{PREFIX}/{vehicle_id.hex()}/ha/state"
+
+
+def availability(vehicle_id: bytes) -> str:
+    return f"{PREFIX}/{vehicle_id.hex()}/ha/availability"
+
+
+def vehicle_of(topic: str) -> bytes | None:
+    """The car a ``tether/v1/<id>/...`` topic is about, or None."""
+    parts = topic.split("/")
+    if len(parts) < 4 or "/".join(parts[:2]) != PREFIX or len(parts[2]) != 32:
+        return None
+    try:
+        return bytes.fromhex(parts[2])
+    except ValueError:
+        return None
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return cbor2.dumps(message, canonical=True)
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True).encode()
+
+
+def decode(payload: bytes) -> dict[str, Any] | None:
+    """A CBOR map from a payload, or None for anything else (garbage on a topic is dropped)."""
+    if len(payload) > MAX_PAYLOAD:
+        return None
+    try:
+        obj = cbor2.loads(payload)
+    except Exception:  # any garbage
+        return None
+    return obj if type(obj) is dict else None
+
+
+def parse_broker(url: str) -> tuple[str, int, int]:
+    """(host, port, MQTT protocol level) from mqtt://HOST:PORT (v5) or mqtt311://HOST:PORT."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtt311") or not parts.hostname:
+        raise UsageError(f"a broker is mqtt://HOST:PORT, not {url!r}")
+    return parts.hostname, parts.port or 1883, 5 if parts.scheme == "mqtt" else 4
+
+
+def discovery(vehicle_id: bytes, name: str) -> dict[str, dict[str, Any]]:
+    """Home Assistant MQTT discovery messages (topic → config) for one car: state only.
+
+    The lock is a binary sensor of device class ``lock``: Home Assistant shows it, but cannot
+    change it, because every action on the car needs a phone's signature (docs/cloud.md).
+    """
+    vid = vehicle_id.hex()
+    device = {
+        "identifiers": [f"tether_{vid}"],
+        "name": name,
+        "manufacturer": "tether",
+        "model": "virtual car" if name else "car",
+    }
+    common = {
+        "state_topic": ha_state(vehicle_id),
+        "availability_topic": availability(vehicle_id),
+        "device": device,
+    }
+    entities: dict[str, dict[str, Any]] = {
+        f"binary_sensor/tether_{vid}/lock": {
+            "name": "Lock",
+            "device_class": "lock",
+            "value_template": "{{ 'OFF' if value_json.locked else 'ON' }}",
+        },
+        f"binary_sensor/tether_{vid}/door": {
+            "name": "Driver door",
+            "device_class": "door",
+            "value_template": "{{ 'ON' if value_json.door_open else 'OFF' }}",
+        },
+        f"binary_sensor/tether_{vid}/trunk": {
+            "name": "Trunk",
+            "device_class": "opening",
+            "value_template": "{{ 'ON' if value_json.trunk_open else 'OFF' }}",
+        },
+        f"sensor/tether_{vid}/battery": {
+            "name": "Battery",
+            "device_class": "battery",
+            "unit_of_measurement": "%",
+            "value_template": "{{ value_json.battery }}",
+        },
+        f"device_tracker/tether_{vid}/location": {
+            "name": "Location",
+            "source_type": "gps",
+            "json_attributes_topic": ha_state(vehicle_id),
+            "json_attributes_template": (
+                '{{ {"latitude": value_json.latitude, "longitude": value_json.longitude,'
+                ' "gps_accuracy": 10} | tojson }}'
+            ),
+            "value_template": "{{ 'not_home' }}",
+        },
+    }
+    out = {}
+    for path, config in entities.items():
+        component, node, obj = path.split("/")
+        config = {**common, **config, "unique_id": f"{node}_{obj}", "object_id": f"{node}_{obj}"}
+        out[f"{DISCOVERY_PREFIX}/{component}/{node}/{obj}/config"] = config
+    return out
+
+
+def ha_payload(signals: dict[str, Any]) -> bytes:
+    """The state Home Assistant reads, from VSS signals (no personal data)."""
+    state = {
+        "locked": bool(signals.get("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)),
+        "door_open": bool(signals.get("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", False)),
+        "trunk_open": bool(signals.get("Vehicle.Body.Trunk.Rear.IsOpen", False)),
+        "battery": signals.get("Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"),
+        "latitude": signals.get("Vehicle.CurrentLocation.Latitude"),
+        "longitude": signals.get("Vehicle.CurrentLocation.Longitude"),
+        "speed": signals.get("Vehicle.Speed", 0),
+    }
+    return json.dumps(state, sort_keys=True).encode()

@@ -1,0 +1,252 @@
+"""What a phone does through the cloud: invite, request, grant, fetch, revoke, command remotely.
+
+The server carries; the phone signs. Every grant, revocation and command is made here with the
+wallet's keys and checked by the car; every answer the car signed (a command's result, a
+revocation's receipt) is verified here with the car's key before the user is told it happened.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from tether.cloud.client import CloudClient
+from tether.errors import TransportError, UsageError
+from tether.phone import sharing
+from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
+from tether.protocol import credentials, remote
+from tether.protocol.commands import Command
+from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
+
+INVITE_PREFIX = "tether://invite/"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def client_for(server: str, key: PrivateKey) -> CloudClient:
+    return CloudClient(server, key)
+
+
+# -- owner: invitations, requests, grants ----------------------------------------------------------
+async def invite(car: CarKey, server: str, *, label: str = "", ttl: int = 7 * 86_400) -> str:
+    """(Owner) A single-use invitation link for a friend: tether://invite/<server>#<token>."""
+    _owner(car)
+    async with client_for(server, car.endpoint_key) as client:
+        answer = await client.call(
+            "POST",
+            f"/v1/vehicles/{car.vehicle_id.hex()}/invitations",
+            body={"label": label, "ttl": ttl},
+        )
+    return f"{INVITE_PREFIX}{b64(server.encode())}#{answer['token']}"
+
+
+def read_invite(link: str) -> tuple[str, str]:
+    """(server URL, token) from an invitation link."""
+    if not link.startswith(INVITE_PREFIX) or "#" not in link:
+        raise UsageError("an invitation link starts with tether://invite/")
+    encoded, _, token = link[len(INVITE_PREFIX) :].partition("#")
+    try:
+        server = unb64(encoded).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError("the invitation link is damaged") from None
+    if urlsplit(server).scheme not in ("http", "https") or not token:
+        raise UsageError("the invitation link is damaged")
+    return server, token
+
+
+async def pending_requests(car: CarKey, server: str) -> list[dict[str, Any]]:
+    """(Owner) Key requests that friends sent for this car and that were not granted yet."""
+    async with client_for(server, car.endpoint_key) as client:
+        answer = await client.call("GET", f"/v1/vehicles/{car.vehicle_id.hex()}/requests")
+    return [r for r in answer.get("requests", []) if r.get("status") == "pending"]
+
+
+async def grant_requests(
+    wallet: PhoneWallet,
+    car: CarKey,
+    server: str,
+    *,
+    rights: frozenset[str],
+    not_before: int,
+    expires: int,
+    limits: credentials.Limits,
+    now: int,
+    only: str | None = None,
+) -> list[IssuedGrant]:
+    """(Owner) Sign a grant for each pending request (or the one whose key id starts ``only``)."""
+    requests = await pending_requests(car, server)
+    if only is not None:
+        requests = [r for r in requests if r["key_id"].startswith(only.lower())]
+    issued = []
+    async with client_for(server, car.endpoint_key) as client:
+        for request in requests:
+            friend = sharing.KeyRequest(
+                key=PublicKey(unb64(request["public_key"])), label=request["label"]
+            )
+            serial = os.urandom(credentials.SERIAL_SIZE)
+            bundle = sharing.issue(
+                car,
+                friend,
+                rights=rights,
+                not_before=not_before,
+                expires=expires,
+                limits=limits,
+                serial=serial,
+                now=now,
+            )
+            await client.call(
+                "POST",
+                f"/v1/vehicles/{car.vehicle_id.hex()}/grants",
+                body={"bundle": b64(bundle.encode())},
+            )
+            grant = IssuedGrant(
+                serial=serial,
+                car=car.name,
+                grantee_id=friend.key.key_id,
+                label=friend.label,
+                rights=rights,
+                not_before=float(bundle.leaf.not_before),
+                not_after=float(bundle.leaf.expires),
+                issued_at=float(now),
+                revoked_seq=None,
+            )
+            wallet.record_issued(grant)
+            issued.append(grant)
+    return issued
+
+
+# -- friend: answer an invitation, fetch the grant -------------------------------------------------
+async def request_key(wallet: PhoneWallet, link: str, *, label: str, now: float) -> dict[str, Any]:
+    """(Friend) Make a new key for the invited car and send its request through the server."""
+    server, token = read_invite(link)
+    key = SystemEntropy().new_private_key()
+    async with client_for(server, key) as client:
+        info = await client.call("GET", f"/v1/invitations/{token}", signed=False)
+        answer = await client.call(
+            "POST",
+            f"/v1/invitations/{token}/requests",
+            body={"public_key": b64(key.public_bytes), "label": label[:64]},
+        )
+    wallet.add_request(key, now=now)
+    return {**answer, "vehicle_name": info.get("vehicle_name", ""), "server": server}
+
+
+async def fetch_grants(wallet: PhoneWallet, server: str, *, now: float) -> list[CarKey]:
+    """(Friend) Collect grants waiting for this phone's requested keys and store them."""
+    accepted = []
+    for key in wallet.pending_requests():
+        async with client_for(server, key) as client:
+            try:
+                answer = await client.call("GET", "/v1/mailbox")
+            except UsageError:
+                continue
+        for item in answer.get("grants", []):
+            bundle = sharing.read_bundle(unb64(item["bundle"]))
+            if bundle.leaf.grantee.key_id != key.public_key.key_id:
+                continue  # not ours: the server may not slip us another key's grant
+            taken = {c.name for c in wallet.cars()}
+            name = bundle.vehicle_name
+            suffix = 2
+            while name in taken:
+                name, suffix = f"{bundle.vehicle_name} ({suffix})", suffix + 1
+            accepted.append(sharing.accept(wallet, bundle, name=name, now=now))
+            break
+    return accepted
+
+
+# -- owner: revocations ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationStatus:
+    id: str
+    seq: int
+    status: str  # pending | applied | refused (the last two with the car's verified receipt)
+    reason: str = ""
+
+
+async def revoke(
+    wallet: PhoneWallet,
+    car: CarKey,
+    server: str,
+    *,
+    keys: list[bytes],
+    serials: list[bytes],
+    now: float,
+) -> RevocationStatus:
+    """(Owner) Sign a revocation and queue it for the car, which may be far away and offline."""
+    seq, raw = sharing.make_revocation(wallet, car, keys=keys, serials=serials, now=now)
+    async with client_for(server, car.endpoint_key) as client:
+        answer = await client.call(
+            "POST",
+            f"/v1/vehicles/{car.vehicle_id.hex()}/revocations",
+            body={"revocation": b64(raw)},
+        )
+    wallet.mark_revoked(serials=serials, keys=keys, seq=seq)
+    return RevocationStatus(id=answer["id"], seq=seq, status=answer["status"])
+
+
+async def revocations(car: CarKey, server: str) -> list[RevocationStatus]:
+    """(Owner) This car's revocations: 'applied' only with the car's verified signature."""
+    async with client_for(server, car.endpoint_key) as client:
+        answer = await client.call("GET", f"/v1/vehicles/{car.vehicle_id.hex()}/revocations")
+    out = []
+    for item in answer.get("revocations", []):
+        status, reason = "pending", ""
+        if item.get("receipt"):
+            try:
+                receipt = remote.verify_receipt(unb64(item["receipt"]), vehicle_key=car.vehicle_key)
+            except remote.RemoteError:
+                status, reason = "unverified", "the server's receipt is not signed by the car"
+            else:
+                if receipt.revocation.hex() == item["id"]:
+                    status = "applied" if receipt.ok else "refused"
+                    reason = receipt.reason
+                else:
+                    status, reason = "unverified", "the receipt is for another revocation"
+        out.append(RevocationStatus(id=item["id"], seq=item["seq"], status=status, reason=reason))
+    return out
+
+
+# -- remote commands -------------------------------------------------------------------------------
+async def command(
+    wallet: PhoneWallet, car: CarKey, server: str, which: Command, *, now: float, wait: float = 15.0
+) -> remote.Result:
+    """Send one signed command through the cloud; return the car's verified, signed result."""
+    counter = wallet.next_remote_counter(car.name, now)
+    envelope = remote.sign_envelope(
+        car.endpoint_key, vehicle_id=car.vehicle_id, command=which, counter=counter, now=int(now)
+    )
+    async with client_for(server, car.endpoint_key) as client:
+        answer = await client.call(
+            "POST",
+            f"/v1/vehicles/{car.vehicle_id.hex()}/commands",
+            body={"envelope": b64(envelope)},
+        )
+        status = await client.call(
+            "GET",
+            f"/v1/commands/{answer['id']}",
+            params={"wait": wait},
+            timeout=wait + 10,
+        )
+    if status.get("status") != "done" or not status.get("result"):
+        raise TransportError(
+            "the car did not answer in time (it may be offline; the command expires by itself)",
+            code="car_offline",
+            may_have_succeeded=True,
+        )
+    return remote.verify_result(
+        unb64(status["result"]), vehicle_key=car.vehicle_key, envelope_raw=envelope
+    )
+
+
+def _owner(car: CarKey) -> None:
+    if car.role != "owner":
+        raise UsageError("only an owner key can do this")

@@ -1,0 +1,58 @@
+"""Cloud fixtures: the same tests on SQLite + the embedded broker and on PostgreSQL + Mosquitto.
+
+PostgreSQL (127.0.0.1:5432) and Mosquitto (127.0.0.1:1883) are real services here (`.ci/run`
+starts them); each test gets an empty database schema.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.cloud.rig import start_server
+from tether.cloud.server import Server
+
+PG_ADMIN = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+MOSQUITTO = os.environ.get("TETHER_TEST_MQTT", "mqtt://127.0.0.1:1883")
+PG_DB = "tether_test"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {PG_DB}"))
+    admin.dispose()
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + PG_DB
+
+
+def reset_pg(url: str) -> None:
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        conn.execute(sa.text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        reset_pg(url)
+        srv = await start_server(tmp_path / "server", database=url, mqtt=MOSQUITTO)
+    else:
+        srv = await start_server(tmp_path / "server", database=None, mqtt=None)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def sqlite_server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = await start_server(tmp_path / "server", database=None, mqtt=None)
+    yield srv
+    await srv.stop()
