@@ -55,10 +55,12 @@ def demo(
 
 
 def _register_subcommands() -> None:
-    from tether.cli import phone, vehicle
+    from tether.cli import cloud, phone, server, vehicle
 
+    del cloud  # registers its commands on the phone app
     app.add_typer(vehicle.app, name="vehicle")
     app.add_typer(phone.app, name="phone")
+    app.command("server")(server.server)
 
 
 def main() -> None:

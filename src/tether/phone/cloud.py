@@ -250,3 +250,151 @@ async def command(
 def _owner(car: CarKey) -> None:
     if car.role != "owner":
         raise UsageError("only an owner key can do this")
+
+
+# -- fleets (an operator's wallet holds the owner key of every car, and one fleet key) -------------
+FLEET_KEY = "fleet_key"
+
+
+def fleet_key(wallet: PhoneWallet) -> PrivateKey:
+    """The operator's fleet key (made on first use, sealed in the wallet like every key)."""
+    scalar = wallet.read_sealed(FLEET_KEY)
+    if scalar is None:
+        key = SystemEntropy().new_private_key()
+        wallet.write_sealed(FLEET_KEY, key.scalar())
+        return key
+    return PrivateKey.from_scalar(scalar)
+
+
+async def create_fleet(wallet: PhoneWallet, server: str, *, name: str) -> str:
+    key = fleet_key(wallet)
+    async with client_for(server, key) as client:
+        answer = await client.call(
+            "POST", "/v1/fleets", body={"public_key": b64(key.public_bytes), "name": name}
+        )
+    return str(answer["fleet_id"])
+
+
+async def fleet_add(wallet: PhoneWallet, car: CarKey, server: str) -> None:
+    """(The car's owner) Put the car in this wallet's fleet."""
+    _owner(car)
+    fleet = fleet_key(wallet).public_key.key_id.hex()
+    async with client_for(server, car.endpoint_key) as client:
+        await client.call(
+            "POST", f"/v1/fleets/{fleet}/vehicles", body={"vehicle_id": car.vehicle_id.hex()}
+        )
+
+
+async def fleet_show(wallet: PhoneWallet, server: str) -> dict[str, Any]:
+    key = fleet_key(wallet)
+    async with client_for(server, key) as client:
+        return await client.call("GET", f"/v1/fleets/{key.public_key.key_id.hex()}")
+
+
+def _owned(wallet: PhoneWallet) -> dict[str, CarKey]:
+    return {c.vehicle_id.hex(): c for c in wallet.cars() if c.role == "owner"}
+
+
+async def fleet_grant_pending(
+    wallet: PhoneWallet,
+    server: str,
+    *,
+    rights: frozenset[str],
+    not_before: int,
+    expires: int,
+    now: int,
+) -> list[IssuedGrant]:
+    """(Operator) Grant every renter's pending key request, on every car of the fleet, at once."""
+    key = fleet_key(wallet)
+    fleet = key.public_key.key_id.hex()
+    owned = _owned(wallet)
+    bundles: list[str] = []
+    issued: list[IssuedGrant] = []
+    async with client_for(server, key) as client:
+        listing = await client.call("GET", f"/v1/fleets/{fleet}")
+        for vehicle in listing["vehicles"]:
+            car = owned.get(vehicle["vehicle_id"])
+            if car is None or not vehicle["pending_requests"]:
+                continue
+            answer = await client.call("GET", f"/v1/vehicles/{vehicle['vehicle_id']}/requests")
+            for request in answer["requests"]:
+                if request["status"] != "pending":
+                    continue
+                friend = sharing.KeyRequest(
+                    key=PublicKey(unb64(request["public_key"])), label=request["label"]
+                )
+                serial = os.urandom(credentials.SERIAL_SIZE)
+                bundle = sharing.issue(
+                    car,
+                    friend,
+                    rights=rights,
+                    not_before=not_before,
+                    expires=expires,
+                    limits=credentials.Limits(),
+                    serial=serial,
+                    now=now,
+                )
+                bundles.append(b64(bundle.encode()))
+                issued.append(
+                    IssuedGrant(
+                        serial=serial,
+                        car=car.name,
+                        grantee_id=friend.key.key_id,
+                        label=friend.label,
+                        rights=rights,
+                        not_before=float(bundle.leaf.not_before),
+                        not_after=float(bundle.leaf.expires),
+                        issued_at=float(now),
+                        revoked_seq=None,
+                    )
+                )
+        if bundles:
+            await client.call("POST", f"/v1/fleets/{fleet}/grants", body={"bundles": bundles})
+    for grant in issued:
+        wallet.record_issued(grant)
+    return issued
+
+
+async def fleet_revoke_all(wallet: PhoneWallet, server: str, *, now: float) -> int:
+    """(Operator) Revoke every unrevoked grant this wallet issued on the fleet's cars, at once."""
+    key = fleet_key(wallet)
+    fleet = key.public_key.key_id.hex()
+    cars = {c.name: c for c in _owned(wallet).values()}
+    async with client_for(server, key) as client:
+        listing = await client.call("GET", f"/v1/fleets/{fleet}")
+        in_fleet = {v["vehicle_id"] for v in listing["vehicles"]}
+        by_car: dict[str, list[bytes]] = {}
+        for grant in wallet.issued():
+            car = cars.get(grant.car)
+            if grant.revoked_seq is None and car is not None and car.vehicle_id.hex() in in_fleet:
+                by_car.setdefault(grant.car, []).append(grant.serial)
+        revocations = []
+        for name, serials in by_car.items():
+            _, raw = sharing.make_revocation(wallet, cars[name], keys=[], serials=serials, now=now)
+            revocations.append((serials, raw))
+        if revocations:
+            await client.call(
+                "POST",
+                f"/v1/fleets/{fleet}/revocations",
+                body={"revocations": [b64(raw) for _, raw in revocations]},
+            )
+    for serials, raw in revocations:
+        wallet.mark_revoked(serials=serials, keys=[], seq=credentials.parse_revocation(raw).seq)
+    return sum(len(s) for s, _ in revocations)
+
+
+async def audit(client_key: PrivateKey, vehicle_id: bytes, server: str) -> list[dict[str, Any]]:
+    """(Owner or fleet) The car's audit entries as uploaded to the server."""
+    async with client_for(server, client_key) as client:
+        answer = await client.call("GET", f"/v1/vehicles/{vehicle_id.hex()}/audit")
+    return list(answer["entries"])
+
+
+async def telemetry(car: CarKey, server: str, *, limit: int = 20) -> dict[str, Any]:
+    """(Owner) The car's latest state and recent history."""
+    async with client_for(server, car.endpoint_key) as client:
+        info = await client.call("GET", f"/v1/vehicles/{car.vehicle_id.hex()}")
+        history = await client.call(
+            "GET", f"/v1/vehicles/{car.vehicle_id.hex()}/telemetry", params={"limit": limit}
+        )
+    return {**info, "history": history["history"]}

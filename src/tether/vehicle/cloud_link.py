@@ -199,6 +199,7 @@ class CloudLink:
 
     async def report(self) -> None:
         """Publish the car's state (signed, for the server; plain, for Home Assistant) and audit."""
+        await self._maybe_reregister()  # a new owner paired, or one was revoked
         signals = self.agent.body.state()
         state = {k: signals[k] for k in topics.TELEMETRY_SIGNALS if k in signals}
         await self._send(

@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--body", choices=("virtual", "can"), default="virtual")
     parser.add_argument("--can-mapping", type=Path, help="mapping file for --body can")
+    parser.add_argument(
+        "--server",
+        help="a tether server, http://HOST:PORT: remote commands, revocations, telemetry",
+    )
+    parser.add_argument(
+        "--mqtt", help="the broker, mqtt://HOST:PORT (default: the one the server names)"
+    )
     parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     return parser
 
@@ -57,6 +64,12 @@ async def serve(args: argparse.Namespace) -> None:
     agent = VehicleAgent(store, body)
     listener = await tcp.listen(args.listen, agent.handle)
     screen = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
+    link = None
+    if args.server:
+        from tether.vehicle.cloud_link import CloudLink  # the cloud's libraries only when asked
+
+        link = CloudLink(agent, args.server, address=listener.address, mqtt=args.mqtt)
+        await link.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -66,6 +79,8 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        if link is not None:
+            await link.stop()
         screen.close()
         (args.dir / HEADUNIT_SOCKET).unlink(missing_ok=True)
         await listener.close()

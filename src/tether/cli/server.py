@@ -1,0 +1,68 @@
+"""`tether server`: run the cloud (API, MQTT relay, embedded broker unless --mqtt) until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import typer
+
+from tether.cli.output import out
+
+
+def server(
+    directory: Path = typer.Option(
+        Path("tether-server"), "--dir", help="Where the server keeps its data."
+    ),
+    listen: str = typer.Option("http://127.0.0.1:8000", "--listen", help="http://HOST:PORT"),
+    database: str | None = typer.Option(
+        None,
+        "--db",
+        envvar="TETHER_DB",
+        help="A database URL (default: SQLite in --dir); "
+        "e.g. postgresql://user@127.0.0.1:5432/tether",
+    ),
+    mqtt: str | None = typer.Option(
+        None,
+        "--mqtt",
+        envvar="TETHER_MQTT",
+        help="A broker, mqtt://HOST:PORT (MQTT 5); default: an embedded broker on 127.0.0.1:1884",
+    ),
+    mqtt_port: int = typer.Option(
+        1884, "--embedded-mqtt-port", help="Port of the embedded broker."
+    ),
+) -> None:
+    """Run the tether server: relays and stores, and holds no key that can open a car."""
+    from tether.cloud.server import Server, ServerSettings
+
+    logging.getLogger("tether").setLevel(logging.INFO)
+
+    async def go() -> None:
+        srv = Server(
+            ServerSettings(
+                directory=directory,
+                listen=listen,
+                database=database,
+                mqtt=mqtt,
+                embedded_mqtt_port=mqtt_port,
+            )
+        )
+        await srv.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print(f"ready {srv.url} mqtt {srv.mqtt_url}", flush=True)
+        out.print(
+            f"tether server on [bold]{srv.url}[/bold] (OpenAPI: {srv.url}/docs), "
+            f"broker {srv.mqtt_url}",
+            highlight=False,
+        )
+        try:
+            await stop.wait()
+        finally:
+            await srv.stop()
+
+    asyncio.run(go())
