@@ -68,7 +68,7 @@ class Server:
         config = uvicorn.Config(
             app,
             host=parts.hostname,
-            port=parts.port or 8000,
+            port=parts.port if parts.port is not None else 8000,
             log_level="warning",
             lifespan="off",
             access_log=False,
