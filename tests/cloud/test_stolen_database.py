@@ -146,8 +146,7 @@ async def test_attacker_with_the_database_cannot_open_the_car(
         seq, raw = sharing.make_revocation(
             owner, ada, keys=[evil.public_key.key_id], serials=[], now=time.time()
         )
-        car.link and await car.link.stop()  # the car is offline: the revocation stays pending
-        car.link = None
+        await car.disconnect()  # the car is offline: the revocation stays pending
         async with cloud.client_for(url, ada.endpoint_key) as client:
             await client.call(
                 "POST", f"/v1/vehicles/{vid.hex()}/revocations", body={"revocation": cloud.b64(raw)}
