@@ -5,6 +5,8 @@ For real deployments point the server at Mosquitto or EMQX (MQTT 5) with ``--mqt
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import warnings
 from typing import Any
@@ -18,6 +20,7 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1884) -> None:
         self.host, self.port = host, port
         self._broker: Any = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -28,7 +31,7 @@ class EmbeddedBroker:
             warnings.simplefilter("ignore")  # amqtt's own deprecations are not ours to fix
             from amqtt.broker import Broker
 
-            self._broker = Broker(
+            broker = Broker(
                 {
                     "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
                     "plugins": {
@@ -38,7 +41,24 @@ class EmbeddedBroker:
                     },
                 }
             )
-            await self._broker.start()
+            handle = broker.stream_connected
+            writers = self._writers
+
+            # amqtt leaves some connections' sockets open when a client goes away or at shutdown:
+            # close every one ourselves when its handler ends, and whatever is left at stop().
+            async def tracked(
+                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+            ) -> None:
+                writers.add(writer)
+                try:
+                    await handle(reader, writer, listener_name)
+                finally:
+                    writers.discard(writer)
+                    writer.close()
+
+            broker.stream_connected = tracked
+            self._broker = broker
+            await broker.start()
         for name in ("amqtt", "transitions"):
             logging.getLogger(name).setLevel(logging.WARNING)
         log.info("embedded broker on %s", self.url)
@@ -47,3 +67,8 @@ class EmbeddedBroker:
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
+        for writer in list(self._writers):
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        self._writers.clear()
