@@ -77,7 +77,12 @@ class Relay:
         while True:
             try:
                 async with aiomqtt.Client(
-                    self.host, self.port, protocol=protocol, identifier=self.client_id or None
+                    self.host,
+                    self.port,
+                    protocol=protocol,
+                    identifier=self.client_id or None,
+                    timeout=3.0,
+                    keepalive=15,
                 ) as client:
                     await client.subscribe(uplink, qos=1)
                     self._client = client

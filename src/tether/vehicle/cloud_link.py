@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 POLL_S = 15.0  # inbox check while MQTT is up (a safety net: pushes are the fast path)
 RETRY_S = 1.0  # reconnect and inbox check while MQTT is down
 _RESULTS_KEPT = 256
+MQTT_TIMEOUT_S = 3.0
+MQTT_KEEPALIVE_S = 15
 
 
 def _b64(data: bytes) -> str:
@@ -243,6 +245,8 @@ class CloudLink:
                 log.info("cloud unreachable (%s); retrying", exc.message)
             except aiomqtt.MqttError as exc:
                 log.info("broker unreachable (%s); retrying", exc)
+            except Exception:  # the link must outlive any surprise; the car keeps serving phones
+                log.exception("cloud link failed; retrying")
             finally:
                 self._mqtt = None
             await asyncio.sleep(RETRY_S)
@@ -260,6 +264,8 @@ class CloudLink:
             protocol=protocol,
             identifier=f"tether-car-{self.vehicle_id.hex()}",
             will=will,
+            timeout=MQTT_TIMEOUT_S,  # a broker that died mid-publish must not stall the car
+            keepalive=MQTT_KEEPALIVE_S,
         ) as client:
             await client.subscribe(topics.down(self.vehicle_id), qos=1)
             self._mqtt = client
