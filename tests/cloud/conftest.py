@@ -7,6 +7,7 @@ starts them); each test gets an empty database schema.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -56,3 +57,19 @@ async def sqlite_server(tmp_path: Path) -> AsyncIterator[Server]:
     srv = await start_server(tmp_path / "server", database=None, mqtt=None)
     yield srv
     await srv.stop()
+
+
+def _dump_tasks(*_: object) -> None:
+    """`kill -USR1 <pytest pid>` prints every asyncio task's stack (to find a hang)."""
+    import asyncio
+    import sys
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)

@@ -45,12 +45,16 @@ def _root(
 
 @app.command()
 def demo(
-    seed: str = typer.Option("", help="Make the run reproducible (keys, codes, nonces)."),
+    port: int = typer.Option(8080, "--port", help="The console's port (0: any free port)."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the console."),
+    script: bool = typer.Option(
+        False, "--script", help="Play the whole story unattended; exit 0 only if all behaved."
+    ),
 ) -> None:
-    """Pair a virtual car and a phone, unlock, unlock fast, lock, and watch a replay fail."""
+    """A server, a virtual car, two phones and a live web console; click through the story."""
     from tether.cli.demo import run_demo
 
-    ok = run_demo(seed=seed.encode() if seed else None)
+    ok = run_demo(port=port, browser=browser, script=script)
     raise typer.Exit(EXIT_OK if ok else EXIT_REFUSED)
 
 

@@ -46,14 +46,14 @@ def unb64(text: str, what: str) -> bytes:
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except ValueError:
-        raise HTTPException(422, f"{what} is not base64url") from None
+        raise HTTPException(400, f"{what} is not base64url") from None
 
 
 def _key(text: str, what: str) -> PublicKey:
     try:
         return PublicKey(unb64(text, what))
     except MalformedMessage:
-        raise HTTPException(422, f"{what} is not a P-256 public key") from None
+        raise HTTPException(400, f"{what} is not a P-256 public key") from None
 
 
 # -- request bodies (the OpenAPI document is generated from these) ---------------------------------
@@ -307,10 +307,10 @@ def _store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: fl
             max_depth=credentials.MAX_CHAIN,
         )
     except TetherError as exc:
-        raise HTTPException(422, f"grant refused ({exc.code}): {exc.message}") from None
+        raise HTTPException(400, f"grant refused ({exc.code}): {exc.message}") from None
     leaf = chain.leaf
     if bundle.vehicle_key.key_id != vehicle_id:
-        raise HTTPException(422, "the grant's car key is not this car's")
+        raise HTTPException(400, "the grant's car key is not this car's")
     exists = conn.execute(
         sa.select(db.grants.c.serial).where(db.grants.c.serial == leaf.serial)
     ).first()
@@ -358,7 +358,7 @@ def _store_revocation(
             raw, vehicle_id=vehicle_id, owner_key=_owner_lookup(conn, vehicle_id)
         )
     except TetherError as exc:
-        raise HTTPException(422, f"revocation refused ({exc.code}): {exc.message}") from None
+        raise HTTPException(400, f"revocation refused ({exc.code}): {exc.message}") from None
     digest = sha256(raw)
     exists = conn.execute(
         sa.select(db.revocations.c.status).where(db.revocations.c.digest == digest)
@@ -504,6 +504,20 @@ def _accept_state(conn: Connection, key: PublicKey, body: bytes, now: float) -> 
 
 
 # -- routes ----------------------------------------------------------------------------------------
+class Problem(BaseModel):
+    """Why a request was refused: a sentence, and for signature refusals a stable code."""
+
+    detail: str
+    code: str | None = None
+
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a signed object or value is refused, and why"},
+    401: {"model": Problem, "description": "missing, stale, replayed or bad request signature"},
+    403: {"model": Problem, "description": "the signing key may not do this"},
+    404: {"model": Problem, "description": "no such thing (or not yours)"},
+    409: {"model": Problem, "description": "conflicts with what the server holds"},
+}
 router = APIRouter(prefix="/v1")
 
 
@@ -514,7 +528,7 @@ async def register_vehicle(
     """A car registers itself (signed by its own key) and declares its owners."""
     key = _key(body.public_key, "public_key")
     if key.key_id.hex() != vehicle_id:
-        raise HTTPException(422, "the public key does not match the car's id")
+        raise HTTPException(400, "the public key does not match the car's id")
     raw = await request.body()
     caller = await to_thread.run_sync(_check_signature, hub, request, raw, key)
     if caller.key_id != key.key_id:
@@ -743,7 +757,7 @@ def post_grant(
         try:
             issuer = credentials.parse_grant(read_bundle(raw).chain[-1]).issuer_id
         except TetherError as exc:
-            raise HTTPException(422, f"grant refused: {exc.message}") from None
+            raise HTTPException(400, f"grant refused: {exc.message}") from None
         if issuer != caller.key_id:
             raise _forbidden("you may only post grants you signed")
         serial = _store_grant(conn, vid, raw, now)
@@ -813,11 +827,11 @@ def post_command(
         try:
             envelope = remote.parse_envelope(raw)
         except remote.RemoteError as exc:
-            raise HTTPException(422, f"command refused ({exc.code}): {exc.message}") from None
+            raise HTTPException(400, f"command refused ({exc.code}): {exc.message}") from None
         if envelope.vehicle_id != vid or envelope.key_id != caller.key_id:
-            raise HTTPException(422, "the envelope is not for this car or not signed by you")
+            raise HTTPException(400, "the envelope is not for this car or not signed by you")
         if envelope.expires <= now:
-            raise HTTPException(422, "the envelope has expired")
+            raise HTTPException(400, "the envelope has expired")
         exists = conn.execute(
             sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
         ).first()
@@ -1072,7 +1086,7 @@ def bulk_grants(
             try:
                 vid = read_bundle(raw).vehicle_key.key_id
             except TetherError as exc:
-                raise HTTPException(422, f"grant refused: {exc.message}") from None
+                raise HTTPException(400, f"grant refused: {exc.message}") from None
             if not _fleet_has(conn, fid, vid):
                 raise _forbidden(f"car {vid.hex()} is not in this fleet")
             serials.append(_store_grant(conn, vid, raw, now))
@@ -1093,7 +1107,7 @@ def bulk_revocations(
             try:
                 vid = credentials.parse_revocation(raw).vehicle_id
             except TetherError as exc:
-                raise HTTPException(422, f"revocation refused: {exc.message}") from None
+                raise HTTPException(400, f"revocation refused: {exc.message}") from None
             if not _fleet_has(conn, fid, vid):
                 raise _forbidden(f"car {vid.hex()} is not in this fleet")
             out.append(_store_revocation(conn, hub, vid, raw, now))
@@ -1121,7 +1135,7 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    app.include_router(router)
+    app.include_router(router, responses=_PROBLEMS)
 
     @app.exception_handler(httpsig.SignatureRefused)
     async def refused(_: Request, exc: httpsig.SignatureRefused) -> JSONResponse:

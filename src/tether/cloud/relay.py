@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from typing import Any
 
@@ -25,8 +26,12 @@ RECONNECT_S = 0.5
 class Relay:
     """One MQTT connection for the server process: publish down, subscribe up."""
 
-    def __init__(self, hub: Hub, broker: str, *, client_id: str = "") -> None:
+    def __init__(self, hub: Hub, broker: str, *, client_id: str = "", group: str = "") -> None:
         self.hub = hub
+        # Server processes of one deployment (one database) share the uplink; two deployments
+        # on one broker must not take each other's messages.
+        url = hub.engine.url.render_as_string(hide_password=True)
+        self.group = group or "tether-" + hashlib.sha256(url.encode()).hexdigest()[:12]
         self.host, self.port, self.level = topics.parse_broker(broker)
         self.client_id = client_id
         self._client: aiomqtt.Client | None = None

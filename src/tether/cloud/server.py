@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from tether.cloud import db
@@ -34,8 +35,15 @@ class ServerSettings:
 class Server:
     """Start with :meth:`start`, stop with :meth:`stop`; ``url`` and ``mqtt_url`` once started."""
 
-    def __init__(self, settings: ServerSettings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        mount: Callable[[Any], None] | None = None,
+    ) -> None:
         self.settings = settings
+        self.mount = mount  # adds more routes to the app (the demo's console)
         self.clock = clock
         self.broker: EmbeddedBroker | None = None
         self.relay: Relay | None = None
@@ -65,6 +73,8 @@ class Server:
         await self.relay.start()
         app = create_app(self.hub)
         app.state.mqtt_url = self.mqtt_url
+        if self.mount is not None:
+            self.mount(app)
         config = uvicorn.Config(
             app,
             host=parts.hostname,
@@ -72,6 +82,7 @@ class Server:
             log_level="warning",
             lifespan="off",
             access_log=False,
+            timeout_graceful_shutdown=5,  # long-polls and sockets may not hold a stop forever
         )
         server = uvicorn.Server(config)
         self._uvicorn = server

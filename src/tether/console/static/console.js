@@ -1,0 +1,158 @@
+// The tether console: renders the world's state from a WebSocket and sends button clicks.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const PLACES = { far: [20, 170], away: [40, 175], door: [175, 38], inside: [188, 100] };
+const LOCKED = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";
+let busy = false;
+
+function text(el, value) { if (el) el.textContent = value; }
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function renderCar(car) {
+  const s = car.signals;
+  const locked = s[LOCKED];
+  text($("#car-name"), car.name ? `· ${car.name}` : "");
+  const code = $("#pairing-code");
+  code.hidden = !car.code;
+  code.replaceChildren("Pairing code on the dashboard: ", el("strong", {}, car.code || ""));
+  text($("#car-lock"), locked ? "locked" : "unlocked");
+  text($("#car-trunk"), s["Vehicle.Body.Trunk.Rear.IsOpen"] ? "open" : "closed");
+  const on = s["Vehicle.LowVoltageSystemState"] === "ON";
+  text($("#car-ignition"), on ? "on" : "off");
+  text($("#car-speed"), `${s["Vehicle.Speed"] ?? 0} km/h`);
+  text($("#car-battery"), `${s["Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"] ?? "-"} %`);
+  text($("#car-seat"), `position ${s["Vehicle.Cabin.Seat.Row1.DriverSide.Position"] ?? 0}`);
+  text($("#car-climate"), `${s["Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature"] ?? "-"} °C`);
+  text($("#car-location"), `${(+s["Vehicle.CurrentLocation.Latitude"]).toFixed(4)}, ${(+s["Vehicle.CurrentLocation.Longitude"]).toFixed(4)}`);
+  for (const id of ["door-fl", "door-rl", "door-fr", "door-rr"]) {
+    $("#" + id).classList.toggle("unlocked", !locked);
+  }
+  $("#trunk").classList.toggle("open", !!s["Vehicle.Body.Trunk.Rear.IsOpen"]);
+  $("#engine").classList.toggle("on", on);
+  $("#body").classList.toggle("on", on);
+  const seat = +(s["Vehicle.Cabin.Seat.Row1.DriverSide.Position"] || 0);
+  $("#seat").setAttribute("cx", String(70 + Math.min(40, seat) / 2));
+}
+
+function renderPhones(phones) {
+  for (const [role, phone] of Object.entries(phones)) {
+    const [x, y] = PLACES[phone.place] || PLACES.far;
+    $(`#phone-${role}`).setAttribute("transform", `translate(${x + (role === "friend" ? 22 : 0)} ${y})`);
+    const list = $(`[data-testid="${role}-keys"]`);
+    list.replaceChildren(...(phone.keys.length ? phone.keys.map((k) => el("li", {},
+      `${k.car} `, el("span", { class: "tag" + (k.status === "active" ? "" : " revoked") }, k.status),
+      ` ${k.role}: ${k.rights.join(", ")}`, k.fast ? " · fast ready" : "")) : [el("li", {}, "no key yet")]));
+    const prompts = $(`[data-testid="${role}-prompts"]`);
+    prompts.replaceChildren(...phone.prompts.map((p) => {
+      const box = el("div", { class: "prompt", role: "alert" },
+        `${p.car} asked for your ${p.category}: "${p.purpose}". `);
+      for (const decision of ["allow", "deny"]) {
+        const b = el("button", { "data-action": "consent", "data-category": p.category, "data-decision": decision },
+          decision === "allow" ? "Allow from now on" : "Deny");
+        box.append(b);
+      }
+      return box;
+    }));
+  }
+}
+
+function renderScreen(screen) {
+  const box = $("#headunit");
+  box.classList.toggle("empty", screen.status !== "shown");
+  if (screen.status !== "shown") {
+    box.replaceChildren(el("p", {}, screen.reason ? `Nothing on screen: forgotten (${screen.reason}).` : "Nothing on screen."));
+    return;
+  }
+  const d = screen.data;
+  const list = (items) => el("ul", {}, ...(items.length ? items : ["-"]).map((i) => el("li", {}, i)));
+  box.replaceChildren(
+    el("h3", {}, `Hello ${screen.who}`),
+    el("p", {}, `Seat set to position ${d.seat ?? "-"}.`),
+    el("h3", {}, "Contacts (from the phone)"), list(d.contacts || []),
+    el("h3", {}, "Agenda"), list(d.agenda || []),
+    el("p", {}, (screen.denied || []).length ? `Not shared: ${screen.denied.join(", ")}` : ""));
+}
+
+function renderAudit(audit) {
+  $("#audit").replaceChildren(...audit.slice().reverse().map((e) => el("tr", {},
+    el("td", {}, String(e.seq)), el("td", {}, e.who), el("td", {}, e.command),
+    el("td", { class: e.result }, e.result), el("td", {}, e.reason || e.detail || ""))));
+}
+
+function stepItem(step) {
+  const good = step.done;
+  return el("li", { class: good ? "ok" : "no" },
+    `${good ? "✓" : "✗"} ${step.phone === "attacker" ? "Attacker" : step.phone === "friend" ? "Bea" : "Ada"}: ${step.action} — ${step.outcome}`,
+    step.ms != null ? ` (${step.ms.toFixed(1)} ms)` : "");
+}
+
+function render(state) {
+  renderCar(state.car);
+  renderPhones(state.phones);
+  renderScreen(state.screen);
+  renderAudit(state.audit);
+  const steps = state.steps;
+  $("#steps").replaceChildren(...steps.map(stepItem));
+  $("#steps").scrollTop = $("#steps").scrollHeight;
+  const attacks = steps.filter((s) => s.phone === "attacker");
+  $("[data-testid=attacks]").replaceChildren(...attacks.map(stepItem));
+  $("#thief").setAttribute("visibility", attacks.length ? "visible" : "hidden");
+  $("#thief").setAttribute("transform", "translate(330 180)");
+  document.body.dataset.steps = String(steps.length);
+}
+
+async function act(button) {
+  if (busy) return;
+  const panel = button.closest("[data-phone]");
+  const body = { action: button.dataset.action, phone: panel ? panel.dataset.phone : "owner", args: {} };
+  for (const key of ["command", "to", "kind", "category", "decision"]) {
+    if (button.dataset[key]) body.args[key] = button.dataset[key];
+  }
+  if (body.action === "share") {
+    body.args.rights = $$("input[name=right]:checked", panel).map((i) => i.value).join(",");
+  }
+  busy = true;
+  document.body.dataset.busy = "1";
+  $$("button").forEach((b) => { b.disabled = true; });
+  try {
+    const response = await fetch("/console/act", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    const step = await response.json();
+    const state = await (await fetch("/console/state")).json();
+    render(state);
+    text($("#status"), `${step.done ? "✓" : "✗"} ${step.action}: ${step.outcome}`);
+  } catch (err) {
+    text($("#status"), `error: ${err}`);
+  } finally {
+    busy = false;
+    document.body.dataset.busy = "0";
+    $$("button").forEach((b) => { b.disabled = false; });
+  }
+}
+
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/console/ws`);
+  ws.onopen = () => text($("#status"), "live");
+  ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "state") render(message.state);
+  };
+  ws.onclose = () => { text($("#status"), "disconnected; retrying…"); setTimeout(connect, 1000); };
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (button) act(button);
+});
+connect();
