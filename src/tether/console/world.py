@@ -278,7 +278,7 @@ class DemoWorld:
                     step = await handler(self, phone, **args)
                 except TypeError:
                     step = Step(
-                        action=action,
+                        action=label,
                         phone=phone,
                         done=False,
                         outcome=f"{action} does not take {sorted(args)}",
@@ -287,14 +287,14 @@ class DemoWorld:
                     step = Step(action=label, phone=phone, done=False, outcome=str(exc))
                 except ProtocolError as exc:
                     step = Step(
-                        action=action,
+                        action=label,
                         phone=phone,
                         done=False,
                         outcome=f"refused by the car ({exc.code}): {exc.message}",
                     )
                 except TetherError as exc:
                     step = Step(
-                        action=action,
+                        action=label,
                         phone=phone,
                         done=False,
                         outcome=f"failed ({exc.code}): {exc.message}",
