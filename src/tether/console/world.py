@@ -9,6 +9,7 @@ tests all call :meth:`DemoWorld.act`; every action returns a :class:`Step` and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -51,6 +52,7 @@ PHONES = ("owner", "friend")
 #: Where a phone can be, in the car's frame (metres; the driver's door is near x = -1).
 PLACES = {"far": (-12.0, 0.4), "door": (-2.2, 0.4), "inside": (-0.4, 0.3), "away": (-10.0, 0.4)}
 _WALK_UP = (-12.0, -6.0, -3.5, -2.6, -2.2)
+DRIVE_S = 25.0  # a driving phone's session lingers at most this long (the car's idle limit: 30 s)
 _WALK_AWAY = (-2.0, -4.0, -6.0, -7.0, -8.0, -9.0, -10.0)
 
 
@@ -125,6 +127,8 @@ class DemoWorld:
         self._lock = asyncio.Lock()
         self.server: Server | None = None
         self.mount: Callable[[Any], None] | None = None
+        self._drives: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -161,11 +165,16 @@ class DemoWorld:
         now = datetime.datetime.now(datetime.UTC)
         for role, texts in _VAULTS.items():
             vault = Vault(self.phones[role].wallet)
-            for text in texts:
+            for text in (*texts, _agenda(role, now)):
                 vault.import_text(text, now=now)
         self.code = self.store.new_pairing_code(now=time.time())
 
     async def stop(self) -> None:
+        for role in list(self._drives):
+            await self._end_drive(role)
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
         await self.link.stop()
         await self.listener.close()
         await self.body.close()
@@ -250,16 +259,39 @@ class DemoWorld:
                 "data": {
                     "contacts": [c.get("name", "") for c in data.get("contacts", [])][:8],
                     "agenda": [
-                        f"{e.get('start', '')[11:16]} {e.get('summary', '')}"
+                        f"{e.get('start', '')[11:16]} {e.get('title', '')}"
                         for e in data.get("calendar", [])
                     ][:5],
                     "seat": data.get("profile", {}).get("seat", {}).get("position"),
                 },
                 "denied": list(event.screen.denied),
             }
+            shown = self.screen["data"]
+            self._note(
+                Step(
+                    action="head unit shows",
+                    phone="owner" if self._is_owner(event.key_id) else "friend",
+                    done=True,
+                    outcome=f"{len(shown['contacts'])} contacts and "
+                    f"{len(shown['agenda'])} appointments read from the phone, in memory; "
+                    f"seat set to {shown['seat']}",
+                )
+            )
         elif event.kind == "forgotten":
             self.screen = {"status": "empty", "reason": event.reason, "data": {}}
+            self._note(
+                Step(
+                    action="head unit forgets",
+                    phone="owner" if self._is_owner(event.key_id) else "friend",
+                    done=True,
+                    outcome=f"everything from the phone dropped ({event.reason})",
+                )
+            )
         self._emit("state", None)
+
+    def _note(self, step: Step) -> None:
+        self.steps.append(step)
+        self._emit("step", step)
 
     def _is_owner(self, key_id: str) -> bool:
         return any(k.endpoint_id.hex() == key_id for k in self.phones["owner"].wallet.cars())
@@ -359,25 +391,50 @@ class DemoWorld:
 
     async def command(self, phone: str, command: str) -> Step:
         which = Command(command)
+        await self._end_drive(phone)  # a new exchange: the phone's previous session ends first
         wallet = self.phones[phone].wallet
         key = self._key(phone)
         transport = await self._connect()
+        outcomes: asyncio.Future[list[client.Outcome]] = asyncio.get_running_loop().create_future()
+        drive_over = asyncio.Event()
+
+        async def linger(done: list[client.Outcome]) -> None:
+            outcomes.set_result(done)
+            if which is Command.START and done[0].result.ok:
+                # The driver's phone stays connected while they drive: the head unit keeps
+                # showing their data until stop, walking away, or the session's idle limit.
+                self._drives[phone] = drive_over
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(drive_over.wait(), DRIVE_S)
+
+        async def exchange() -> None:
+            try:
+                await client.run_commands(
+                    transport,
+                    key,
+                    [which],
+                    entropy=self.entropy,
+                    fast=which in FAST_COMMANDS,
+                    persist=lambda k: wallet.set_persistent_key(key.name, k),
+                    data=consent.responder(wallet, key, ask=self._asker(phone), clock=time.time),
+                    linger=linger,
+                )
+            except BaseException as exc:
+                if not outcomes.done():
+                    outcomes.set_exception(exc)
+            finally:
+                self._drives.pop(phone, None)
+                await transport.close()
+
+        task = asyncio.create_task(exchange())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
-            (outcome,) = await client.run_commands(
-                transport,
-                key,
-                [which],
-                entropy=self.entropy,
-                fast=which in FAST_COMMANDS,
-                persist=lambda k: wallet.set_persistent_key(key.name, k),
-                data=consent.responder(wallet, key, ask=self._asker(phone), clock=time.time),
-            )
+            (outcome,) = await outcomes
         except ProtocolError as exc:
             if exc.code in ("unknown_key", "grant_revoked"):
                 wallet.set_status(key.name, "revoked")
             raise
-        finally:
-            await transport.close()
         kind = "fast" if outcome.fast else "standard"
         result = outcome.result
         if result.ok:
@@ -388,6 +445,13 @@ class DemoWorld:
             done=False,
             outcome=f"refused ({result.reason}, {kind}): {result.message}",
         )
+
+    async def _end_drive(self, phone: str) -> None:
+        """Close the phone's lingering drive session, and let the car notice."""
+        drive = self._drives.pop(phone, None)
+        if drive is not None:
+            drive.set()
+            await asyncio.sleep(0.05)
 
     async def remote(self, phone: str, command: str) -> Step:
         assert self.server is not None
@@ -574,6 +638,7 @@ class DemoWorld:
                 done=False,
                 outcome=f"refused ({reason.value})",
             )
+        await self._end_drive(phone)
         if self.body.state().get("Vehicle.LowVoltageSystemState") == "ON":
             await self.body.execute(Command.STOP)
         locked_at = None
@@ -741,6 +806,28 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _agenda(role: str, now: datetime.datetime) -> str:
+    """Two appointments later today, as iCalendar (each phone its own)."""
+    events = {
+        "owner": ("Tea with Mary Somerville", "Analytical Engine review"),
+        "friend": ("COBOL standards meeting", "Debugging session"),
+    }[role]
+    lines = ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//tether demo//EN"]
+    for hours, summary in zip((1, 3), events, strict=True):
+        start = (now + datetime.timedelta(hours=hours)).strftime("%Y%m%dT%H0000Z")
+        end = (now + datetime.timedelta(hours=hours + 1)).strftime("%Y%m%dT%H0000Z")
+        lines += [
+            "BEGIN:VEVENT",
+            f"UID:{role}-{hours}@demo",
+            f"DTSTAMP:{start}",
+            f"DTSTART:{start}",
+            f"DTEND:{end}",
+            f"SUMMARY:{summary}",
+            "END:VEVENT",
+        ]
+    return "\r\n".join([*lines, "END:VCALENDAR", ""])
 
 
 _VAULTS = {

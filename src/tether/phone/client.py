@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import LocalProtocolError, ProtocolError, TransportError
@@ -140,10 +140,13 @@ async def run_commands(
     persist: Callable[[bytes], None],
     timeout: float = COMMAND_TIMEOUT,
     data: DataResponder = deny_all,
+    linger: Callable[[list[Outcome]], Awaitable[None]] | None = None,
 ) -> list[Outcome]:
     """One transaction carrying the commands (sent right behind the proof), then a clean close.
 
     ``persist`` stores the car's new persistent key as soon as the car confirms the session.
+    ``linger``, if given, is awaited with the outcomes before the session closes: the phone stays
+    connected (while the driver is in the car, the head unit keeps showing their data).
     """
     session, fell_back = await _establish(
         transport,
@@ -166,6 +169,8 @@ async def run_commands(
                 granted, denied = data(event)
                 session.respond_data(event.request_id, granted=granted, denied=denied)
                 await _flush(transport, session.data_to_send())
+    if linger is not None:
+        await linger(outcomes)
     session.close()
     await _flush(transport, session.data_to_send())
     return outcomes

@@ -1,0 +1,113 @@
+"""The console in a real browser (Debian's Chromium, driven by Playwright): click through the story.
+
+pair → unlock → share → friend unlock → friend start refused → revoke → friend refused → relay
+refused, asserting what the page shows at each step, with screenshots (docs/screenshots when
+TETHER_SCREENSHOTS names a folder; the README shows two of them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+from tether.console import web
+from tether.console.world import DemoWorld
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
+)
+FLAGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[DemoWorld]:
+    demo = DemoWorld(tmp_path / "demo", port=0)
+    demo.mount = lambda app: web.mount(app, demo)
+    await demo.start()
+    yield demo
+    await demo.stop()
+
+
+async def click(page: Page, testid: str) -> None:
+    await page.get_by_test_id(testid).click()
+    await expect(page.locator("body")).to_have_attribute("data-busy", "0", timeout=20_000)
+
+
+async def last_step(page: Page, text: str) -> None:
+    await expect(page.get_by_test_id("steps").locator("li").last).to_contain_text(text)
+
+
+@pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
+async def test_story_in_the_browser(world: DemoWorld, tmp_path: Path, width: int) -> None:
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = await browser.new_page(viewport={"width": width, "height": 1000})
+        try:
+            await page.goto(world.url)
+            await expect(page.get_by_test_id("connection")).to_have_text("live")
+            await expect(page.get_by_test_id("pairing-code")).to_contain_text(world.code)
+            await expect(page.get_by_test_id("car-lock")).to_have_text("locked")
+
+            await click(page, "owner-pair")
+            await expect(page.get_by_test_id("owner-keys")).to_contain_text("Demo car")
+            await expect(page.get_by_test_id("pairing-code")).to_be_hidden()
+
+            await click(page, "owner-unlock")
+            await last_step(page, "Ada: unlock — done (standard)")
+            await expect(page.get_by_test_id("car-lock")).to_have_text("unlocked")
+
+            await click(page, "owner-start")  # the head unit fills from Ada's phone
+            await expect(page.get_by_test_id("car-ignition")).to_have_text("on")
+            await expect(page.get_by_test_id("audit")).to_contain_text("start")
+            await page.screenshot(path=str(shots / "console-started.png"), full_page=True)
+            await click(page, "owner-stop")
+            await expect(page.get_by_test_id("headunit")).to_contain_text("forgotten")
+
+            await click(page, "owner-share")
+            await expect(page.get_by_test_id("friend-keys")).to_contain_text("lock, unlock")
+            await click(page, "friend-unlock")
+            await last_step(page, "Bea: unlock — done")
+            await click(page, "friend-start")
+            await last_step(page, "Bea: start — refused (no_right")
+            await expect(page.get_by_test_id("car-ignition")).to_have_text("off")
+
+            await click(page, "owner-revoke")
+            await last_step(page, "applied; the car signed a receipt")
+            await click(page, "friend-unlock")
+            await last_step(page, "Bea: unlock — refused by the car (unknown_key)")
+            await expect(page.get_by_test_id("friend-keys")).to_contain_text("revoked")
+
+            await click(page, "attack-relay")
+            await expect(page.get_by_test_id("attacks")).to_contain_text(
+                "relay from 30 m — refused"
+            )
+            await click(page, "attack-replay")
+            await expect(page.get_by_test_id("attacks")).to_contain_text(
+                "replay a recorded unlock — refused"
+            )
+            await expect(page.get_by_test_id("audit")).to_contain_text("unknown_key")
+            await page.screenshot(path=str(shots / "console-attacks.png"), full_page=True)
+        finally:
+            await browser.close()
+    keep = os.environ.get("TETHER_SCREENSHOTS")
+    if keep and width == 1280:
+        for shot in shots.iterdir():
+            shutil.copy(shot, Path(keep) / shot.name)
+    assert sorted(p.name for p in shots.iterdir()) == ["console-attacks.png", "console-started.png"]
