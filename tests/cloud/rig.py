@@ -69,6 +69,8 @@ class Car:
             self.link = None
 
     async def close(self) -> None:
+        if self.link is not None:
+            await self.link.retire()  # leave no retained messages on the shared broker
         await self.disconnect()
         await self.listener.close()
         self.store.close()

@@ -101,6 +101,17 @@ class CloudLink:
             self.agent.listeners.remove(self._on_event)
         await self.client.close()
 
+    async def retire(self) -> None:
+        """Take the car out of Home Assistant: empty retained discovery and state (a car sold)."""
+        client = self._mqtt
+        if client is None:
+            return
+        retained = [*topics.discovery(self.vehicle_id, self.store.name)]
+        retained += [topics.ha_state(self.vehicle_id), topics.availability(self.vehicle_id)]
+        with contextlib.suppress(aiomqtt.MqttError):
+            for topic in retained:
+                await client.publish(topic, b"", qos=1, retain=True)
+
     async def register(self) -> None:
         """Tell the server who this car is and who its owners are (the car's own word)."""
         owners = sorted(
