@@ -95,7 +95,11 @@ class Fleet:
 
         async def one(group: list[SimCar]) -> None:
             client = aiomqtt.Client(
-                self.host, self.port, protocol=aiomqtt.ProtocolVersion.V5, timeout=30
+                self.host,
+                self.port,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                timeout=30,
+                socket_options=topics.NO_DELAY,
             )
             await client.__aenter__()
             for car in group:
@@ -156,7 +160,9 @@ class Fleet:
                 car.key, raw, ok=True, reason="", message="Done.", now=int(time.time())
             )
             await client.publish(
-                topics.up(vid), topics.encode({"t": "result", "body": result}), qos=1
+                topics.up(vid),
+                topics.encode({"t": "result", "body": result}),
+                qos=topics.qos("result"),
             )
 
     def _count_raw(self, vid: bytes) -> None:
@@ -279,12 +285,16 @@ async def relay_round_trip(http: httpx.AsyncClient, car: SimCar) -> float:
         path, content=body, headers=signed_headers(car.owner, "POST", path, "", body)
     )
     response.raise_for_status()
+    posted = time.perf_counter()
     command_id = response.json()["id"]
     path = f"/v1/commands/{command_id}"
     answer = await http.get(
         path, params={"wait": "10"}, headers=signed_headers(car.owner, "GET", path, "wait=10", b"")
     )
     answer.raise_for_status()
+    if os.environ.get("BENCH_DEBUG"):
+        got = time.perf_counter() - posted
+        print(f"post {1000 * (posted - started):.1f} ms, get {1000 * got:.1f} ms")
     result = answer.json()
     assert result["status"] == "done", result
     remote.verify_result(
@@ -353,7 +363,9 @@ async def main(args: argparse.Namespace) -> None:
         # -- remote commands through the relay vs raw MQTT request/response -------------------
         async with (
             httpx.AsyncClient(base_url=base, timeout=30) as http,
-            aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5) as requester,
+            aiomqtt.Client(
+                host, port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=topics.NO_DELAY
+            ) as requester,
         ):
             waiters: dict[str, asyncio.Future[None]] = {}
             await requester.subscribe("bench/raw/+/resp", qos=0)
@@ -406,7 +418,9 @@ async def main(args: argparse.Namespace) -> None:
 
         fleet.raw_seen.clear()
         fleet.all_raw.clear()
-        async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V5) as publisher:
+        async with aiomqtt.Client(
+            host, port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=topics.NO_DELAY
+        ) as publisher:
             started = time.perf_counter()
             for car, revocation in zip(fan_cars, revocations, strict=True):
                 await publisher.publish(

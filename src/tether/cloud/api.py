@@ -433,15 +433,19 @@ def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
         except HTTPException:
             return "unknown car"
         if kind == "result":
-            return _accept_result(conn, hub, key, body, now)
-        if kind == "receipt":
-            return _accept_receipt(conn, key, body, now)
-        if kind == "state":
-            return _accept_state(conn, key, body, now)
-    return "unknown kind"
+            outcome = _accept_result(conn, key, body, now)
+        elif kind == "receipt":
+            outcome = _accept_receipt(conn, key, body, now)
+        elif kind == "state":
+            outcome = _accept_state(conn, key, body, now)
+        else:
+            outcome = "unknown kind"
+    if kind == "result" and outcome == "stored":
+        hub.wake(remote.result_request(body))  # after the commit: the poll must see it
+    return outcome
 
 
-def _accept_result(conn: Connection, hub: Hub, key: PublicKey, body: bytes, now: float) -> str:
+def _accept_result(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
     try:
         digest = remote.result_request(body)
     except remote.RemoteError:
@@ -464,7 +468,6 @@ def _accept_result(conn: Connection, hub: Hub, key: PublicKey, body: bytes, now:
         .where(db.commands.c.digest == digest)
         .values(status="done", result=body, done_at=now)
     )
-    hub.wake(digest)
     return "stored"
 
 
@@ -871,17 +874,21 @@ async def get_command(
                 )
             ).first()
 
-    row = await to_thread.run_sync(read)
-    if row is None or bytes(row.key_id) != caller.key_id:
-        raise HTTPException(404, "no such command of yours")
-    deadline = hub.clock() + wait
-    while row.status == "pending" and hub.clock() < deadline:
-        hub.loop = asyncio.get_running_loop()
-        event = hub.results.setdefault(digest, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
+    # Listen before the first read: a result that lands in between still wakes this poll.
+    hub.loop = asyncio.get_running_loop()
+    event = hub.results.setdefault(digest, asyncio.Event())
+    try:
         row = await to_thread.run_sync(read)
-    hub.results.pop(digest, None)
+        if row is None or bytes(row.key_id) != caller.key_id:
+            raise HTTPException(404, "no such command of yours")
+        deadline = hub.clock() + wait
+        while row.status == "pending" and hub.clock() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
+            event.clear()
+            row = await to_thread.run_sync(read)
+    finally:
+        hub.results.pop(digest, None)
     return {
         "id": command_id,
         "status": row.status,

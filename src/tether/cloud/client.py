@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +16,12 @@ import httpx
 from tether.cloud import httpsig
 from tether.errors import CloudError, TransportError
 from tether.protocol.crypto import PrivateKey
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context per process: building one (loading the CA store) costs tens of ms."""
+    return ssl.create_default_context()
 
 
 class CloudClient:
@@ -34,7 +42,7 @@ class CloudClient:
         self.base_url = base_url.rstrip("/")
         self.key = key
         self.clock = clock
-        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._http = http or httpx.AsyncClient(timeout=timeout, verify=_tls())
         self._own = http is None
 
     async def close(self) -> None:

@@ -46,17 +46,18 @@ class Relay:
         if loop is None or client is None:
             return  # the car will find it in its inbox
         payload = topics.encode(message)
+        qos = topics.qos(str(message.get("t", "")))
 
         def go() -> None:
-            task = loop.create_task(self._publish(client, topics.down(vehicle_id), payload))
+            task = loop.create_task(self._publish(client, topics.down(vehicle_id), payload, qos))
             task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
         loop.call_soon_threadsafe(go)
 
     @staticmethod
-    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes) -> None:
+    async def _publish(client: aiomqtt.Client, topic: str, payload: bytes, qos: int) -> None:
         try:
-            await client.publish(topic, payload, qos=1)
+            await client.publish(topic, payload, qos=qos)
         except aiomqtt.MqttError as exc:
             log.info("publish to %s failed (the inbox has it): %s", topic, exc)
 
@@ -88,6 +89,7 @@ class Relay:
                     identifier=self.client_id or None,
                     timeout=3.0,
                     keepalive=15,
+                    socket_options=topics.NO_DELAY,
                 ) as client:
                     await client.subscribe(uplink, qos=1)
                     self._client = client

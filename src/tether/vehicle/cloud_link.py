@@ -192,7 +192,9 @@ class CloudLink:
         if client is not None:
             try:
                 await client.publish(
-                    topics.up(self.vehicle_id), topics.encode({"t": kind, "body": body}), qos=1
+                    topics.up(self.vehicle_id),
+                    topics.encode({"t": kind, "body": body}),
+                    qos=topics.qos(kind),
                 )
                 return
             except aiomqtt.MqttError:
@@ -277,6 +279,7 @@ class CloudLink:
             will=will,
             timeout=MQTT_TIMEOUT_S,  # a broker that died mid-publish must not stall the car
             keepalive=MQTT_KEEPALIVE_S,
+            socket_options=topics.NO_DELAY,
         ) as client:
             await client.subscribe(topics.down(self.vehicle_id), qos=1)
             self._mqtt = client
