@@ -7,6 +7,7 @@ what it claims the car said (results, receipts) is refused by the owner's phone.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -109,7 +110,22 @@ async def test_attacker_with_the_database_cannot_open_the_car(
             canonical=True,
         )
         host, port, _ = topics.parse_broker(sqlite_server.mqtt_url)
-        async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V311) as mqtt:
+        # A stranger on the broker may not even publish to the car's topic (the broker's ACL)...
+        async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V311) as anon:
+            await anon.publish(
+                topics.down(vid), topics.encode({"t": "command", "raw": tampered}), qos=1
+            )
+        await asyncio.sleep(0.3)
+        assert "command_bad_signature" not in {e.reason for e in car.store.audit_entries()}
+        # ...but Mallory holds the whole server, its broker password included.
+        assert sqlite_server.broker is not None
+        async with aiomqtt.Client(
+            host,
+            port,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            username=topics.SERVER_USER,
+            password=sqlite_server.broker.secret,
+        ) as mqtt:
             for raw in (envelope, tampered):
                 await mqtt.publish(
                     topics.down(vid), topics.encode({"t": "command", "raw": raw}), qos=1

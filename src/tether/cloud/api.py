@@ -29,6 +29,7 @@ from tether.cloud import db, httpsig
 from tether.errors import MalformedMessage, TetherError
 from tether.phone.sharing import read_bundle
 from tether.protocol import credentials, remote
+from tether.protocol.credentials import Revocation
 from tether.protocol.crypto import PublicKey, sha256
 
 INVITATION_TTL = 7 * 86_400
@@ -120,6 +121,14 @@ class Hub:
     #: Wakes long-polls in this process early; other instances poll the database.
     results: dict[bytes, asyncio.Event] = dataclasses.field(default_factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
+
+    def vehicle_key(self, vehicle_id: bytes) -> PublicKey | None:
+        """A registered car's public key (the embedded broker checks car logins with it)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(db.vehicles.c.public_key).where(db.vehicles.c.vehicle_id == vehicle_id)
+            ).first()
+        return PublicKey(bytes(row.public_key)) if row is not None else None
 
     def wake(self, digest: bytes) -> None:
         """Wake a long-poll for ``digest`` from whatever thread its result arrived on."""
@@ -349,16 +358,26 @@ def _is_revoked(conn: Connection, vehicle_id: bytes, some_id: bytes) -> bool:
     )
 
 
-def _store_revocation(
-    conn: Connection, hub: Hub, vehicle_id: bytes, raw: bytes, now: float
-) -> dict[str, Any]:
-    """Queue an owner-signed revocation for its car and close the server's doors to its keys."""
+def _verify_revocation(conn: Connection, vehicle_id: bytes, raw: bytes) -> Revocation:
     try:
-        revocation = credentials.verify_revocation(
+        return credentials.verify_revocation(
             raw, vehicle_id=vehicle_id, owner_key=_owner_lookup(conn, vehicle_id)
         )
     except TetherError as exc:
         raise HTTPException(400, f"revocation refused ({exc.code}): {exc.message}") from None
+
+
+def _store_revocation(
+    conn: Connection,
+    hub: Hub,
+    vehicle_id: bytes,
+    raw: bytes,
+    now: float,
+    *,
+    verified: Revocation | None = None,
+) -> dict[str, Any]:
+    """Queue an owner-signed revocation for its car and close the server's doors to its keys."""
+    revocation = verified or _verify_revocation(conn, vehicle_id, raw)
     digest = sha256(raw)
     exists = conn.execute(
         sa.select(db.revocations.c.status).where(db.revocations.c.digest == digest)
@@ -1107,8 +1126,9 @@ def bulk_revocations(
     """(Operator) Queue many owner-signed revocations for cars of the fleet."""
     fid = _fleet_caller(caller, fleet_id)
     now = hub.clock()
-    out = []
-    with hub.engine.begin() as conn:
+    checked: list[tuple[bytes, bytes, Revocation]] = []
+    # Signatures first, reading only: the write transaction that follows stays short.
+    with hub.engine.connect() as conn:
         for text in body.revocations:
             raw = unb64(text, "revocation")
             try:
@@ -1117,7 +1137,11 @@ def bulk_revocations(
                 raise HTTPException(400, f"revocation refused: {exc.message}") from None
             if not _fleet_has(conn, fid, vid):
                 raise _forbidden(f"car {vid.hex()} is not in this fleet")
-            out.append(_store_revocation(conn, hub, vid, raw, now))
+            checked.append((vid, raw, _verify_revocation(conn, vid, raw)))
+    with hub.engine.begin() as conn:
+        out = [
+            _store_revocation(conn, hub, vid, raw, now, verified=rev) for vid, raw, rev in checked
+        ]
     return {"revocations": out}
 
 

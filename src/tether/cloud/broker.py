@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import warnings
+from collections.abc import Callable
 from typing import Any
+
+from tether.protocol.crypto import PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +21,35 @@ log = logging.getLogger(__name__)
 class EmbeddedBroker:
     """amqtt's broker on a loopback port."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 1884) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1884,
+        *,
+        lookup: Callable[[bytes], PublicKey | None] | None = None,
+    ) -> None:
         self.host, self.port = host, port
+        #: The server's MQTT password (random per process); cars log in with signatures.
+        self.secret = secrets.token_urlsafe(24)
+        self.lookup = lookup
         self._broker: Any = None
         self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
         return f"mqtt311://{self.host}:{self.port}"
+
+    def _plugins(self) -> dict[str, Any]:
+        if self.lookup is None:  # no identities to check against: an open development broker
+            return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        from tether.cloud.broker_acl import AUTHORITIES
+
+        name = f"{self.host}:{self.port}"
+        AUTHORITIES[name] = (self.secret, self.lookup)
+        return {
+            "tether.cloud.broker_acl.TetherAuth": {"authority": name},
+            "tether.cloud.broker_acl.TetherAcl": {"authority": name},
+        }
 
     async def start(self) -> None:
         with warnings.catch_warnings():
@@ -34,11 +59,7 @@ class EmbeddedBroker:
             broker = Broker(
                 {
                     "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-                    "plugins": {
-                        "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                            "allow_anonymous": True
-                        }
-                    },
+                    "plugins": self._plugins(),
                 }
             )
             handle = broker.stream_connected

@@ -26,8 +26,17 @@ RECONNECT_S = 0.5
 class Relay:
     """One MQTT connection for the server process: publish down, subscribe up."""
 
-    def __init__(self, hub: Hub, broker: str, *, client_id: str = "", group: str = "") -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        broker: str,
+        *,
+        client_id: str = "",
+        group: str = "",
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.hub = hub
+        self.login = login
         # Server processes of one deployment (one database) share the uplink; two deployments
         # on one broker must not take each other's messages.
         url = hub.engine.url.render_as_string(hide_password=True)
@@ -87,6 +96,8 @@ class Relay:
                     self.port,
                     protocol=protocol,
                     identifier=self.client_id or None,
+                    username=self.login[0] if self.login else None,
+                    password=self.login[1] if self.login else None,
                     timeout=3.0,
                     keepalive=15,
                     socket_options=topics.NO_DELAY,

@@ -16,6 +16,7 @@ from tether.cloud import db
 from tether.cloud.api import Hub, create_app
 from tether.cloud.broker import EmbeddedBroker
 from tether.cloud.relay import Relay
+from tether.cloud.topics import SERVER_USER
 from tether.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,16 @@ class Server:
         url = self.settings.database or db.default_url(self.settings.directory)
         engine = db.make_engine(url)
         await asyncio.to_thread(db.upgrade, engine)
+        self.hub = Hub(engine=engine, clock=self.clock)
+        login = None
         if not self.mqtt_url:
-            self.broker = EmbeddedBroker(port=self.settings.embedded_mqtt_port)
+            self.broker = EmbeddedBroker(
+                port=self.settings.embedded_mqtt_port, lookup=self.hub.vehicle_key
+            )
             await self.broker.start()
             self.mqtt_url = self.broker.url
-        self.hub = Hub(engine=engine, clock=self.clock)
-        self.relay = Relay(self.hub, self.mqtt_url)
+            login = (SERVER_USER, self.broker.secret)
+        self.relay = Relay(self.hub, self.mqtt_url, login=login)
         self.hub.publish = self.relay.publish
         await self.relay.start()
         app = create_app(self.hub)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from typing import Any
@@ -9,7 +10,8 @@ from urllib.parse import urlsplit
 
 import cbor2
 
-from tether.errors import UsageError
+from tether.errors import AuthenticationFailed, UsageError
+from tether.protocol.crypto import PrivateKey, PublicKey
 
 PREFIX = "tether/v1"
 UPLINK_FILTER = f"{PREFIX}/+/up"
@@ -169,3 +171,55 @@ def ha_payload(signals: dict[str, Any]) -> bytes:
         "speed": signals.get("Vehicle.Speed", 0),
     }
     return json.dumps(state, sort_keys=True).encode()
+
+
+# -- who may use which topic (the embedded broker enforces it; docs/cloud.md for Mosquitto) ------
+SERVER_USER = "tether-server"
+CAR_PREFIX = "car:"
+_LOGIN_CONTEXT = b"tether-mqtt-login-v1|"
+LOGIN_SKEW = 300
+
+
+def car_login(key: PrivateKey, now: int) -> tuple[str, str]:
+    """MQTT username and password for a car: its id, and a fresh signature by its key."""
+    vid = key.public_key.key_id.hex()
+    signature = key.sign(_LOGIN_CONTEXT + f"{vid}|{now}".encode())
+    return CAR_PREFIX + vid, f"{now}.{base64.urlsafe_b64encode(signature).decode()}"
+
+
+def check_car_login(username: str, password: str, key: PublicKey, now: float) -> bool:
+    """Whether ``password`` is a fresh login signature by the car named in ``username``."""
+    vid = username[len(CAR_PREFIX) :]
+    stamp, _, encoded = password.partition(".")
+    if not username.startswith(CAR_PREFIX) or vid != key.key_id.hex() or not stamp.isdigit():
+        return False
+    if abs(now - int(stamp)) > LOGIN_SKEW:
+        return False
+    try:
+        key.verify(base64.urlsafe_b64decode(encoded), _LOGIN_CONTEXT + f"{vid}|{stamp}".encode())
+    except (ValueError, AuthenticationFailed):
+        return False
+    return True
+
+
+def may(username: str | None, topic: str, action: str) -> bool:
+    """The topic rules: the server anything; a car only its own topics; anyone else read-only
+    Home Assistant state (discovery and the cars' plain state, no commands, nothing signed)."""
+    if username == SERVER_USER:
+        return True
+    parts = topic.split("/")
+    if username and username.startswith(CAR_PREFIX):
+        vid = username[len(CAR_PREFIX) :]
+        own = topic.startswith(f"{PREFIX}/{vid}/")
+        if action in {"subscribe", "receive"}:
+            return topic == f"{PREFIX}/{vid}/down"
+        return (own and parts[3] in ("up", "ha")) or (
+            len(parts) >= 3 and parts[0] == DISCOVERY_PREFIX and parts[2] == f"tether_{vid}"
+        )
+    if action == "publish":
+        return False
+    return (
+        topic.startswith(f"{DISCOVERY_PREFIX}/")
+        or (len(parts) >= 4 and "/".join(parts[:2]) == PREFIX and parts[3] == "ha")
+        or topic in ("homeassistant/#", f"{PREFIX}/+/ha/#")
+    )

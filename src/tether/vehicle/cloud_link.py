@@ -271,11 +271,15 @@ class CloudLink:
         host, port, level = topics.parse_broker(self.mqtt_url)
         protocol = aiomqtt.ProtocolVersion.V5 if level == 5 else aiomqtt.ProtocolVersion.V311
         will = aiomqtt.Will(topics.availability(self.vehicle_id), b"offline", qos=1, retain=True)
+        # The session is bound to the car: its id and a fresh signature (brokers that check it).
+        username, password = topics.car_login(self.store.identity, int(time.time()))
         async with aiomqtt.Client(
             host,
             port,
             protocol=protocol,
             identifier=f"tether-car-{self.vehicle_id.hex()}",
+            username=username,
+            password=password,
             will=will,
             timeout=MQTT_TIMEOUT_S,  # a broker that died mid-publish must not stall the car
             keepalive=MQTT_KEEPALIVE_S,
