@@ -341,7 +341,7 @@ async def main(args: argparse.Namespace) -> None:
             args.mqtt,
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(work / "server.log").open("w"),
         text=True,
     )
     assert server.stdout is not None
@@ -411,8 +411,9 @@ async def main(args: argparse.Namespace) -> None:
                 )
                 response.raise_for_status()
 
-            chunks = [revocations[i : i + 1000] for i in range(0, len(revocations), 1000)]
-            await asyncio.gather(*(post(c) for c in chunks))
+            # One batch after the other, as an operator's phone sends them.
+            for i in range(0, len(revocations), 1000):
+                await post(revocations[i : i + 1000])
         await asyncio.wait_for(fleet.all_revoked.wait(), 600)
         fanout_s = max(fleet.revoked.values()) - started
 
@@ -430,6 +431,9 @@ async def main(args: argparse.Namespace) -> None:
                 )
             await asyncio.wait_for(fleet.all_raw.wait(), 600)
         raw_fanout_s = max(fleet.raw_seen.values()) - started
+    except Exception:
+        console.print(f"[red]failed; the server's log is {work / 'server.log'}[/red]")
+        raise
     finally:
         await fleet.close()
         server.send_signal(signal.SIGTERM)

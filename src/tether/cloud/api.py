@@ -1128,7 +1128,7 @@ def bulk_revocations(
     now = hub.clock()
     checked: list[tuple[bytes, bytes, Revocation]] = []
     # Signatures first, reading only: the write transaction that follows stays short.
-    with hub.engine.connect() as conn:
+    with hub.engine.connect().execution_options(readonly=True) as conn:
         for text in body.revocations:
             raw = unb64(text, "revocation")
             try:

@@ -166,6 +166,7 @@ def default_url(directory: Path) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
+    dbapi_conn.isolation_level = None  # type: ignore[attr-defined]  # we say BEGIN ourselves
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
@@ -173,13 +174,22 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor.close()
 
 
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A deferred transaction that reads and then writes cannot wait for another writer (SQLite
+    # answers "database is locked" at once): writers take the lock up front. Connections marked
+    # readonly (execution option) read a snapshot and never block a writer.
+    readonly = conn.get_execution_options().get("readonly", False)
+    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url`` (sqlite:///..., postgresql+psycopg://...), durable commits."""
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
