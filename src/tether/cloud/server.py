@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,17 @@ class Server:
         parts = urlsplit(self.settings.listen)
         if parts.scheme != "http" or not parts.hostname:
             raise UsageError(f"--listen is http://HOST:PORT, not {self.settings.listen!r}")
+        port = parts.port if parts.port is not None else 8000
+        # Bind first: a port in use is one clear sentence, before anything else has started.
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((parts.hostname, port))
+        except OSError as exc:
+            listener.close()
+            raise UsageError(
+                f"cannot listen on {parts.hostname}:{port} ({exc.strerror}); pick another port"
+            ) from None
         self.settings.directory.mkdir(parents=True, exist_ok=True)
         url = self.settings.database or db.default_url(self.settings.directory)
         engine = db.make_engine(url)
@@ -83,7 +95,7 @@ class Server:
         config = uvicorn.Config(
             app,
             host=parts.hostname,
-            port=parts.port if parts.port is not None else 8000,
+            port=port,
             log_level="warning",
             lifespan="off",
             access_log=False,
@@ -91,7 +103,7 @@ class Server:
         )
         server = uvicorn.Server(config)
         self._uvicorn = server
-        self._task = asyncio.create_task(server.serve())
+        self._task = asyncio.create_task(server.serve(sockets=[listener]))
         while not server.started:
             if self._task.done():
                 await self._task
