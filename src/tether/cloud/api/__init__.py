@@ -1,0 +1,45 @@
+"""The server's HTTP API (FastAPI, OpenAPI): every route signed, every caller checked.
+
+Callers are keys, not accounts: a car signs with its identity key, a phone with its endpoint key
+for that car, a fleet operator with its fleet key (RFC 9421, :mod:`tether.cloud.httpsig`).
+Who may act on a car is what the car itself declared (its owners) plus the grantees of grants its
+owners signed; a revocation the server relays also closes the server's doors to the revoked keys.
+The server verifies every signed object it stores but can make none of them (docs/cloud.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tether.cloud import httpsig
+from tether.cloud.api import cars, commands, fleets, sharing
+from tether.cloud.api.access import PROBLEMS, Hub
+from tether.cloud.api.objects import accept_uplink
+
+__all__ = ["Hub", "accept_uplink", "create_app"]
+
+
+def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
+    """The ASGI app over ``hub``."""
+    app = FastAPI(
+        title="tether cloud",
+        version="1",
+        description=(
+            "Relays and stores for phones and cars; holds no key that can open a car. Every "
+            "route except /v1/health and invitation lookup needs an RFC 9421 signature by a "
+            "device key (docs/cloud.md)."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    for module in (cars, sharing, commands, fleets):
+        app.include_router(module.router, responses=PROBLEMS)
+
+    @app.exception_handler(httpsig.SignatureRefused)
+    async def refused(_: Request, exc: httpsig.SignatureRefused) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=401)
+
+    return app

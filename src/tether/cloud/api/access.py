@@ -1,0 +1,255 @@
+"""Who is calling and what they may do: the hub, RFC 9421 request checks, roles on a car."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from anyio import to_thread
+from fastapi import Depends, HTTPException, Path, Request
+from pydantic import BaseModel
+from sqlalchemy.engine import Connection, Engine
+
+from tether.cloud import db, httpsig
+from tether.errors import MalformedMessage
+from tether.protocol.crypto import PublicKey
+
+INVITATION_TTL = 7 * 86_400
+MAX_WAIT = 30.0
+HEX16 = r"^[0-9a-f]{32}$"
+HEX32 = r"^[0-9a-f]{64}$"
+
+
+# -- wire helpers ----------------------------------------------------------------------------------
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except ValueError:
+        raise HTTPException(400, f"{what} is not base64url") from None
+
+
+def public_key_from(text: str, what: str) -> PublicKey:
+    try:
+        return PublicKey(unb64(text, what))
+    except MalformedMessage:
+        raise HTTPException(400, f"{what} is not a P-256 public key") from None
+
+
+# -- the hub: database, clock, and the relay to the cars -------------------------------------------
+@dataclasses.dataclass(slots=True)
+class Hub:
+    """What the routes share; nothing here is state a second server instance would need."""
+
+    engine: Engine
+    clock: Callable[[], float]
+    publish: Callable[[bytes, dict[str, Any]], None] = lambda vehicle_id, message: None
+    #: Wakes long-polls in this process early; other instances poll the database.
+    results: dict[bytes, asyncio.Event] = dataclasses.field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def vehicle_key(self, vehicle_id: bytes) -> PublicKey | None:
+        """A registered car's public key (the embedded broker checks car logins with it)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(db.vehicles.c.public_key).where(db.vehicles.c.vehicle_id == vehicle_id)
+            ).first()
+        return PublicKey(bytes(row.public_key)) if row is not None else None
+
+    def wake(self, digest: bytes) -> None:
+        """Wake a long-poll for ``digest`` from whatever thread its result arrived on."""
+        event = self.results.get(digest)
+        if event is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(event.set)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Caller:
+    key_id: bytes
+    kind: str
+
+
+def hub_of(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def check_signature(
+    hub: Hub, request: Request, body: bytes, introduced: PublicKey | None = None
+) -> Caller:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    claimed, _, _ = httpsig.read_signature(headers)
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        row = conn.execute(
+            sa.select(db.principals.c.public_key, db.principals.c.kind).where(
+                db.principals.c.key_id == claimed.key_id
+            )
+        ).first()
+        if row is not None:
+            key, kind = PublicKey(bytes(row.public_key)), str(row.kind)
+        elif introduced is not None and introduced.key_id == claimed.key_id:
+            key, kind = introduced, "new"
+        else:
+            raise httpsig.SignatureRefused("this key is not known here")
+        httpsig.verify_request(
+            key,
+            method=request.method,
+            path=request.url.path,
+            query=request.url.query,
+            body=body,
+            headers=headers,
+            now=now,
+        )
+        conn.execute(
+            sa.delete(db.nonces).where(db.nonces.c.created_at < now - 2 * httpsig.MAX_SKEW)
+        )
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    sa.insert(db.nonces).values(
+                        key_id=claimed.key_id, nonce=claimed.nonce, created_at=now
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise httpsig.SignatureRefused("this request was already received (a replay)") from None
+    return Caller(key_id=claimed.key_id, kind=kind)
+
+
+async def signed(request: Request) -> Caller:
+    """Dependency: the verified caller of a request signed by a key the server knows."""
+    body = await request.body()
+    hub = hub_of(request)
+    return await to_thread.run_sync(check_signature, hub, request, body)
+
+
+SignedBy = Annotated[Caller, Depends(signed)]
+HubDep = Annotated[Hub, Depends(hub_of)]
+VehicleId = Annotated[str, Path(pattern=HEX16, description="the car's key id, hex")]
+
+
+def forbidden(what: str = "you may not act on this car") -> HTTPException:
+    return HTTPException(403, what)
+
+
+def role_of(conn: Connection, vehicle_id: bytes, key_id: bytes, now: float) -> str | None:
+    """owner, friend (unrevoked, unexpired), or None."""
+    row = conn.execute(
+        sa.select(db.members.c.role, db.members.c.not_after, db.members.c.revoked).where(
+            db.members.c.vehicle_id == vehicle_id, db.members.c.key_id == key_id
+        )
+    ).first()
+    if row is None or row.revoked or (row.not_after is not None and now >= row.not_after):
+        return None
+    return str(row.role)
+
+
+def fleet_has(conn: Connection, fleet_id: bytes, vehicle_id: bytes) -> bool:
+    return (
+        conn.execute(
+            sa.select(db.fleet_vehicles.c.vehicle_id).where(
+                db.fleet_vehicles.c.fleet_id == fleet_id,
+                db.fleet_vehicles.c.vehicle_id == vehicle_id,
+            )
+        ).first()
+        is not None
+    )
+
+
+def require(conn: Connection, vehicle_id: bytes, caller: Caller, now: float, *allowed: str) -> str:
+    """The caller's standing on this car if it is one of ``allowed`` (owner/friend/fleet/car)."""
+    if "car" in allowed and caller.key_id == vehicle_id:
+        return "car"
+    role = role_of(conn, vehicle_id, caller.key_id, now)
+    if role is not None and role in allowed:
+        return role
+    if "fleet" in allowed and caller.kind == "fleet" and fleet_has(conn, caller.key_id, vehicle_id):
+        return "fleet"
+    raise forbidden()
+
+
+def vehicle_key(conn: Connection, vehicle_id: bytes) -> PublicKey:
+    row = conn.execute(
+        sa.select(db.vehicles.c.public_key).where(db.vehicles.c.vehicle_id == vehicle_id)
+    ).first()
+    if row is None:
+        raise HTTPException(404, "no such car here")
+    return PublicKey(bytes(row.public_key))
+
+
+def owner_lookup(conn: Connection, vehicle_id: bytes) -> Callable[[bytes], PublicKey | None]:
+    owners = {
+        bytes(r.key_id): PublicKey(bytes(r.public_key))
+        for r in conn.execute(
+            sa.select(db.principals.c.key_id, db.principals.c.public_key)
+            .join(db.members, db.members.c.key_id == db.principals.c.key_id)
+            .where(
+                db.members.c.vehicle_id == vehicle_id,
+                db.members.c.role == "owner",
+                db.members.c.revoked == sa.false(),
+            )
+        )
+    }
+    return owners.get
+
+
+def add_principal(conn: Connection, key: PublicKey, kind: str, now: float) -> None:
+    exists = conn.execute(
+        sa.select(db.principals.c.kind).where(db.principals.c.key_id == key.key_id)
+    ).first()
+    if exists is None:
+        conn.execute(
+            sa.insert(db.principals).values(
+                key_id=key.key_id, public_key=key.encoded, kind=kind, created_at=now
+            )
+        )
+    elif exists.kind != kind:
+        raise HTTPException(409, f"this key is already registered as a {exists.kind}")
+
+
+def upsert_member(
+    conn: Connection, vehicle_id: bytes, key_id: bytes, role: str, not_after: float | None
+) -> None:
+    where = (db.members.c.vehicle_id == vehicle_id) & (db.members.c.key_id == key_id)
+    row = conn.execute(sa.select(db.members.c.revoked).where(where)).first()
+    if row is None:
+        conn.execute(
+            sa.insert(db.members).values(
+                vehicle_id=vehicle_id, key_id=key_id, role=role, not_after=not_after, revoked=False
+            )
+        )
+    elif not row.revoked:
+        conn.execute(sa.update(db.members).where(where).values(role=role, not_after=not_after))
+
+
+class Problem(BaseModel):
+    """Why a request was refused: a sentence, and for signature refusals a stable code."""
+
+    detail: str
+    code: str | None = None
+
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a signed object or value is refused, and why"},
+    401: {"model": Problem, "description": "missing, stale, replayed or bad request signature"},
+    403: {"model": Problem, "description": "the signing key may not do this"},
+    404: {"model": Problem, "description": "no such thing (or not yours)"},
+    409: {"model": Problem, "description": "conflicts with what the server holds"},
+}
+
+
+FleetId = Annotated[str, Path(pattern=HEX16, description="the fleet key's id, hex")]
+
+
+def fleet_caller(caller: Caller, fleet_id: str) -> bytes:
+    fid = bytes.fromhex(fleet_id)
+    if caller.kind != "fleet" or caller.key_id != fid:
+        raise forbidden("only the fleet's operator key may do this")
+    return fid

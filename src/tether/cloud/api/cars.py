@@ -1,0 +1,231 @@
+"""Routes for cars: registration, state, telemetry, inbox, uplink, audit copies, health."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from tether.cloud import db
+from tether.cloud.api.access import (
+    HubDep,
+    SignedBy,
+    VehicleId,
+    add_principal,
+    b64,
+    check_signature,
+    forbidden,
+    public_key_from,
+    require,
+    unb64,
+    upsert_member,
+)
+from tether.cloud.api.bodies import (
+    AuditIn,
+    VehicleRegistration,
+)
+from tether.cloud.api.objects import (
+    accept_uplink,
+)
+
+router = APIRouter(prefix="/v1")
+
+
+@router.put("/vehicles/{vehicle_id}", tags=["cars"])
+async def register_vehicle(
+    vehicle_id: VehicleId, body: VehicleRegistration, request: Request, hub: HubDep
+) -> dict[str, Any]:
+    """A car registers itself (signed by its own key) and declares its owners."""
+    key = public_key_from(body.public_key, "public_key")
+    if key.key_id.hex() != vehicle_id:
+        raise HTTPException(400, "the public key does not match the car's id")
+    raw = await request.body()
+    caller = await to_thread.run_sync(check_signature, hub, request, raw, key)
+    if caller.key_id != key.key_id:
+        raise forbidden("only the car itself may register it")
+    owners = [public_key_from(o, "owners[]") for o in body.owners]
+
+    def work() -> dict[str, Any]:
+        now = hub.clock()
+        vid = key.key_id
+        with hub.engine.begin() as conn:
+            add_principal(conn, key, "vehicle", now)
+            exists = conn.execute(
+                sa.select(db.vehicles.c.vehicle_id).where(db.vehicles.c.vehicle_id == vid)
+            ).first()
+            values = {"name": body.name, "address": body.address, "last_seen": now}
+            if exists is None:
+                conn.execute(
+                    sa.insert(db.vehicles).values(
+                        vehicle_id=vid,
+                        public_key=key.encoded,
+                        registered_at=now,
+                        state={},
+                        **values,
+                    )
+                )
+            else:
+                conn.execute(
+                    sa.update(db.vehicles).where(db.vehicles.c.vehicle_id == vid).values(**values)
+                )
+            declared = {o.key_id for o in owners}
+            for owner in owners:
+                add_principal(conn, owner, "phone", now)
+                upsert_member(conn, vid, owner.key_id, "owner", None)
+            # An owner the car no longer lists (revoked there) loses its standing here too.
+            conn.execute(
+                sa.update(db.members)
+                .where(
+                    db.members.c.vehicle_id == vid,
+                    db.members.c.role == "owner",
+                    db.members.c.key_id.not_in(declared) if declared else sa.true(),
+                )
+                .values(revoked=True)
+            )
+        return {
+            "vehicle_id": vehicle_id,
+            "owners": len(owners),
+            "mqtt": getattr(request.app.state, "mqtt_url", ""),
+        }
+
+    return await to_thread.run_sync(work)
+
+
+@router.get("/vehicles/{vehicle_id}", tags=["cars"])
+def get_vehicle(vehicle_id: VehicleId, caller: SignedBy, hub: HubDep) -> dict[str, Any]:
+    """The car's name, address, key, and (owners and fleets) its latest state."""
+    vid = bytes.fromhex(vehicle_id)
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        role = require(conn, vid, caller, now, "owner", "friend", "fleet", "car")
+        row = conn.execute(sa.select(db.vehicles).where(db.vehicles.c.vehicle_id == vid)).first()
+        if row is None:
+            raise HTTPException(404, "no such car here")
+    out: dict[str, Any] = {
+        "vehicle_id": vehicle_id,
+        "name": row.name,
+        "address": row.address,
+        "public_key": b64(bytes(row.public_key)),
+        "last_seen": row.last_seen,
+        "your_role": role,
+    }
+    if role in ("owner", "fleet", "car"):
+        out["state"] = row.state
+        out["state_at"] = row.state_at
+    return out
+
+
+@router.get("/vehicles/{vehicle_id}/telemetry", tags=["cars"])
+def get_telemetry(
+    vehicle_id: VehicleId,
+    caller: SignedBy,
+    hub: HubDep,
+    since: Annotated[float, Query(ge=0)] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The car's state history (owners and its fleet)."""
+    vid = bytes.fromhex(vehicle_id)
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, hub.clock(), "owner", "fleet")
+        rows = conn.execute(
+            sa.select(db.telemetry.c.at, db.telemetry.c.state)
+            .where(db.telemetry.c.vehicle_id == vid, db.telemetry.c.at >= since)
+            .order_by(db.telemetry.c.at.desc())
+            .limit(limit)
+        ).all()
+    return {"history": [{"at": r.at, "state": r.state} for r in rows]}
+
+
+@router.get("/vehicles/{vehicle_id}/inbox", tags=["cars"])
+def inbox(vehicle_id: VehicleId, caller: SignedBy, hub: HubDep) -> dict[str, Any]:
+    """(The car) What is waiting for it: pending revocations and unexpired commands."""
+    vid = bytes.fromhex(vehicle_id)
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, now, "car")
+        conn.execute(
+            sa.update(db.vehicles).where(db.vehicles.c.vehicle_id == vid).values(last_seen=now)
+        )
+        revs = conn.execute(
+            sa.select(db.revocations.c.raw)
+            .where(db.revocations.c.vehicle_id == vid, db.revocations.c.status == "pending")
+            .order_by(db.revocations.c.seq)
+        ).all()
+        cmds = conn.execute(
+            sa.select(db.commands.c.envelope)
+            .where(
+                db.commands.c.vehicle_id == vid,
+                db.commands.c.status == "pending",
+                db.commands.c.expires_at > now,
+            )
+            .order_by(db.commands.c.created_at)
+        ).all()
+    return {
+        "revocations": [b64(bytes(r.raw)) for r in revs],
+        "commands": [b64(bytes(c.envelope)) for c in cmds],
+    }
+
+
+@router.post("/vehicles/{vehicle_id}/uplink", tags=["cars"])
+def uplink(
+    vehicle_id: VehicleId, body: dict[str, str], caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(The car) A signed result, receipt or state, when MQTT is not at hand."""
+    vid = bytes.fromhex(vehicle_id)
+    if caller.key_id != vid:
+        raise forbidden()
+    kind = body.get("t", "")
+    outcome = accept_uplink(hub, vid, {"t": kind, "body": unb64(body.get("body", ""), "body")})
+    return {"outcome": outcome}
+
+
+@router.post("/vehicles/{vehicle_id}/audit", tags=["cars"])
+def post_audit(
+    vehicle_id: VehicleId, body: AuditIn, caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(The car) Append entries of its audit log; returns the highest sequence number held."""
+    vid = bytes.fromhex(vehicle_id)
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, hub.clock(), "car")
+        have = conn.execute(
+            sa.select(sa.func.max(db.audit.c.seq)).where(db.audit.c.vehicle_id == vid)
+        ).scalar()
+        head = int(have or 0)
+        for entry in sorted(body.entries, key=lambda e: int(e.get("seq", 0))):
+            seq = entry.get("seq")
+            if type(seq) is not int or seq != head + 1:
+                continue  # only a contiguous continuation of the chain
+            conn.execute(sa.insert(db.audit).values(vehicle_id=vid, seq=seq, entry=entry))
+            head = seq
+    return {"head": head}
+
+
+@router.get("/vehicles/{vehicle_id}/audit", tags=["cars"])
+def get_audit(
+    vehicle_id: VehicleId,
+    caller: SignedBy,
+    hub: HubDep,
+    since: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """(Owner, fleet, the car) The car's uploaded audit entries."""
+    vid = bytes.fromhex(vehicle_id)
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, hub.clock(), "owner", "fleet", "car")
+        rows = conn.execute(
+            sa.select(db.audit.c.entry)
+            .where(db.audit.c.vehicle_id == vid, db.audit.c.seq > since)
+            .order_by(db.audit.c.seq)
+            .limit(limit)
+        ).all()
+    return {"entries": [r.entry for r in rows]}
+
+
+@router.get("/health", tags=["server"])
+def health(hub: HubDep) -> dict[str, Any]:
+    """Liveness and database reachability (no signature)."""
+    with hub.engine.begin() as conn:
+        conn.execute(sa.select(1))
+    return {"ok": True}

@@ -1,0 +1,110 @@
+"""Routes for remote commands: relay a phone-signed envelope, long-poll its signed result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from tether.cloud import db
+from tether.cloud.api.access import (
+    HEX32,
+    MAX_WAIT,
+    HubDep,
+    SignedBy,
+    VehicleId,
+    b64,
+    require,
+    unb64,
+    vehicle_key,
+)
+from tether.cloud.api.bodies import (
+    CommandIn,
+)
+from tether.protocol import remote
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/vehicles/{vehicle_id}/commands", tags=["commands"], status_code=202)
+def post_command(
+    vehicle_id: VehicleId, body: CommandIn, caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(Owner, friend) Relay a phone-signed command envelope to the car."""
+    vid = bytes.fromhex(vehicle_id)
+    raw = unb64(body.envelope, "envelope")
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, now, "owner", "friend")
+        vehicle_key(conn, vid)
+        try:
+            envelope = remote.parse_envelope(raw)
+        except remote.RemoteError as exc:
+            raise HTTPException(400, f"command refused ({exc.code}): {exc.message}") from None
+        if envelope.vehicle_id != vid or envelope.key_id != caller.key_id:
+            raise HTTPException(400, "the envelope is not for this car or not signed by you")
+        if envelope.expires <= now:
+            raise HTTPException(400, "the envelope has expired")
+        exists = conn.execute(
+            sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
+        ).first()
+        if exists is None:
+            conn.execute(
+                sa.insert(db.commands).values(
+                    digest=envelope.digest,
+                    vehicle_id=vid,
+                    key_id=caller.key_id,
+                    command=envelope.command.value,
+                    envelope=raw,
+                    expires_at=float(envelope.expires),
+                    created_at=now,
+                    status="pending",
+                )
+            )
+    if exists is None:
+        hub.publish(vid, {"t": "command", "raw": raw})
+    return {"id": envelope.digest.hex(), "status": "pending" if exists is None else exists.status}
+
+
+@router.get("/commands/{command_id}", tags=["commands"])
+async def get_command(
+    command_id: Annotated[str, Path(pattern=HEX32)],
+    caller: SignedBy,
+    hub: HubDep,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
+) -> dict[str, Any]:
+    """(The phone that sent it) The command's status and the car's signed result; long-polls."""
+    digest = bytes.fromhex(command_id)
+
+    def read() -> Any:
+        with hub.engine.begin() as conn:
+            return conn.execute(
+                sa.select(db.commands.c.key_id, db.commands.c.status, db.commands.c.result).where(
+                    db.commands.c.digest == digest
+                )
+            ).first()
+
+    # Listen before the first read: a result that lands in between still wakes this poll.
+    hub.loop = asyncio.get_running_loop()
+    event = hub.results.setdefault(digest, asyncio.Event())
+    try:
+        row = await to_thread.run_sync(read)
+        if row is None or bytes(row.key_id) != caller.key_id:
+            raise HTTPException(404, "no such command of yours")
+        deadline = hub.clock() + wait
+        while row.status == "pending" and hub.clock() < deadline:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
+            event.clear()
+            row = await to_thread.run_sync(read)
+    finally:
+        hub.results.pop(digest, None)
+    return {
+        "id": command_id,
+        "status": row.status,
+        "result": b64(bytes(row.result)) if row.result is not None else None,
+    }

@@ -1,0 +1,176 @@
+"""Routes for fleets: create, add cars, look, bulk grants and revocations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from anyio import to_thread
+from fastapi import APIRouter, HTTPException, Request
+
+from tether.cloud import db
+from tether.cloud.api.access import (
+    FleetId,
+    HubDep,
+    SignedBy,
+    add_principal,
+    check_signature,
+    fleet_caller,
+    fleet_has,
+    forbidden,
+    public_key_from,
+    require,
+    unb64,
+)
+from tether.cloud.api.bodies import (
+    BulkGrantsIn,
+    BulkRevocationsIn,
+    FleetIn,
+    FleetVehicleIn,
+)
+from tether.cloud.api.objects import (
+    store_grant,
+    store_revocation,
+    verify_revocation,
+)
+from tether.errors import TetherError
+from tether.phone.sharing import read_bundle
+from tether.protocol import credentials
+from tether.protocol.credentials import Revocation
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/fleets", tags=["fleets"], status_code=201)
+async def create_fleet(body: FleetIn, request: Request, hub: HubDep) -> dict[str, Any]:
+    """(Operator) Create a fleet whose id is the operator key's id (signed by that key)."""
+    key = public_key_from(body.public_key, "public_key")
+    raw = await request.body()
+    caller = await to_thread.run_sync(check_signature, hub, request, raw, key)
+    if caller.key_id != key.key_id:
+        raise forbidden("sign with the fleet key")
+
+    def work() -> dict[str, Any]:
+        now = hub.clock()
+        with hub.engine.begin() as conn:
+            add_principal(conn, key, "fleet", now)
+            exists = conn.execute(
+                sa.select(db.fleets.c.fleet_id).where(db.fleets.c.fleet_id == key.key_id)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    sa.insert(db.fleets).values(fleet_id=key.key_id, name=body.name, created_at=now)
+                )
+        return {"fleet_id": key.key_id.hex(), "name": body.name}
+
+    return await to_thread.run_sync(work)
+
+
+@router.post("/fleets/{fleet_id}/vehicles", tags=["fleets"], status_code=201)
+def add_fleet_vehicle(
+    fleet_id: FleetId, body: FleetVehicleIn, caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(The car's owner) Put a car in a fleet: its operator may then relay grants and read audit."""
+    fid, vid = bytes.fromhex(fleet_id), bytes.fromhex(body.vehicle_id)
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        require(conn, vid, caller, now, "owner")
+        if conn.execute(sa.select(db.fleets).where(db.fleets.c.fleet_id == fid)).first() is None:
+            raise HTTPException(404, "no such fleet")
+        if not fleet_has(conn, fid, vid):
+            conn.execute(
+                sa.insert(db.fleet_vehicles).values(fleet_id=fid, vehicle_id=vid, added_at=now)
+            )
+    return {"fleet_id": fleet_id, "vehicle_id": body.vehicle_id}
+
+
+@router.get("/fleets/{fleet_id}", tags=["fleets"])
+def get_fleet(fleet_id: FleetId, caller: SignedBy, hub: HubDep) -> dict[str, Any]:
+    """(Operator) The fleet's cars, their latest state, pending revocations and key requests."""
+    fid = fleet_caller(caller, fleet_id)
+    with hub.engine.begin() as conn:
+        fleet = conn.execute(sa.select(db.fleets).where(db.fleets.c.fleet_id == fid)).first()
+        if fleet is None:
+            raise HTTPException(404, "no such fleet")
+        cars = conn.execute(
+            sa.select(db.vehicles)
+            .join(db.fleet_vehicles, db.fleet_vehicles.c.vehicle_id == db.vehicles.c.vehicle_id)
+            .where(db.fleet_vehicles.c.fleet_id == fid)
+            .order_by(db.vehicles.c.name)
+        ).all()
+        out = []
+        for car in cars:
+            pending = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(db.revocations)
+                .where(
+                    db.revocations.c.vehicle_id == car.vehicle_id,
+                    db.revocations.c.status == "pending",
+                )
+            ).scalar()
+            requests = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(db.key_requests)
+                .where(
+                    db.key_requests.c.vehicle_id == car.vehicle_id,
+                    db.key_requests.c.status == "pending",
+                )
+            ).scalar()
+            out.append(
+                {
+                    "vehicle_id": bytes(car.vehicle_id).hex(),
+                    "name": car.name,
+                    "last_seen": car.last_seen,
+                    "state": car.state,
+                    "pending_revocations": pending,
+                    "pending_requests": requests,
+                }
+            )
+    return {"fleet_id": fleet_id, "name": fleet.name, "vehicles": out}
+
+
+@router.post("/fleets/{fleet_id}/grants", tags=["fleets"], status_code=201)
+def bulk_grants(
+    fleet_id: FleetId, body: BulkGrantsIn, caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(Operator) Put many owner-signed grants, for cars of the fleet, in their mailboxes."""
+    fid = fleet_caller(caller, fleet_id)
+    now = hub.clock()
+    serials = []
+    with hub.engine.begin() as conn:
+        for text in body.bundles:
+            raw = unb64(text, "bundle")
+            try:
+                vid = read_bundle(raw).vehicle_key.key_id
+            except TetherError as exc:
+                raise HTTPException(400, f"grant refused: {exc.message}") from None
+            if not fleet_has(conn, fid, vid):
+                raise forbidden(f"car {vid.hex()} is not in this fleet")
+            serials.append(store_grant(conn, vid, raw, now))
+    return {"serials": serials}
+
+
+@router.post("/fleets/{fleet_id}/revocations", tags=["fleets"], status_code=202)
+def bulk_revocations(
+    fleet_id: FleetId, body: BulkRevocationsIn, caller: SignedBy, hub: HubDep
+) -> dict[str, Any]:
+    """(Operator) Queue many owner-signed revocations for cars of the fleet."""
+    fid = fleet_caller(caller, fleet_id)
+    now = hub.clock()
+    checked: list[tuple[bytes, bytes, Revocation]] = []
+    # Signatures first, reading only: the write transaction that follows stays short.
+    with hub.engine.connect().execution_options(readonly=True) as conn:
+        for text in body.revocations:
+            raw = unb64(text, "revocation")
+            try:
+                vid = credentials.parse_revocation(raw).vehicle_id
+            except TetherError as exc:
+                raise HTTPException(400, f"revocation refused: {exc.message}") from None
+            if not fleet_has(conn, fid, vid):
+                raise forbidden(f"car {vid.hex()} is not in this fleet")
+            checked.append((vid, raw, verify_revocation(conn, vid, raw)))
+    with hub.engine.begin() as conn:
+        out = [
+            store_revocation(conn, hub, vid, raw, now, verified=rev) for vid, raw, rev in checked
+        ]
+    return {"revocations": out}

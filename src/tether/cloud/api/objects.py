@@ -1,0 +1,249 @@
+"""Signed objects the server checks before it stores them, and what cars send up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import HTTPException
+from sqlalchemy.engine import Connection
+
+from tether.cloud import db
+from tether.cloud.api.access import (
+    Hub,
+    add_principal,
+    b64,
+    owner_lookup,
+    upsert_member,
+    vehicle_key,
+)
+from tether.errors import TetherError
+from tether.phone.sharing import read_bundle
+from tether.protocol import credentials, remote
+from tether.protocol.credentials import Revocation
+from tether.protocol.crypto import PublicKey, sha256
+
+
+# -- the relay's views of signed objects -----------------------------------------------------------
+def store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: float) -> str:
+    """Check a bundle like the car will (owner-signed chain, this car) and put it in the mailbox."""
+    try:
+        bundle = read_bundle(raw_bundle)
+        # A grant may start later: check it as of its start (expiry is still checked then).
+        starts = max(credentials.parse_grant(g).not_before for g in bundle.chain)
+        chain = credentials.verify_chain(
+            bundle.chain,
+            vehicle_id=vehicle_id,
+            owner_key=owner_lookup(conn, vehicle_id),
+            is_revoked=lambda some_id: is_revoked(conn, vehicle_id, some_id),
+            now=max(now, float(starts)),
+            max_depth=credentials.MAX_CHAIN,
+        )
+    except TetherError as exc:
+        raise HTTPException(400, f"grant refused ({exc.code}): {exc.message}") from None
+    leaf = chain.leaf
+    if bundle.vehicle_key.key_id != vehicle_id:
+        raise HTTPException(400, "the grant's car key is not this car's")
+    exists = conn.execute(
+        sa.select(db.grants.c.serial).where(db.grants.c.serial == leaf.serial)
+    ).first()
+    if exists is None:
+        conn.execute(
+            sa.insert(db.grants).values(
+                serial=leaf.serial,
+                vehicle_id=vehicle_id,
+                grantee_id=leaf.grantee.key_id,
+                issuer_id=leaf.issuer_id,
+                bundle=raw_bundle,
+                not_after=float(leaf.expires),
+                created_at=now,
+            )
+        )
+    add_principal(conn, leaf.grantee, "phone", now)
+    upsert_member(conn, vehicle_id, leaf.grantee.key_id, "friend", float(leaf.expires))
+    conn.execute(
+        sa.update(db.key_requests)
+        .where(db.key_requests.c.key_id == leaf.grantee.key_id)
+        .values(status="granted")
+    )
+    return leaf.serial.hex()
+
+
+def is_revoked(conn: Connection, vehicle_id: bytes, some_id: bytes) -> bool:
+    return (
+        conn.execute(
+            sa.select(db.members.c.key_id).where(
+                db.members.c.vehicle_id == vehicle_id,
+                db.members.c.key_id == some_id,
+                db.members.c.revoked == sa.true(),
+            )
+        ).first()
+        is not None
+    )
+
+
+def verify_revocation(conn: Connection, vehicle_id: bytes, raw: bytes) -> Revocation:
+    try:
+        return credentials.verify_revocation(
+            raw, vehicle_id=vehicle_id, owner_key=owner_lookup(conn, vehicle_id)
+        )
+    except TetherError as exc:
+        raise HTTPException(400, f"revocation refused ({exc.code}): {exc.message}") from None
+
+
+def store_revocation(
+    conn: Connection,
+    hub: Hub,
+    vehicle_id: bytes,
+    raw: bytes,
+    now: float,
+    *,
+    verified: Revocation | None = None,
+) -> dict[str, Any]:
+    """Queue an owner-signed revocation for its car and close the server's doors to its keys."""
+    revocation = verified or verify_revocation(conn, vehicle_id, raw)
+    digest = sha256(raw)
+    exists = conn.execute(
+        sa.select(db.revocations.c.status).where(db.revocations.c.digest == digest)
+    ).first()
+    if exists is None:
+        conn.execute(
+            sa.insert(db.revocations).values(
+                digest=digest,
+                vehicle_id=vehicle_id,
+                seq=revocation.seq,
+                raw=raw,
+                created_at=now,
+                status="pending",
+            )
+        )
+    # The server's own view: revoked keys, and the holders of revoked grants (and their chains).
+    keys = set(revocation.keys)
+    serials = set(revocation.grants)
+    rows = conn.execute(
+        sa.select(db.grants.c.serial, db.grants.c.grantee_id, db.grants.c.bundle).where(
+            db.grants.c.vehicle_id == vehicle_id
+        )
+    ).all()
+    changed = True
+    while changed:
+        changed = False
+        for row in rows:
+            serial, grantee = bytes(row.serial), bytes(row.grantee_id)
+            parents = {g.serial for g in chain_of(bytes(row.bundle))[:-1]}
+            hit = serial in serials or grantee in keys or bool(parents & serials)
+            if hit and (serial not in serials or grantee not in keys):
+                serials.add(serial)
+                keys.add(grantee)
+                changed = True
+    if keys:
+        conn.execute(
+            sa.update(db.members)
+            .where(db.members.c.vehicle_id == vehicle_id, db.members.c.key_id.in_(keys))
+            .values(revoked=True)
+        )
+    status = "pending" if exists is None else str(exists.status)
+    if status == "pending":
+        hub.publish(vehicle_id, {"t": "revocation", "raw": raw})
+    return {"id": digest.hex(), "seq": revocation.seq, "status": status}
+
+
+def chain_of(raw_bundle: bytes) -> list[credentials.Grant]:
+    return [credentials.parse_grant(g) for g in read_bundle(raw_bundle).chain]
+
+
+def revocation_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": bytes(row.digest).hex(),
+        "seq": row.seq,
+        "status": row.status,
+        "created_at": row.created_at,
+        "done_at": row.done_at,
+        "receipt": b64(bytes(row.receipt)) if row.receipt is not None else None,
+    }
+
+
+# -- what the relay does with what the cars send ---------------------------------------------------
+def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
+    """Store a car's signed result, receipt or state; anything not signed by that car is dropped."""
+    kind, body = message.get("t"), message.get("body")
+    if type(body) is not bytes:
+        return "malformed"
+    now = hub.clock()
+    with hub.engine.begin() as conn:
+        try:
+            key = vehicle_key(conn, vehicle_id)
+        except HTTPException:
+            return "unknown car"
+        if kind == "result":
+            outcome = _accept_result(conn, key, body, now)
+        elif kind == "receipt":
+            outcome = _accept_receipt(conn, key, body, now)
+        elif kind == "state":
+            outcome = _accept_state(conn, key, body, now)
+        else:
+            outcome = "unknown kind"
+    if kind == "result" and outcome == "stored":
+        hub.wake(remote.result_request(body))  # after the commit: the poll must see it
+    return outcome
+
+
+def _accept_result(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
+    try:
+        digest = remote.result_request(body)
+    except remote.RemoteError:
+        return "malformed"
+    row = conn.execute(
+        sa.select(db.commands.c.envelope, db.commands.c.status).where(
+            db.commands.c.digest == digest, db.commands.c.vehicle_id == key.key_id
+        )
+    ).first()
+    if row is None:
+        return "unknown command"
+    if row.status == "done":
+        return "duplicate"
+    try:
+        remote.verify_result(body, vehicle_key=key, envelope_raw=bytes(row.envelope))
+    except remote.RemoteError:
+        return "forged"
+    conn.execute(
+        sa.update(db.commands)
+        .where(db.commands.c.digest == digest)
+        .values(status="done", result=body, done_at=now)
+    )
+    return "stored"
+
+
+def _accept_receipt(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
+    try:
+        receipt = remote.verify_receipt(body, vehicle_key=key)
+    except remote.RemoteError:
+        return "forged"
+    updated = conn.execute(
+        sa.update(db.revocations)
+        .where(
+            db.revocations.c.digest == receipt.revocation,
+            db.revocations.c.vehicle_id == key.key_id,
+            db.revocations.c.status == "pending",
+        )
+        .values(status="applied" if receipt.ok else "refused", receipt=body, done_at=now)
+    )
+    return "stored" if updated.rowcount else "duplicate"
+
+
+def _accept_state(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
+    try:
+        state = remote.verify_state(body, vehicle_key=key)
+    except remote.RemoteError:
+        return "forged"
+    conn.execute(
+        sa.update(db.vehicles)
+        .where(db.vehicles.c.vehicle_id == key.key_id)
+        .values(state=state.signals, state_at=float(state.at), last_seen=now)
+    )
+    conn.execute(
+        sa.insert(db.telemetry).values(
+            vehicle_id=key.key_id, at=float(state.at), state=state.signals
+        )
+    )
+    return "stored"
