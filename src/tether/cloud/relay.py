@@ -21,6 +21,7 @@ from tether.cloud.api import Hub, accept_uplink
 
 log = logging.getLogger(__name__)
 RECONNECT_S = 0.5
+STOP_S = 5.0
 
 
 class Relay:
@@ -48,6 +49,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.received = 0
+        self._stopped = False
 
     def publish(self, vehicle_id: bytes, message: dict[str, Any]) -> None:
         """Queue a message for a car; callable from any thread (the API's workers)."""
@@ -76,20 +78,22 @@ class Relay:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        self._stopped = True  # 3.11's wait_for can swallow the cancel below; the loop checks this
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A database call in a worker thread cannot be cancelled: do not wait for it forever.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, STOP_S)
 
     async def _run(self) -> None:
         protocol = aiomqtt.ProtocolVersion.V5 if self.level == 5 else aiomqtt.ProtocolVersion.V311
         # With MQTT 5 several server processes share the uplink (each message to one of them).
         uplink = (
-            f"$share/tether-server/{topics.UPLINK_FILTER}"
+            f"$share/{self.group}/{topics.UPLINK_FILTER}"
             if self.level == 5
             else topics.UPLINK_FILTER
         )
-        while True:
+        while not self._stopped:
             try:
                 async with aiomqtt.Client(
                     self.host,

@@ -118,11 +118,17 @@ class Server:
     async def stop(self) -> None:
         if self._uvicorn is not None and self._task is not None:
             self._uvicorn.should_exit = True  # type: ignore[attr-defined]
-            await self._task
+            try:
+                await asyncio.wait_for(self._task, 10.0)
+            except TimeoutError:
+                log.warning("the HTTP server did not stop in 10 s; abandoning it")
         if self.relay is not None:
             await self.relay.stop()
         if self.broker is not None:
-            await self.broker.stop()
+            try:
+                await asyncio.wait_for(self.broker.stop(), 10.0)
+            except TimeoutError:
+                log.warning("the embedded broker did not stop in 10 s; abandoning it")
         if self.hub is not None:
             self.hub.engine.dispose()
 

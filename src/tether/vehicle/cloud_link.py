@@ -80,6 +80,7 @@ class CloudLink:
         self._audit_head = -1
         self._dirty = asyncio.Event()
         self._owners: tuple[bytes, ...] = ()
+        self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -92,11 +93,15 @@ class CloudLink:
         ]
 
     async def stop(self) -> None:
+        # Python 3.11's wait_for (inside aiomqtt) can swallow a cancellation: the loops also
+        # check this flag, and the wait below is bounded, so a stop always ends.
+        self._stopped = True
+        self._dirty.set()
+        self.online.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=MQTT_TIMEOUT_S + 2)
         with contextlib.suppress(ValueError):
             self.agent.listeners.remove(self._on_event)
         await self.client.close()
@@ -248,7 +253,7 @@ class CloudLink:
 
     # -- loops ----------------------------------------------------------------------------------
     async def _mqtt_loop(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 if not self.online.is_set():
                     await self.register()
@@ -303,16 +308,18 @@ class CloudLink:
 
     async def _poll_loop(self) -> None:
         await self.online.wait()
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.poll_interval if self._mqtt is not None else RETRY_S * 5)
             with contextlib.suppress(TetherError):
                 await self.catch_up()
 
     async def _report_loop(self) -> None:
         await self.online.wait()
-        while True:
+        while not self._stopped:
             await self._dirty.wait()
             self._dirty.clear()
+            if self._stopped:
+                return
             try:
                 await self.report()
             except TetherError as exc:
