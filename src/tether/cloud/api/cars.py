@@ -122,7 +122,7 @@ def get_telemetry(
     vehicle_id: VehicleId,
     caller: SignedBy,
     hub: HubDep,
-    since: Annotated[float, Query(ge=0)] = 0.0,
+    since: Annotated[float, Query(ge=0, le=1e12)] = 0.0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """The car's state history (owners and its fleet)."""
@@ -207,7 +207,7 @@ def get_audit(
     vehicle_id: VehicleId,
     caller: SignedBy,
     hub: HubDep,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """(Owner, fleet, the car) The car's uploaded audit entries."""
