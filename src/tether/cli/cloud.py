@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -14,6 +15,7 @@ from tether.cli.output import emit_json, err, out, when
 from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
 from tether.phone import cloud
+from tether.phone.wallet import PhoneWallet
 from tether.protocol import credentials
 from tether.protocol.commands import Command
 from tether.protocol.remote import REMOTE_COMMANDS
@@ -21,8 +23,25 @@ from tether.protocol.remote import REMOTE_COMMANDS
 ServerOption = typer.Option(
     ..., "--server", envvar="TETHER_SERVER", help="The tether server, http://HOST:PORT."
 )
+T = TypeVar("T")
 fleet_app = typer.Typer(help="(Operator) A fleet of cars: bulk grants for renters, revocation.")
 app.add_typer(fleet_app, name="fleet")
+
+
+def _with_wallet(directory: Path, action: Callable[[PhoneWallet], Coroutine[Any, Any, T]]) -> T:
+    """Open the wallet, run one cloud exchange with it, and close it whatever happens."""
+    wallet = _open(directory)
+    try:
+        return asyncio.run(action(wallet))
+    finally:
+        wallet.close()
+
+
+def _window(start: str | None, until: str, now: float) -> tuple[int, int]:
+    nbf, exp = int(_time(start, now)), int(_time(until, 0))
+    if exp <= max(nbf, int(now)):
+        raise UsageError("--until must be in the future and after --from")
+    return nbf, exp
 
 
 def _rights(text: str) -> frozenset[str]:
@@ -45,11 +64,9 @@ def invite(
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) A single-use invitation link for a friend, through the server."""
-    wallet = _open(directory)
-    try:
-        link = asyncio.run(cloud.invite(wallet.car(vehicle), server, label=label))
-    finally:
-        wallet.close()
+    link = _with_wallet(
+        directory, lambda wallet: cloud.invite(wallet.car(vehicle), server, label=label)
+    )
     if as_json:
         emit_json({"link": link})
         return
@@ -68,13 +85,10 @@ def request_key(
     as_json: bool = JsonOption,
 ) -> None:
     """(Friend) Answer an invitation: a new key for that car, its request sent to the owner."""
-    wallet = _open(directory)
-    try:
-        answer = asyncio.run(
-            cloud.request_key(wallet, link, label=label or wallet.name, now=time.time())
-        )
-    finally:
-        wallet.close()
+    answer = _with_wallet(
+        directory,
+        lambda wallet: cloud.request_key(wallet, link, label=label or wallet.name, now=time.time()),
+    )
     if as_json:
         emit_json(answer)
     else:
@@ -92,11 +106,9 @@ def requests(
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) Key requests friends sent through invitations, not granted yet."""
-    wallet = _open(directory)
-    try:
-        pending = asyncio.run(cloud.pending_requests(wallet.car(vehicle), server))
-    finally:
-        wallet.close()
+    pending = _with_wallet(
+        directory, lambda wallet: cloud.pending_requests(wallet.car(vehicle), server)
+    )
     if as_json:
         emit_json({"requests": pending})
         return
@@ -118,27 +130,22 @@ def grant(
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) Sign grants for pending key requests and put them in the friends' mailboxes."""
-    wallet = _open(directory)
     now = time.time()
-    nbf, exp = int(_time(start, now)), int(_time(until, 0))
-    if exp <= max(nbf, int(now)):
-        raise UsageError("--until must be in the future and after --from")
-    try:
-        issued = asyncio.run(
-            cloud.grant_requests(
-                wallet,
-                wallet.car(vehicle),
-                server,
-                rights=_rights(rights),
-                not_before=nbf,
-                expires=exp,
-                limits=credentials.Limits(),
-                now=int(now),
-                only=key,
-            )
-        )
-    finally:
-        wallet.close()
+    nbf, exp = _window(start, until, now)
+    issued = _with_wallet(
+        directory,
+        lambda wallet: cloud.grant_requests(
+            wallet,
+            wallet.car(vehicle),
+            server,
+            rights=_rights(rights),
+            not_before=nbf,
+            expires=exp,
+            limits=credentials.Limits(),
+            now=int(now),
+            only=key,
+        ),
+    )
     rows = [
         {"serial": g.serial.hex(), "to": g.label, "grantee": g.grantee_id.hex()} for g in issued
     ]
@@ -159,11 +166,9 @@ def fetch(
     directory: Path = DirOption, server: str = ServerOption, as_json: bool = JsonOption
 ) -> None:
     """(Friend) Collect the grants waiting for your requested keys."""
-    wallet = _open(directory)
-    try:
-        accepted = asyncio.run(cloud.fetch_grants(wallet, server, now=time.time()))
-    finally:
-        wallet.close()
+    accepted = _with_wallet(
+        directory, lambda wallet: cloud.fetch_grants(wallet, server, now=time.time())
+    )
     if as_json:
         emit_json({"accepted": [{"car": c.name, "rights": sorted(c.rights)} for c in accepted]})
     elif not accepted:
@@ -224,11 +229,7 @@ def revocations(
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) Delivery status of your revocations: 'applied' only with the car's signature."""
-    wallet = _open(directory)
-    try:
-        states = asyncio.run(cloud.revocations(wallet.car(vehicle), server))
-    finally:
-        wallet.close()
+    states = _with_wallet(directory, lambda wallet: cloud.revocations(wallet.car(vehicle), server))
     if as_json:
         emit_json(
             {
@@ -304,11 +305,7 @@ def telemetry(
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) The car's latest reported state and its recent history."""
-    wallet = _open(directory)
-    try:
-        info = asyncio.run(cloud.telemetry(wallet.car(vehicle), server))
-    finally:
-        wallet.close()
+    info = _with_wallet(directory, lambda wallet: cloud.telemetry(wallet.car(vehicle), server))
     if as_json:
         emit_json(info)
         return
@@ -329,11 +326,7 @@ def fleet_create(
     as_json: bool = JsonOption,
 ) -> None:
     """Create this wallet's fleet on the server (its id is the fleet key's id)."""
-    wallet = _open(directory)
-    try:
-        fleet_id = asyncio.run(cloud.create_fleet(wallet, server, name=name))
-    finally:
-        wallet.close()
+    fleet_id = _with_wallet(directory, lambda wallet: cloud.create_fleet(wallet, server, name=name))
     if as_json:
         emit_json({"fleet_id": fleet_id})
     else:
@@ -347,16 +340,12 @@ def fleet_add(
     vehicles: list[str] = typer.Option(..., "--vehicle", help="Cars (your owner keys) to add."),
 ) -> None:
     """Put cars you own into your fleet."""
-    wallet = _open(directory)
 
-    async def go() -> None:
+    async def add(wallet: PhoneWallet) -> None:
         for name in vehicles:
             await cloud.fleet_add(wallet, wallet.car(name), server)
 
-    try:
-        asyncio.run(go())
-    finally:
-        wallet.close()
+    _with_wallet(directory, add)
     out.print(f"Added {len(vehicles)} car(s) to the fleet.")
 
 
@@ -365,11 +354,7 @@ def fleet_show(
     directory: Path = DirOption, server: str = ServerOption, as_json: bool = JsonOption
 ) -> None:
     """The fleet's cars: last seen, lock state, pending revocations and key requests."""
-    wallet = _open(directory)
-    try:
-        info = asyncio.run(cloud.fleet_show(wallet, server))
-    finally:
-        wallet.close()
+    info = _with_wallet(directory, lambda wallet: cloud.fleet_show(wallet, server))
     if as_json:
         emit_json(info)
         return
@@ -403,19 +388,14 @@ def fleet_grant(
     as_json: bool = JsonOption,
 ) -> None:
     """Grant every renter's pending request on every car of the fleet, in one signed batch."""
-    wallet = _open(directory)
     now = time.time()
-    nbf, exp = int(_time(start, now)), int(_time(until, 0))
-    if exp <= max(nbf, int(now)):
-        raise UsageError("--until must be in the future and after --from")
-    try:
-        issued = asyncio.run(
-            cloud.fleet_grant_pending(
-                wallet, server, rights=_rights(rights), not_before=nbf, expires=exp, now=int(now)
-            )
-        )
-    finally:
-        wallet.close()
+    nbf, exp = _window(start, until, now)
+    issued = _with_wallet(
+        directory,
+        lambda wallet: cloud.fleet_grant_pending(
+            wallet, server, rights=_rights(rights), not_before=nbf, expires=exp, now=int(now)
+        ),
+    )
     rows: list[dict[str, Any]] = [
         {"car": g.car, "to": g.label, "serial": g.serial.hex()} for g in issued
     ]
@@ -430,11 +410,9 @@ def fleet_revoke(
     directory: Path = DirOption, server: str = ServerOption, as_json: bool = JsonOption
 ) -> None:
     """Revoke every grant you issued on the fleet's cars (the end of the rentals)."""
-    wallet = _open(directory)
-    try:
-        count = asyncio.run(cloud.fleet_revoke_all(wallet, server, now=time.time()))
-    finally:
-        wallet.close()
+    count = _with_wallet(
+        directory, lambda wallet: cloud.fleet_revoke_all(wallet, server, now=time.time())
+    )
     if as_json:
         emit_json({"revoked": count})
     else:

@@ -17,7 +17,7 @@ from rich.table import Table
 from tether.cli.output import emit_json, err, out, when
 from tether.errors import PeerError, UsageError
 from tether.phone import client, consent, sharing
-from tether.phone.wallet import PASSPHRASE_ENV, CarKey, IssuedGrant, PhoneWallet
+from tether.phone.wallet import PASSPHRASE_ENV, CarKey, PhoneWallet
 from tether.protocol import credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
@@ -288,32 +288,18 @@ def share(
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
     if exp <= max(nbf, int(now)):
         raise UsageError("--until must be in the future and after --from")
-    serial = os.urandom(credentials.SERIAL_SIZE)
-    bundle = sharing.issue(
+    bundle, issued = sharing.grant(
         car,
         friend,
         rights=wanted,
         not_before=nbf,
         expires=exp,
         limits=credentials.Limits(hours=_hours(hours), weekdays=_days(days)),
-        serial=serial,
         now=int(now),
     )
-    nbf, exp = bundle.leaf.not_before, bundle.leaf.expires
+    serial, exp = issued.serial, int(issued.not_after)
     out_path.write_bytes(bundle.encode())
-    wallet.record_issued(
-        IssuedGrant(
-            serial=serial,
-            car=car.name,
-            grantee_id=friend.key.key_id,
-            label=friend.label,
-            rights=wanted,
-            not_before=nbf,
-            not_after=exp,
-            issued_at=now,
-            revoked_seq=None,
-        )
-    )
+    wallet.record_issued(issued)
     wallet.close()
     link = bundle.link()
     if as_json:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,35 +88,19 @@ async def grant_requests(
     issued = []
     async with client_for(server, car.endpoint_key) as client:
         for request in requests:
-            friend = sharing.KeyRequest(
-                key=PublicKey(unb64(request["public_key"])), label=request["label"]
-            )
-            serial = os.urandom(credentials.SERIAL_SIZE)
-            bundle = sharing.issue(
+            bundle, grant = sharing.grant(
                 car,
-                friend,
+                _key_request(request),
                 rights=rights,
                 not_before=not_before,
                 expires=expires,
                 limits=limits,
-                serial=serial,
                 now=now,
             )
             await client.call(
                 "POST",
                 f"/v1/vehicles/{car.vehicle_id.hex()}/grants",
                 body={"bundle": b64(bundle.encode())},
-            )
-            grant = IssuedGrant(
-                serial=serial,
-                car=car.name,
-                grantee_id=friend.key.key_id,
-                label=friend.label,
-                rights=rights,
-                not_before=float(bundle.leaf.not_before),
-                not_after=float(bundle.leaf.expires),
-                issued_at=float(now),
-                revoked_seq=None,
             )
             wallet.record_issued(grant)
             issued.append(grant)
@@ -247,6 +230,11 @@ async def command(
     )
 
 
+def _key_request(request: dict[str, Any]) -> sharing.KeyRequest:
+    """A key request as the server lists it (the key is checked again when it is signed for)."""
+    return sharing.KeyRequest(key=PublicKey(unb64(request["public_key"])), label=request["label"])
+
+
 def _owner(car: CarKey) -> None:
     if car.role != "owner":
         raise UsageError("only an owner key can do this")
@@ -320,34 +308,17 @@ async def fleet_grant_pending(
             for request in answer["requests"]:
                 if request["status"] != "pending":
                     continue
-                friend = sharing.KeyRequest(
-                    key=PublicKey(unb64(request["public_key"])), label=request["label"]
-                )
-                serial = os.urandom(credentials.SERIAL_SIZE)
-                bundle = sharing.issue(
+                bundle, grant = sharing.grant(
                     car,
-                    friend,
+                    _key_request(request),
                     rights=rights,
                     not_before=not_before,
                     expires=expires,
                     limits=credentials.Limits(),
-                    serial=serial,
                     now=now,
                 )
                 bundles.append(b64(bundle.encode()))
-                issued.append(
-                    IssuedGrant(
-                        serial=serial,
-                        car=car.name,
-                        grantee_id=friend.key.key_id,
-                        label=friend.label,
-                        rights=rights,
-                        not_before=float(bundle.leaf.not_before),
-                        not_after=float(bundle.leaf.expires),
-                        issued_at=float(now),
-                        revoked_seq=None,
-                    )
-                )
+                issued.append(grant)
         if bundles:
             await client.call("POST", f"/v1/fleets/{fleet}/grants", body={"bundles": bundles})
     for grant in issued:

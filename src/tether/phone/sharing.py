@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import os
 from typing import Any
 
 import cbor2
 
 from tether.errors import MalformedMessage, UsageError
-from tether.phone.wallet import CarKey, PhoneWallet
+from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol.credentials import (
+    SERIAL_SIZE,
     Grant,
     GrantError,
     Limits,
@@ -172,6 +174,42 @@ def issue(
         vehicle_name=issuer.vehicle_name,
         address=issuer.address,
     )
+
+
+def grant(
+    issuer: CarKey,
+    request: KeyRequest,
+    *,
+    rights: frozenset[str],
+    not_before: int,
+    expires: int,
+    limits: Limits,
+    now: int,
+) -> tuple[Bundle, IssuedGrant]:
+    """Sign a grant with a fresh serial; the bundle to send and the record for the wallet."""
+    serial = os.urandom(SERIAL_SIZE)
+    bundle = issue(
+        issuer,
+        request,
+        rights=rights,
+        not_before=not_before,
+        expires=expires,
+        limits=limits,
+        serial=serial,
+        now=now,
+    )
+    record = IssuedGrant(
+        serial=serial,
+        car=issuer.name,
+        grantee_id=request.key.key_id,
+        label=request.label,
+        rights=rights,
+        not_before=float(bundle.leaf.not_before),
+        not_after=float(bundle.leaf.expires),
+        issued_at=float(now),
+        revoked_seq=None,
+    )
+    return bundle, record
 
 
 def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> CarKey:
