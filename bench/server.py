@@ -40,7 +40,8 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from tether.cloud import db, httpsig, topics
+from tether.cloud import db, topics
+from tether.cloud.client import signed_headers as client_headers
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
@@ -260,15 +261,7 @@ def setup_database(url: str, cars: list[SimCar], fleet_key: PrivateKey) -> None:
 def signed_headers(
     key: PrivateKey, method: str, path: str, query: str, body: bytes
 ) -> dict[str, str]:
-    headers = httpsig.sign_request(
-        key,
-        method=method,
-        path=path,
-        query=query,
-        body=body,
-        created=int(time.time()),
-        nonce=secrets.token_urlsafe(18),
-    )
+    headers = client_headers(key, method, path, query, body, now=time.time())
     headers["Content-Type"] = "application/json"
     return headers
 

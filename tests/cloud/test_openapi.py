@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -30,8 +29,9 @@ from schemathesis.checks import (
 )
 
 from tests.cloud.rig import free_port
-from tether.cloud import db, httpsig
+from tether.cloud import db
 from tether.cloud.api import Hub, create_app
+from tether.cloud.client import signed_headers
 from tether.protocol.crypto import PrivateKey, SystemEntropy
 
 
@@ -68,15 +68,7 @@ class Api:
 
     def send(self, key: PrivateKey, method: str, path: str, query: str, body: str | None) -> Any:
         content = body.encode() if body is not None else b""
-        headers = httpsig.sign_request(
-            key,
-            method=method,
-            path=path,
-            query=query,
-            body=content,
-            created=int(time.time()),
-            nonce=secrets.token_urlsafe(18),
-        )
+        headers = signed_headers(key, method, path, query, content, now=time.time())
         if body is not None:
             headers["Content-Type"] = "application/json"
         url = path + (f"?{query}" if query else "")

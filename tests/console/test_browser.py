@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from tether.console import web
 from tether.console.world import DemoWorld
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,15 +30,6 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[DemoWorld]:
-    demo = DemoWorld(tmp_path / "demo", port=0)
-    demo.mount = lambda app: web.mount(app, demo)
-    await demo.start()
-    yield demo
-    await demo.stop()
 
 
 async def click(page: Page, testid: str) -> None:

@@ -18,6 +18,21 @@ from tether.errors import CloudError, TransportError
 from tether.protocol.crypto import PrivateKey
 
 
+def signed_headers(
+    key: PrivateKey, method: str, path: str, query: str, body: bytes, *, now: float
+) -> dict[str, str]:
+    """The RFC 9421 headers for one request, with a fresh random nonce."""
+    return httpsig.sign_request(
+        key,
+        method=method,
+        path=path,
+        query=query,
+        body=body,
+        created=int(now),
+        nonce=secrets.token_urlsafe(18),
+    )
+
+
 @functools.cache
 def _tls() -> ssl.SSLContext:
     """One TLS context per process: building one (loading the CA store) costs tens of ms."""
@@ -56,15 +71,7 @@ class CloudClient:
         await self.close()
 
     def sign(self, method: str, path: str, query: str, body: bytes) -> dict[str, str]:
-        return httpsig.sign_request(
-            self.key,
-            method=method,
-            path=path,
-            query=query,
-            body=body,
-            created=int(self.clock()),
-            nonce=secrets.token_urlsafe(18),
-        )
+        return signed_headers(self.key, method, path, query, body, now=self.clock())
 
     async def call(
         self,
