@@ -58,10 +58,7 @@ class Hub:
     def vehicle_key(self, vehicle_id: bytes) -> PublicKey | None:
         """A registered car's public key (the embedded broker checks car logins with it)."""
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.select(db.vehicles.c.public_key).where(db.vehicles.c.vehicle_id == vehicle_id)
-            ).first()
-        return PublicKey(bytes(row.public_key)) if row is not None else None
+            return find_vehicle_key(conn, vehicle_id)
 
     def wake(self, digest: bytes) -> None:
         """Wake a long-poll for ``digest`` from whatever thread its result arrived on."""
@@ -175,13 +172,19 @@ def require(conn: Connection, vehicle_id: bytes, caller: Caller, now: float, *al
     raise forbidden()
 
 
-def vehicle_key(conn: Connection, vehicle_id: bytes) -> PublicKey:
+def find_vehicle_key(conn: Connection, vehicle_id: bytes) -> PublicKey | None:
     row = conn.execute(
         sa.select(db.vehicles.c.public_key).where(db.vehicles.c.vehicle_id == vehicle_id)
     ).first()
-    if row is None:
+    return PublicKey(bytes(row.public_key)) if row is not None else None
+
+
+def vehicle_key(conn: Connection, vehicle_id: bytes) -> PublicKey:
+    """The car's key, or 404 for a car the server does not know."""
+    key = find_vehicle_key(conn, vehicle_id)
+    if key is None:
         raise HTTPException(404, "no such car here")
-    return PublicKey(bytes(row.public_key))
+    return key
 
 
 def owner_lookup(conn: Connection, vehicle_id: bytes) -> Callable[[bytes], PublicKey | None]:

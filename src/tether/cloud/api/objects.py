@@ -13,9 +13,9 @@ from tether.cloud.api.access import (
     Hub,
     add_principal,
     b64,
+    find_vehicle_key,
     owner_lookup,
     upsert_member,
-    vehicle_key,
 )
 from tether.errors import TetherError
 from tether.phone.sharing import read_bundle
@@ -171,9 +171,8 @@ def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
         return "malformed"
     now = hub.clock()
     with hub.engine.begin() as conn:
-        try:
-            key = vehicle_key(conn, vehicle_id)
-        except HTTPException:
+        key = find_vehicle_key(conn, vehicle_id)
+        if key is None:
             return "unknown car"
         if kind == "result":
             outcome = _accept_result(conn, key, body, now)
