@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from rich.console import Console
 from rich.table import Table
 
+from tether.protocol import codec
 from tether.protocol.crypto import PublicKey, SystemEntropy
 from tether.protocol.pump import pump
 from tether.protocol.transaction import (
@@ -46,6 +47,27 @@ class _Pair:
         self.phone = self.entropy.new_private_key()
         self.directory = _Directory(self.phone.public_key)
         self.phone_persistent: bytes | None = None
+
+    def wire(self) -> list[bytes]:
+        """The four handshake messages of one standard transaction, as sent."""
+        sent: list[bytes] = []
+
+        def tap(_sender: object, data: bytes) -> bytes:
+            sent.append(data)
+            return data
+
+        phone = PhoneTransaction(
+            endpoint_key=self.phone,
+            vehicle_key=self.vehicle.public_key,
+            persistent_key=None,
+            entropy=self.entropy,
+        )
+        phone.start()
+        car = VehicleTransaction(
+            vehicle_key=self.vehicle, directory=self.directory, entropy=self.entropy
+        )
+        pump(phone, car, tap=tap)
+        return sent
 
     def transaction(self, *, fast: bool) -> bool:
         phone = PhoneTransaction(
@@ -129,6 +151,14 @@ def _straight_line_sample(
     return time.perf_counter() - start
 
 
+def _codec_sample(wire: list[bytes]) -> float:
+    """The codec's share alone: strictly decode and re-encode each handshake message once."""
+    start = time.perf_counter()
+    for data in wire:
+        codec.encode(codec.decode(data))
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=2000, help="samples of each kind")
@@ -144,13 +174,16 @@ def main() -> None:
     }
     pair = _Pair()
     assert pair.transaction(fast=False) and pair.transaction(fast=True)  # warm up, check
+    wire = pair.wire()
     floor: list[float] = []
     straight: list[float] = []
+    coding: list[float] = []
     standard: list[float] = []
     fast: list[float] = []
     for _ in range(args.n):
         floor.append(_floor_sample(car_long, phone_long, long_pub, sigs))
         straight.append(_straight_line_sample(car_long, phone_long, long_pub))
+        coding.append(_codec_sample(wire))
         t0 = time.perf_counter()
         ok_standard = pair.transaction(fast=False)
         t1 = time.perf_counter()
@@ -171,6 +204,7 @@ def main() -> None:
     for name, value in (
         ("crypto floor (2 keygen, 2 ECDH, 2 sign, 2 verify)", med_floor),
         ("reference: same crypto + KDF/AEAD glue, straight-line", statistics.median(straight)),
+        ("reference: codec only, its 4 messages decoded + encoded", statistics.median(coding)),
         ("standard transaction", med_standard),
         ("fast transaction", med_fast),
     ):
