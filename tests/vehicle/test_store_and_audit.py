@@ -124,6 +124,17 @@ def audited(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_audit_reads_the_tail_a_page_or_all(audited: Path) -> None:
+    store = VehicleStore.open(audited / "car")
+    every = [e.seq for e in store.audit_entries()]
+    assert every == list(range(1, len(every) + 1)) and store.audit_count() == len(every)
+    assert [e.seq for e in store.audit_entries(last=3)] == every[-3:]
+    assert [e.seq for e in store.audit_entries(last=100)] == every
+    assert [e.seq for e in store.audit_entries(since=2, limit=2)] == [3, 4]
+    assert store.audit_entries(last=0) == []
+    store.close()
+
+
 def test_audit_detects_an_edit(audited: Path) -> None:
     problems = _tamper(audited, "UPDATE audit SET result = 'denied' WHERE seq = 4")
     assert problems == [(4, "was edited after it was written")]

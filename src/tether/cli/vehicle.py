@@ -223,15 +223,15 @@ def status(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
 def audit(
     directory: Path = DirOption,
     verify: bool = typer.Option(False, "--verify", help="Check the hash chain end to end."),
-    limit: int = typer.Option(50, "--limit", help="Show the last N entries (0: all)."),
+    limit: int = typer.Option(50, "--limit", min=0, help="Show the last N entries (0: all)."),
     as_json: bool = JsonOption,
 ) -> None:
     """The audit log; --verify detects any edit, deletion or reordering and says where."""
     store = VehicleStore.open(directory)
-    entries = store.audit_entries()
+    shown = store.audit_entries(last=limit) if limit > 0 else store.audit_entries()
+    total = store.audit_count()
     problems = store.verify_audit() if verify else []
     store.close()
-    shown = entries[-limit:] if limit else entries
     if as_json:
         document: dict[str, object] = {
             "entries": [
@@ -268,7 +268,7 @@ def audit(
             )
         out.print(table)
         if verify and not problems:
-            out.print(f"[green]Audit log intact[/green]: {len(entries)} entries, chain verified.")
+            out.print(f"[green]Audit log intact[/green]: {total} entries, chain verified.")
         for problem in problems:
             err.print(f"[red]Audit log broken at entry {problem.seq}[/red]: {problem.what}")
     if problems:

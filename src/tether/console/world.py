@@ -220,7 +220,7 @@ class DemoWorld:
                 "reason": e.reason,
                 "detail": e.detail,
             }
-            for e in self.store.audit_entries()[-40:]
+            for e in self.store.audit_entries(last=40)
         ]
         owner_id = {k.endpoint_id.hex()[:8]: "Ada" for k in self.phones["owner"].wallet.cars()}
         friend_id = {k.endpoint_id.hex()[:8]: "Bea" for k in self.phones["friend"].wallet.cars()}

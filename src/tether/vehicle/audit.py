@@ -108,21 +108,33 @@ def append(
 
 
 def entries(
-    conn: sqlite3.Connection, *, since: int = 0, limit: int | None = None
+    conn: sqlite3.Connection, *, since: int = 0, limit: int | None = None, last: int | None = None
 ) -> list[AuditEntry]:
-    """Entries in order (by seq)."""
-    sql = "SELECT seq, time, key_id, command, result, reason, detail FROM audit WHERE seq > ?"
-    sql += " ORDER BY seq"
-    args: tuple[int, ...] = (since,)
-    if limit is not None:
-        sql += " LIMIT ?"
-        args = (since, limit)
+    """Entries in order (by seq): after ``since``, the first ``limit`` or only the ``last`` few.
+
+    ``last`` reads just the tail through the primary key, so showing the newest entries of a car
+    with years of history costs the same as for a new car.
+    """
+    columns = "SELECT seq, time, key_id, command, result, reason, detail FROM audit WHERE seq > ?"
+    if last is not None:
+        sql = f"SELECT * FROM ({columns} ORDER BY seq DESC LIMIT ?) ORDER BY seq"
+        args: tuple[int, ...] = (since, last)
+    elif limit is not None:
+        sql, args = f"{columns} ORDER BY seq LIMIT ?", (since, limit)
+    else:
+        sql, args = f"{columns} ORDER BY seq", (since,)
     return [
         AuditEntry(
             seq=r[0], time=r[1], key_id=r[2], command=r[3], result=r[4], reason=r[5], detail=r[6]
         )
         for r in conn.execute(sql, args)
     ]
+
+
+def count(conn: sqlite3.Connection) -> int:
+    """How many entries the log holds."""
+    row = conn.execute("SELECT count(*) FROM audit").fetchone()
+    return int(row[0])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -322,8 +322,13 @@ class VehicleStore:
             max_failures=MAX_PAIRING_FAILURES,
         )
 
-    def audit_entries(self, *, since: int = 0, limit: int | None = None) -> list[audit.AuditEntry]:
-        return audit.entries(self._conn, since=since, limit=limit)
+    def audit_entries(
+        self, *, since: int = 0, limit: int | None = None, last: int | None = None
+    ) -> list[audit.AuditEntry]:
+        return audit.entries(self._conn, since=since, limit=limit, last=last)
+
+    def audit_count(self) -> int:
+        return audit.count(self._conn)
 
     def verify_audit(self) -> list[audit.Problem]:
         return audit.verify(self._conn)
