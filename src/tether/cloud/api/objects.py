@@ -169,13 +169,19 @@ def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
     kind, body = message.get("t"), message.get("body")
     if type(body) is not bytes:
         return "malformed"
+    digest = b""
+    if kind == "result":
+        try:
+            digest = remote.result_request(body)  # which command it answers: read once
+        except remote.RemoteError:
+            return "malformed"
     now = hub.clock()
     with hub.engine.begin() as conn:
         key = find_vehicle_key(conn, vehicle_id)
         if key is None:
             return "unknown car"
         if kind == "result":
-            outcome = _accept_result(conn, key, body, now)
+            outcome = _accept_result(conn, key, body, digest, now)
         elif kind == "receipt":
             outcome = _accept_receipt(conn, key, body, now)
         elif kind == "state":
@@ -183,15 +189,11 @@ def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
         else:
             outcome = "unknown kind"
     if kind == "result" and outcome == "stored":
-        hub.wake(remote.result_request(body))  # after the commit: the poll must see it
+        hub.wake(digest)  # after the commit: the poll must see it
     return outcome
 
 
-def _accept_result(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
-    try:
-        digest = remote.result_request(body)
-    except remote.RemoteError:
-        return "malformed"
+def _accept_result(conn: Connection, key: PublicKey, body: bytes, digest: bytes, now: float) -> str:
     row = conn.execute(
         sa.select(db.commands.c.envelope, db.commands.c.status).where(
             db.commands.c.digest == digest, db.commands.c.vehicle_id == key.key_id
