@@ -9,6 +9,7 @@ the phone. Ends with exactly one line: ``fetch_over_local=R median_fetch_ms=M``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import statistics
 import tempfile
@@ -87,25 +88,24 @@ def main() -> None:
         phone_session = next(s for s in sessions if isinstance(s, PhoneSession))
         answer = consent.responder(wallet, car, ask=None, clock=time.time)
 
-        def on_events(side: object, events: list[object]) -> None:
-            for event in events:
-                if isinstance(event, DataRequested):
-                    granted, denied = answer(event)
-                    phone_session.respond_data(event.request_id, granted=granted, denied=denied)
-
-        prefixes = [f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(args.n)]
-        fetch, local, found = [], [], 0
-        for prefix in prefixes:
-            t0 = time.perf_counter()
+        async def fetch_once(prefix: str) -> list[DataReceived]:
+            """The car asks, the phone answers from its vault (as consent allows), the car reads."""
             car_session.request_data(
                 [DataItem(category="contacts", query={"prefix": prefix, "limit": 50})],
                 purpose="bench",
             )
-            received = [
-                e
-                for e in pump(car_session, phone_session, on_events=on_events)
-                if isinstance(e, DataReceived)
-            ]
+            for event in pump(car_session, phone_session):
+                if isinstance(event, DataRequested):
+                    granted, denied = await answer(event)
+                    phone_session.respond_data(event.request_id, granted=granted, denied=denied)
+            return [e for e in pump(phone_session, car_session) if isinstance(e, DataReceived)]
+
+        loop = asyncio.new_event_loop()
+        prefixes = [f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(args.n)]
+        fetch, local, found = [], [], 0
+        for prefix in prefixes:
+            t0 = time.perf_counter()
+            received = loop.run_until_complete(fetch_once(prefix))
             t1 = time.perf_counter()
             direct = vault.query("contacts", {"prefix": prefix, "limit": 50})
             t2 = time.perf_counter()
@@ -113,6 +113,7 @@ def main() -> None:
             found += len(direct)
             fetch.append(t1 - t0)
             local.append(t2 - t1)
+        loop.close()
         wallet.close()
     med_fetch, med_local = statistics.median(fetch), statistics.median(local)
     table = Table(title=f"Prefix search in {args.contacts} contacts, {args.n} searches (medians)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from tether.console.world import DemoWorld
@@ -38,3 +40,30 @@ async def test_http_endpoints(world: DemoWorld) -> None:
         assert done["done"] is True
         # The console is not part of the API's documented surface.
         assert "/console/act" not in (await http.get("/openapi.json")).json()["paths"]
+
+
+async def test_a_consent_prompt_waits_for_the_person_and_the_answer_reaches_the_screen(
+    world: DemoWorld,
+) -> None:
+    assert (await world.act("pair", "owner")).done
+    assert (await world.act("share", "owner", rights="unlock,lock,drive")).done
+    bea = asyncio.create_task(world.act("command", "friend", command="start"))
+    # Bea's phone puts the head unit's questions to her and waits (her key is shared: "ask").
+    for _ in range(200):
+        prompts = world.snapshot()["phones"]["friend"]["prompts"]
+        if len(prompts) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert {p["category"] for p in prompts} == {"profile", "contacts", "calendar"}
+    assert all(p["live"] for p in prompts) and not bea.done()
+    # Her answers are not queued behind the start that asked them.
+    for category, decision in (("profile", "allow"), ("contacts", "allow"), ("calendar", "deny")):
+        assert (await world.act("consent", "friend", category=category, decision=decision)).done
+    step = await asyncio.wait_for(bea, 10)
+    assert step.done, step.outcome
+    screen = world.snapshot()["screen"]
+    assert screen["status"] == "shown" and screen["who"] == "Bea"
+    assert screen["data"]["contacts"] and screen["data"]["agenda"] == []
+    assert screen["denied"] == ["calendar"] and screen["data"]["seat"] is not None
+    assert world.snapshot()["phones"]["friend"]["prompts"] == []
+    await world.act("command", "friend", command="stop")

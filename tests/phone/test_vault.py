@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def _car(wallet: PhoneWallet, role: str, name: str = "car") -> CarKey:
     )
 
 
-def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> None:
+async def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> None:
     Vault(wallet).import_text(VCARDS, now=NOW)
     owned, shared = _car(wallet, "owner", "mine"), _car(wallet, "friend", "theirs")
     request = DataRequested(
@@ -136,11 +137,11 @@ def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> N
         retain=False,
     )
     answer = consent.responder(wallet, owned, ask=None, clock=lambda: 5.0)
-    granted, denied = answer(request)
+    granted, denied = await answer(request)
     assert len(granted["contacts"]) == 2 and denied == ["secrets"]
     asked: list[str] = []
 
-    def refuse(car: CarKey, category: str, purpose: str) -> bool:
+    async def refuse(car: CarKey, category: str, purpose: str) -> bool:
         asked.append(category)
         return False
 
@@ -150,11 +151,11 @@ def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> N
         ask=refuse,
         clock=lambda: 6.0,
     )
-    assert answer(request) == ({}, ["contacts", "secrets"]) and asked == ["contacts"]
+    assert await answer(request) == ({}, ["contacts", "secrets"]) and asked == ["contacts"]
     consent.set_decision(wallet, shared, "all", "allow")
-    assert "contacts" in answer(request)[0]
+    assert "contacts" in (await answer(request))[0]
     consent.set_decision(wallet, owned, "contacts", "deny")
-    assert consent.responder(wallet, owned, ask=None, clock=lambda: 7.0)(request)[0] == {}
+    assert (await consent.responder(wallet, owned, ask=None, clock=lambda: 7.0)(request))[0] == {}
     log = wallet.disclosures()
     assert ("mine", "contacts", 2, "disclosed") in [(r[1], r[2], r[3], r[5]) for r in log]
     assert ("theirs", "contacts", 0, "refused") in [(r[1], r[2], r[3], r[5]) for r in log]
@@ -163,3 +164,33 @@ def test_consent_defaults_rules_and_the_disclosure_log(wallet: PhoneWallet) -> N
     with pytest.raises(UsageError):
         consent.set_decision(wallet, owned, "secrets", "allow")
     assert consent.default_decision(_car(wallet, "stranger", "odd")) == "deny"
+
+
+async def test_every_open_question_is_put_at_once_and_silence_is_a_refusal(
+    wallet: PhoneWallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Vault(wallet).import_text(VCARDS, now=NOW)
+    shared = _car(wallet, "friend", "theirs")
+    request = DataRequested(
+        request_id=1,
+        items=(DataItem(category="contacts"), DataItem(category="profile")),
+        purpose="show",
+        retain=False,
+    )
+    monkeypatch.setattr(consent, "ASK_TIMEOUT", 0.2)
+    open_questions: list[str] = []
+    both_asked = asyncio.Event()
+
+    async def person(car: CarKey, category: str, purpose: str) -> bool:
+        open_questions.append(category)
+        if len(open_questions) == 2:
+            both_asked.set()
+        await both_asked.wait()  # answers only once both questions are on screen
+        if category == "profile":
+            await asyncio.sleep(10)  # never answers this one
+        return True
+
+    answer = consent.responder(wallet, shared, ask=person, clock=lambda: 8.0)
+    granted, denied = await answer(request)
+    assert sorted(open_questions) == ["contacts", "profile"]
+    assert list(granted) == ["contacts"] and denied == ["profile"]

@@ -17,6 +17,7 @@ from tether.phone import client, consent
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol.commands import Command
+from tether.vehicle.body.base import SPEED
 from tether.vehicle.headunit import HeadUnitEvent
 
 from .conftest import Rig
@@ -77,8 +78,13 @@ def logs() -> Iterator[io.StringIO]:
 
 async def drive(rig: Rig, wallet: PhoneWallet, key: CarKey, *, ask: bool | None) -> None:
     key = wallet.car(key.name)
+
+    async def person(car: CarKey, category: str, purpose: str) -> bool:
+        assert ask is not None
+        return ask
+
     answer = consent.responder(
-        wallet, key, ask=(lambda c, cat, p: ask) if ask is not None else None, clock=lambda: NOW
+        wallet, key, ask=person if ask is not None else None, clock=lambda: NOW
     )
     transport = await rig.listener.connect()
     try:
@@ -168,7 +174,7 @@ async def test_a_denied_or_unanswered_request_discloses_nothing(rig: Rig, tmp_pa
     transport = await rig.listener.connect()
     from tether.protocol.session import DataRequested
 
-    def silent(request: DataRequested) -> tuple[dict[str, object], list[str]]:
+    async def silent(request: DataRequested) -> tuple[dict[str, object], list[str]]:
         raise TimeoutError  # stands for a phone that does not answer
 
     try:
@@ -187,4 +193,44 @@ async def test_a_denied_or_unanswered_request_discloses_nothing(rig: Rig, tmp_pa
     rig.store.close()
     disk = car_bytes(rig.store.directory)
     assert all(c.encode() not in disk for c in canaries)
+    friend.close()
+
+
+async def test_a_late_answer_still_reaches_the_screen_but_moves_no_seat_while_driving(
+    rig: Rig, tmp_path: Path
+) -> None:
+    shown: list[HeadUnitEvent] = []
+    rig.agent.headunit.listeners.append(shown.append)
+    owner_key = await rig.pair()
+    friend = PhoneWallet.create(tmp_path / "friend", name="Bea", passphrase="bea")
+    bea = share(rig, owner_key, friend, rights={"unlock", "lock", "drive"}, name="car")
+    canaries = plant(friend, "BEA", seat=17)
+    rig.agent.data_timeout = 0.2  # the car starts without her data after this long
+
+    async def slow_person(car: CarKey, category: str, purpose: str) -> bool:
+        await asyncio.sleep(0.5)
+        rig.body.set({SPEED: 20.0})  # by now she is driving
+        return True
+
+    key = friend.car(bea.name)
+    transport = await rig.listener.connect()
+    try:
+        (outcome,) = await client.run_commands(
+            transport,
+            key,
+            [Command.START],
+            entropy=rig.entropy,
+            fast=False,
+            persist=lambda k: friend.set_persistent_key(key.name, k),
+            data=consent.responder(friend, key, ask=slow_person, clock=lambda: NOW),
+        )
+    finally:
+        await transport.close()
+    assert outcome.result.ok
+    # The start did not wait; the answer came later and the screen still showed it.
+    await settle(lambda: any(e.kind == "shown" for e in shown))
+    screens = [e.screen for e in shown if e.kind == "shown" and e.screen is not None]
+    assert screens and screens[0].data["contacts"][0]["name"] == canaries[0]
+    assert rig.body.state()[SEAT] == 0  # the seat does not move under a driver
+    await settle(lambda: shown[-1].kind == "forgotten")
     friend.close()

@@ -439,7 +439,10 @@ def _command(
                 persist=lambda key: wallet.set_persistent_key(car.name, key),
                 # The head unit asks for the driver's data at start: consent answers.
                 data=consent.responder(
-                    wallet, car, ask=_ask if sys.stdin.isatty() else None, clock=time.time
+                    wallet,
+                    car,
+                    ask=_terminal_asker() if sys.stdin.isatty() else None,
+                    clock=time.time,
                 ),
             ),
         )
@@ -648,8 +651,20 @@ def consent_set(
     out.print(f"{car.name}: {category} → {decision}")
 
 
-def _ask(car: CarKey, category: str, purpose: str) -> bool:
-    """Ask on the terminal; no answer within the timeout means no."""
+def _terminal_asker() -> consent.Asker:
+    """Ask on the terminal, one question at a time; no answer within the timeout means no."""
+    import asyncio
+
+    turn = asyncio.Lock()
+
+    async def ask(car: CarKey, category: str, purpose: str) -> bool:
+        async with turn:
+            return await asyncio.to_thread(_ask_terminal, car, category, purpose)
+
+    return ask
+
+
+def _ask_terminal(car: CarKey, category: str, purpose: str) -> bool:
     import select
 
     from tether.phone.consent import ASK_TIMEOUT

@@ -105,7 +105,9 @@ class _Phone:
     place: str = "far"
     ranger: SimulatedRanger | None = None
     ranging: tuple[VehicleSession, PhoneSession, bytes] | None = None
-    prompts: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    prompts: list[dict[str, object]] = dataclasses.field(default_factory=list)
+    #: Questions the person has not answered yet, by category (answered by a consent click).
+    answers: dict[str, list[asyncio.Future[bool]]] = dataclasses.field(default_factory=dict)
 
 
 class DemoWorld:
@@ -304,7 +306,10 @@ class DemoWorld:
         if handler is None or phone not in PHONES:
             step = Step(action=action, phone=phone, done=False, outcome="unknown action")
         else:
-            async with self._lock:
+            # A consent click answers a question that the running action is waiting on: it must
+            # not queue behind that action.
+            guard = contextlib.nullcontext() if action == "consent" else self._lock
+            async with guard:
                 started = time.perf_counter()
                 try:
                     step = await handler(self, phone, **args)
@@ -351,11 +356,30 @@ class DemoWorld:
         self.recorded.append(log)
         return _Recording(await tcp.connect(self.listener.address), log)
 
-    def _asker(self, phone: str) -> Callable[[CarKey, str, str], bool]:
-        def ask(car: CarKey, category: str, purpose: str) -> bool:
-            prompts = self.phones[phone].prompts
-            prompts.append({"category": category, "purpose": purpose, "car": car.name})
-            return False  # nobody answered in time: refused; the prompt stays to set a rule
+    def _asker(self, phone: str) -> consent.Asker:
+        """The phone's consent prompt on the page: it waits for Allow or Deny (or times out)."""
+
+        async def ask(car: CarKey, category: str, purpose: str) -> bool:
+            state = self.phones[phone]
+            answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            prompt: dict[str, object] = {
+                "category": category,
+                "purpose": purpose,
+                "car": car.name,
+                "live": True,
+            }
+            state.prompts.append(prompt)
+            state.answers.setdefault(category, []).append(answer)
+            self._emit("state", None)
+            try:
+                return await answer
+            finally:
+                # Unanswered, it stays on the page (refused) so that a click can set a rule.
+                waiting = state.answers.get(category, [])
+                if answer in waiting:
+                    waiting.remove(answer)
+                prompt["live"] = False
+                self._emit("state", None)
 
         return ask
 
@@ -538,9 +562,11 @@ class DemoWorld:
         wallet = self.phones[phone].wallet
         key = self._key(phone)
         wallet.set_consent(key.name, category, decision)
-        self.phones[phone].prompts = [
-            p for p in self.phones[phone].prompts if p["category"] != category
-        ]
+        state = self.phones[phone]
+        state.prompts = [p for p in state.prompts if p["category"] != category]
+        for answer in state.answers.pop(category, []):
+            if not answer.done():
+                answer.set_result(decision == "allow")
         return Step(
             action="consent",
             phone=phone,

@@ -57,10 +57,10 @@ async def pair(
             raise LocalProtocolError("pairing ended without the car's identity")
 
 
-DataResponder = Callable[[DataRequested], tuple[dict[str, Any], list[str]]]
+DataResponder = Callable[[DataRequested], Awaitable[tuple[dict[str, Any], list[str]]]]
 
 
-def deny_all(request: DataRequested) -> tuple[dict[str, Any], list[str]]:
+async def deny_all(request: DataRequested) -> tuple[dict[str, Any], list[str]]:
     """The answer of a phone that shares nothing."""
     return {}, [item.category for item in request.items]
 
@@ -166,7 +166,7 @@ async def run_commands(
                 )
             elif isinstance(event, DataRequested):
                 # The head unit asks before it starts the car: consent decides what it gets.
-                granted, denied = data(event)
+                granted, denied = await data(event)
                 session.respond_data(event.request_id, granted=granted, denied=denied)
                 await _flush(transport, session.data_to_send())
     if linger is not None:

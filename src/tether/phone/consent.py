@@ -2,12 +2,15 @@
 
 Each (car, category) is ``allow``, ``ask`` or ``deny``. Defaults: ``allow`` on cars this phone
 owns, ``ask`` on shared keys, ``deny`` otherwise. ``ask`` is put to the person (a prompt with a
-timeout that means deny). The phone logs every disclosure; the car logs none.
+timeout that means deny); the categories of one request are asked together, and the car does not
+wait for the answer to start (a late answer still reaches its screen). The phone logs every
+disclosure; the car logs none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import UsageError
@@ -42,19 +45,16 @@ def set_decision(wallet: PhoneWallet, car: CarKey, category: str, value: str) ->
         wallet.set_consent(car.name, cat, value)
 
 
-Asker = Callable[[CarKey, str, str], bool]
+#: Puts one question to the person: may ``car`` have ``category`` for ``purpose``?
+Asker = Callable[[CarKey, str, str], Awaitable[bool]]
 
 
-def decide(
-    wallet: PhoneWallet, car: CarKey, category: str, purpose: str, ask: Asker | None
-) -> bool:
-    """Whether to disclose ``category`` to ``car`` now; ``ask`` prompts (None: nobody to ask)."""
-    rule = decision(wallet, car, category)
-    if rule == "allow":
-        return True
-    if rule == "ask" and ask is not None:
-        return ask(car, category, purpose)
-    return False
+async def _put(ask: Asker, car: CarKey, category: str, purpose: str) -> bool:
+    """One question to the person; no answer within :data:`ASK_TIMEOUT` is a refusal."""
+    try:
+        return await asyncio.wait_for(ask(car, category, purpose), ASK_TIMEOUT)
+    except TimeoutError:
+        return False
 
 
 def responder(
@@ -63,18 +63,30 @@ def responder(
     *,
     ask: Asker | None,
     clock: Callable[[], float],
-) -> Callable[[DataRequested], tuple[dict[str, Any], list[str]]]:
+) -> Callable[[DataRequested], Awaitable[tuple[dict[str, Any], list[str]]]]:
     """Answer the car's data requests from the vault, as consent allows, logging each answer."""
     from tether.phone.vault import Vault
 
     vault = Vault(wallet)
 
-    def answer(request: DataRequested) -> tuple[dict[str, Any], list[str]]:
+    async def answer(request: DataRequested) -> tuple[dict[str, Any], list[str]]:
+        rules = [
+            decision(wallet, car, item.category) if item.category in CATEGORIES else "deny"
+            for item in request.items
+        ]
+        allowed = [rule == "allow" for rule in rules]
+        asked = [i for i, rule in enumerate(rules) if rule == "ask"]
+        if asked and ask is not None:  # with nobody to ask, "ask" is a refusal
+            # Every open question is put at once: one look at the phone, not three.
+            answers = await asyncio.gather(
+                *(_put(ask, car, request.items[i].category, request.purpose) for i in asked)
+            )
+            for i, yes in zip(asked, answers, strict=True):
+                allowed[i] = yes
         granted: dict[str, Any] = {}
         denied: list[str] = []
-        for item in request.items:
-            known = item.category in CATEGORIES
-            if known and decide(wallet, car, item.category, request.purpose, ask):
+        for item, allow in zip(request.items, allowed, strict=True):
+            if allow:
                 records = vault.query(item.category, item.query)
                 granted[item.category] = records
                 count = len(records) if isinstance(records, list) else int(bool(records))

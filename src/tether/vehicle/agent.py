@@ -40,7 +40,7 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.transport.base import Transport, TransportClosed
-from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.body.base import SPEED, Body, BodyFault, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
@@ -337,6 +337,7 @@ class VehicleAgent:
     ) -> None:
         key_id = session.endpoint_id
         pending: dict[int, _PendingStart] = {}
+        late: set[int] = set()  # starts that went ahead before the phone answered
         try:
             while session.state is SessionState.OPEN:
                 timeout = self.idle_timeout
@@ -354,6 +355,7 @@ class VehicleAgent:
                     if exc.code != "timeout" or not pending:
                         raise
                     for request_id in list(pending):  # the phone did not answer: start anyway
+                        late.add(request_id)
                         await self._finish_start(session, pending.pop(request_id), None)
                     await self._flush(transport, session.data_to_send())
                     continue
@@ -369,6 +371,11 @@ class VehicleAgent:
                         waiting = pending.pop(event.request_id, None)
                         if waiting is not None:
                             await self._finish_start(session, waiting, event)
+                        elif event.request_id in late:
+                            # The person answered after the car had started: the screen still
+                            # shows it (the seat moves only while the car stands still).
+                            late.discard(event.request_id)
+                            self._show(session, event, adjust=self.body.state()[SPEED] == 0)
                     elif isinstance(event, CommandRefused):
                         self.store.audit(
                             now=self.now(),
@@ -530,11 +537,15 @@ class VehicleAgent:
         self, session: VehicleSession, waiting: _PendingStart, data: DataReceived | None
     ) -> None:
         if data is not None:
-            self.headunit.show(session.endpoint_id.hex(), data.granted, data.denied)
-            profile = data.granted.get("profile")
-            if isinstance(profile, dict):
-                self.body.set(profile_signals(profile))
+            self._show(session, data, adjust=True)
         await self._run(session, waiting.command, over_ble=waiting.over_ble)
+
+    def _show(self, session: VehicleSession, data: DataReceived, *, adjust: bool) -> None:
+        """Put the driver's data on the screen and, if ``adjust``, set seat and climate from it."""
+        self.headunit.show(session.endpoint_id.hex(), data.granted, data.denied)
+        profile = data.granted.get("profile")
+        if adjust and isinstance(profile, dict):
+            self.body.set(profile_signals(profile))
 
     async def _run(
         self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False

@@ -54,11 +54,12 @@ function renderPhones(phones) {
       ` ${k.role}: ${k.rights.join(", ")}`, k.fast ? " · fast ready" : "")) : [el("li", {}, "no key yet")]));
     const prompts = $(`[data-testid="${role}-prompts"]`);
     prompts.replaceChildren(...phone.prompts.map((p) => {
-      const box = el("div", { class: "prompt", role: "alert" },
-        `${p.car} asked for your ${p.category}: "${p.purpose}". `);
+      const box = el("div", { class: "prompt" + (p.live ? " live" : ""), role: "alert" },
+        p.live ? `${p.car} asks for your ${p.category}: "${p.purpose}". `
+               : `${p.car} asked for your ${p.category} ("${p.purpose}"); nobody answered, so it was refused. `);
       for (const decision of ["allow", "deny"]) {
         const b = el("button", { "data-action": "consent", "data-category": p.category, "data-decision": decision },
-          decision === "allow" ? "Allow from now on" : "Deny");
+          decision === "allow" ? (p.live ? "Allow (from now on)" : "Allow from now on") : "Deny");
         box.append(b);
       }
       return box;
