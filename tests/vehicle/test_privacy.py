@@ -76,16 +76,17 @@ def logs() -> Iterator[io.StringIO]:
     logger.setLevel(old)
 
 
-async def drive(rig: Rig, wallet: PhoneWallet, key: CarKey, *, ask: bool | None) -> None:
+async def drive(
+    rig: Rig, wallet: PhoneWallet, key: CarKey, *, ask: bool | consent.Asker | None
+) -> None:
+    """Start the car from ``wallet``; ``ask`` answers consent prompts (a fixed answer, or a person)."""
     key = wallet.car(key.name)
 
-    async def person(car: CarKey, category: str, purpose: str) -> bool:
-        assert ask is not None
-        return ask
+    async def fixed(car: CarKey, category: str, purpose: str) -> bool:
+        return bool(ask)
 
-    answer = consent.responder(
-        wallet, key, ask=person if ask is not None else None, clock=lambda: NOW
-    )
+    person = fixed if isinstance(ask, bool) else ask
+    answer = consent.responder(wallet, key, ask=person, clock=lambda: NOW)
     transport = await rig.listener.connect()
     try:
         (outcome,) = await client.run_commands(
@@ -212,21 +213,7 @@ async def test_a_late_answer_still_reaches_the_screen_but_moves_no_seat_while_dr
         rig.body.set({SPEED: 20.0})  # by now she is driving
         return True
 
-    key = friend.car(bea.name)
-    transport = await rig.listener.connect()
-    try:
-        (outcome,) = await client.run_commands(
-            transport,
-            key,
-            [Command.START],
-            entropy=rig.entropy,
-            fast=False,
-            persist=lambda k: friend.set_persistent_key(key.name, k),
-            data=consent.responder(friend, key, ask=slow_person, clock=lambda: NOW),
-        )
-    finally:
-        await transport.close()
-    assert outcome.result.ok
+    await drive(rig, friend, bea, ask=slow_person)
     # The start did not wait; the answer came later and the screen still showed it.
     await settle(lambda: any(e.kind == "shown" for e in shown))
     screens = [e.screen for e in shown if e.kind == "shown" and e.screen is not None]
