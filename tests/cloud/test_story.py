@@ -12,6 +12,7 @@ from tether.cloud.server import Server
 from tether.errors import PeerError
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
+from tether.protocol import remote
 from tether.protocol.commands import Command
 from tether.protocol.credentials import Limits
 
@@ -71,3 +72,59 @@ async def test_invite_grant_unlock_remote_revoke(server: Server, tmp_path: Path)
         await car.close()
         owner.close()
         friend.close()
+
+
+async def test_a_command_waits_for_an_offline_car_and_one_post_answers_an_online_one(
+    server: Server, tmp_path: Path
+) -> None:
+    car = await make_car(tmp_path / "car")
+    owner = PhoneWallet.create(tmp_path / "ada", name="Ada", passphrase="a")
+    try:
+        ada = await pair_owner(car, owner)
+        await car.connect(server.url)
+        await car.disconnect()  # registered, now out of reach
+
+        def envelope(which: Command) -> bytes:
+            return remote.sign_envelope(
+                ada.endpoint_key,
+                vehicle_id=ada.vehicle_id,
+                command=which,
+                counter=owner.next_remote_counter(ada.name, time.time()),
+                now=int(time.time()),
+            )
+
+        path = f"/v1/vehicles/{ada.vehicle_id.hex()}/commands"
+        async with cloud.client_for(server.url, ada.endpoint_key) as http:
+            honk = envelope(Command.HONK)
+            pending = await http.call(
+                "POST", path, body={"envelope": cloud.b64(honk)}, params={"wait": 0.3}
+            )
+            assert pending["status"] == "pending" and pending["result"] is None
+
+            # The car comes back, finds the command in its inbox and answers; the poll gets it.
+            await car.connect(server.url)
+            done = await http.call("GET", f"/v1/commands/{pending['id']}", params={"wait": 10})
+            assert done["status"] == "done"
+            answered = remote.verify_result(
+                cloud.unb64(done["result"]), vehicle_key=ada.vehicle_key, envelope_raw=honk
+            )
+            assert answered.ok
+
+            # Online, one POST carries the command and brings back the car's signed result.
+            lock = envelope(Command.LOCK)
+            answer = await http.call(
+                "POST", path, body={"envelope": cloud.b64(lock)}, params={"wait": 10}
+            )
+            assert answer["status"] == "done"
+            result = remote.verify_result(
+                cloud.unb64(answer["result"]), vehicle_key=ada.vehicle_key, envelope_raw=lock
+            )
+            assert result.ok
+            # The same envelope again is not run twice: the stored answer comes back.
+            again = await http.call(
+                "POST", path, body={"envelope": cloud.b64(lock)}, params={"wait": 1}
+            )
+            assert again["status"] == "done" and again["result"] == answer["result"]
+    finally:
+        await car.close()
+        owner.close()

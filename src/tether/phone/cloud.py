@@ -208,14 +208,11 @@ async def command(
         car.endpoint_key, vehicle_id=car.vehicle_id, command=which, counter=counter, now=int(now)
     )
     async with client_for(server, car.endpoint_key) as client:
-        answer = await client.call(
+        # One round trip: the server relays the command and answers with the car's result.
+        status = await client.call(
             "POST",
             f"/v1/vehicles/{car.vehicle_id.hex()}/commands",
             body={"envelope": b64(envelope)},
-        )
-        status = await client.call(
-            "GET",
-            f"/v1/commands/{answer['id']}",
             params={"wait": wait},
             timeout=wait + 10,
         )

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import sqlalchemy as sa
 from anyio import to_thread
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 
 from tether.cloud import db
 from tether.cloud.api.access import (
     HEX32,
     MAX_WAIT,
+    Caller,
+    Hub,
     HubDep,
     SignedBy,
     VehicleId,
@@ -31,28 +34,41 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/vehicles/{vehicle_id}/commands", tags=["commands"], status_code=202)
-def post_command(
-    vehicle_id: VehicleId, body: CommandIn, caller: SignedBy, hub: HubDep
+async def post_command(
+    vehicle_id: VehicleId,
+    body: CommandIn,
+    caller: SignedBy,
+    hub: HubDep,
+    *,
+    response: Response,
+    wait: Annotated[float, Query(ge=0, le=MAX_WAIT)] = 0.0,
 ) -> dict[str, Any]:
-    """(Owner, friend) Relay a phone-signed command envelope to the car."""
+    """(Owner, friend) Relay a phone-signed command envelope to the car.
+
+    With ``wait``, the answer also waits up to that many seconds for the car's signed result (one
+    round trip instead of a POST and a long-poll): 200 with the result, or 202 while pending.
+    """
     vid = bytes.fromhex(vehicle_id)
     raw = unb64(body.envelope, "envelope")
-    now = hub.clock()
-    with hub.engine.begin() as conn:
-        require(conn, vid, caller, now, "owner", "friend")
-        vehicle_key(conn, vid)
-        try:
-            envelope = remote.parse_envelope(raw)
-        except remote.RemoteError as exc:
-            raise HTTPException(400, f"command refused ({exc.code}): {exc.message}") from None
-        if envelope.vehicle_id != vid or envelope.key_id != caller.key_id:
-            raise HTTPException(400, "the envelope is not for this car or not signed by you")
-        if envelope.expires <= now:
-            raise HTTPException(400, "the envelope has expired")
-        exists = conn.execute(
-            sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
-        ).first()
-        if exists is None:
+
+    def store() -> tuple[remote.Envelope, str | None]:
+        now = hub.clock()
+        with hub.engine.begin() as conn:
+            require(conn, vid, caller, now, "owner", "friend")
+            vehicle_key(conn, vid)
+            try:
+                envelope = remote.parse_envelope(raw)
+            except remote.RemoteError as exc:
+                raise HTTPException(400, f"command refused ({exc.code}): {exc.message}") from None
+            if envelope.vehicle_id != vid or envelope.key_id != caller.key_id:
+                raise HTTPException(400, "the envelope is not for this car or not signed by you")
+            if envelope.expires <= now:
+                raise HTTPException(400, "the envelope has expired")
+            exists = conn.execute(
+                sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
+            ).first()
+            if exists is not None:
+                return envelope, str(exists.status)
             conn.execute(
                 sa.insert(db.commands).values(
                     digest=envelope.digest,
@@ -65,9 +81,24 @@ def post_command(
                     status="pending",
                 )
             )
-    if exists is None:
-        hub.publish(vid, {"t": "command", "raw": raw})
-    return {"id": envelope.digest.hex(), "status": "pending" if exists is None else exists.status}
+        return envelope, None
+
+    envelope, known = await to_thread.run_sync(store)
+    if known is None:
+        with _listening(hub, envelope.digest) as event:  # before the car can possibly answer
+            hub.publish(vid, {"t": "command", "raw": raw})
+            if wait > 0:
+                answer = await _answer(hub, envelope.digest, caller, wait, event)
+            else:
+                answer = {"id": envelope.digest.hex(), "status": "pending", "result": None}
+    elif wait > 0:
+        with _listening(hub, envelope.digest) as event:
+            answer = await _answer(hub, envelope.digest, caller, wait, event)
+    else:
+        answer = {"id": envelope.digest.hex(), "status": known, "result": None}
+    if answer["status"] == "done":
+        response.status_code = 200
+    return answer
 
 
 @router.get("/commands/{command_id}", tags=["commands"])
@@ -79,6 +110,25 @@ async def get_command(
 ) -> dict[str, Any]:
     """(The phone that sent it) The command's status and the car's signed result; long-polls."""
     digest = bytes.fromhex(command_id)
+    with _listening(hub, digest) as event:  # before the first read: a result in between wakes it
+        return await _answer(hub, digest, caller, wait, event)
+
+
+@contextlib.contextmanager
+def _listening(hub: Hub, digest: bytes) -> Iterator[asyncio.Event]:
+    """An event the uplink sets when the result for ``digest`` is stored."""
+    hub.loop = asyncio.get_running_loop()
+    event = hub.results.setdefault(digest, asyncio.Event())
+    try:
+        yield event
+    finally:
+        hub.results.pop(digest, None)
+
+
+async def _answer(
+    hub: Hub, digest: bytes, caller: Caller, wait: float, event: asyncio.Event
+) -> dict[str, Any]:
+    """The command's status and result, waiting up to ``wait`` seconds for the car's answer."""
 
     def read() -> Any:
         with hub.engine.begin() as conn:
@@ -88,23 +138,17 @@ async def get_command(
                 )
             ).first()
 
-    # Listen before the first read: a result that lands in between still wakes this poll.
-    hub.loop = asyncio.get_running_loop()
-    event = hub.results.setdefault(digest, asyncio.Event())
-    try:
+    row = await to_thread.run_sync(read)
+    if row is None or bytes(row.key_id) != caller.key_id:
+        raise HTTPException(404, "no such command of yours")
+    deadline = hub.clock() + wait
+    while row.status == "pending" and hub.clock() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
+        event.clear()
         row = await to_thread.run_sync(read)
-        if row is None or bytes(row.key_id) != caller.key_id:
-            raise HTTPException(404, "no such command of yours")
-        deadline = hub.clock() + wait
-        while row.status == "pending" and hub.clock() < deadline:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
-            event.clear()
-            row = await to_thread.run_sync(read)
-    finally:
-        hub.results.pop(digest, None)
     return {
-        "id": command_id,
+        "id": digest.hex(),
         "status": row.status,
         "result": b64(bytes(row.result)) if row.result is not None else None,
     }
