@@ -155,15 +155,7 @@ def role_of(conn: Connection, vehicle_id: bytes, key_id: bytes, now: float) -> s
 
 
 def fleet_has(conn: Connection, fleet_id: bytes, vehicle_id: bytes) -> bool:
-    return (
-        conn.execute(
-            sa.select(db.fleet_vehicles.c.vehicle_id).where(
-                db.fleet_vehicles.c.fleet_id == fleet_id,
-                db.fleet_vehicles.c.vehicle_id == vehicle_id,
-            )
-        ).first()
-        is not None
-    )
+    return vehicle_id in fleet_cars(conn, fleet_id, {vehicle_id})
 
 
 def require(conn: Connection, vehicle_id: bytes, caller: Caller, now: float, *allowed: str) -> str:
@@ -193,20 +185,37 @@ def vehicle_key(conn: Connection, vehicle_id: bytes) -> PublicKey:
     return key
 
 
+def owners_of(conn: Connection, vehicle_ids: set[bytes]) -> dict[bytes, dict[bytes, PublicKey]]:
+    """The unrevoked owner keys of each car, by key id, in one query."""
+    owners: dict[bytes, dict[bytes, PublicKey]] = {}
+    for r in conn.execute(
+        sa.select(db.members.c.vehicle_id, db.principals.c.key_id, db.principals.c.public_key)
+        .join(db.members, db.members.c.key_id == db.principals.c.key_id)
+        .where(
+            db.members.c.vehicle_id.in_(vehicle_ids),
+            db.members.c.role == "owner",
+            db.members.c.revoked == sa.false(),
+        )
+    ):
+        owners.setdefault(bytes(r.vehicle_id), {})[bytes(r.key_id)] = PublicKey(bytes(r.public_key))
+    return owners
+
+
 def owner_lookup(conn: Connection, vehicle_id: bytes) -> Callable[[bytes], PublicKey | None]:
-    owners = {
-        bytes(r.key_id): PublicKey(bytes(r.public_key))
+    return owners_of(conn, {vehicle_id}).get(vehicle_id, {}).get
+
+
+def fleet_cars(conn: Connection, fleet_id: bytes, vehicle_ids: set[bytes]) -> set[bytes]:
+    """Which of ``vehicle_ids`` are in the fleet, in one query."""
+    return {
+        bytes(r.vehicle_id)
         for r in conn.execute(
-            sa.select(db.principals.c.key_id, db.principals.c.public_key)
-            .join(db.members, db.members.c.key_id == db.principals.c.key_id)
-            .where(
-                db.members.c.vehicle_id == vehicle_id,
-                db.members.c.role == "owner",
-                db.members.c.revoked == sa.false(),
+            sa.select(db.fleet_vehicles.c.vehicle_id).where(
+                db.fleet_vehicles.c.fleet_id == fleet_id,
+                db.fleet_vehicles.c.vehicle_id.in_(vehicle_ids),
             )
         )
     }
-    return owners.get
 
 
 def add_principal(conn: Connection, key: PublicKey, kind: str, now: float) -> None:

@@ -16,6 +16,7 @@ from tether.cloud.api.access import (
     add_principal,
     check_signature,
     fleet_caller,
+    fleet_cars,
     fleet_has,
     forbidden,
     public_key_from,
@@ -29,14 +30,14 @@ from tether.cloud.api.bodies import (
     FleetVehicleIn,
 )
 from tether.cloud.api.objects import (
+    publish_revocations,
     store_grant,
-    store_revocation,
-    verify_revocation,
+    store_revocations,
+    verify_revocations,
 )
 from tether.errors import TetherError
 from tether.phone.sharing import read_bundle
 from tether.protocol import credentials
-from tether.protocol.credentials import Revocation
 
 router = APIRouter(prefix="/v1")
 
@@ -157,20 +158,22 @@ def bulk_revocations(
     """(Operator) Queue many owner-signed revocations for cars of the fleet."""
     fid = fleet_caller(caller, fleet_id)
     now = hub.clock()
-    checked: list[tuple[bytes, bytes, Revocation]] = []
+    parsed: list[tuple[bytes, bytes]] = []
+    for text in body.revocations:
+        raw = unb64(text, "revocation")
+        try:
+            parsed.append((credentials.parse_revocation(raw).vehicle_id, raw))
+        except TetherError as exc:
+            raise HTTPException(400, f"revocation refused: {exc.message}") from None
     # Signatures first, reading only: the write transaction that follows stays short.
     with hub.engine.connect().execution_options(readonly=True) as conn:
-        for text in body.revocations:
-            raw = unb64(text, "revocation")
-            try:
-                vid = credentials.parse_revocation(raw).vehicle_id
-            except TetherError as exc:
-                raise HTTPException(400, f"revocation refused: {exc.message}") from None
-            if not fleet_has(conn, fid, vid):
-                raise forbidden(f"car {vid.hex()} is not in this fleet")
-            checked.append((vid, raw, verify_revocation(conn, vid, raw)))
+        ours = fleet_cars(conn, fid, {vid for vid, _ in parsed})
+        stranger = next((vid for vid, _ in parsed if vid not in ours), None)
+        if stranger is not None:
+            raise forbidden(f"car {stranger.hex()} is not in this fleet")
+        verified = verify_revocations(conn, parsed)
+    items = [(vid, raw, rev) for (vid, raw), rev in zip(parsed, verified, strict=True)]
     with hub.engine.begin() as conn:
-        out = [
-            store_revocation(conn, hub, vid, raw, now, verified=rev) for vid, raw, rev in checked
-        ]
+        out = store_revocations(conn, items, now)
+    publish_revocations(hub, items, out)
     return {"revocations": out}

@@ -15,6 +15,7 @@ from tether.cloud.api.access import (
     b64,
     find_vehicle_key,
     owner_lookup,
+    owners_of,
     upsert_member,
 )
 from tether.errors import TetherError
@@ -82,70 +83,113 @@ def is_revoked(conn: Connection, vehicle_id: bytes, some_id: bytes) -> bool:
     )
 
 
-def verify_revocation(conn: Connection, vehicle_id: bytes, raw: bytes) -> Revocation:
-    try:
-        return credentials.verify_revocation(
-            raw, vehicle_id=vehicle_id, owner_key=owner_lookup(conn, vehicle_id)
-        )
-    except TetherError as exc:
-        raise HTTPException(400, f"revocation refused ({exc.code}): {exc.message}") from None
+def verify_revocations(conn: Connection, items: list[tuple[bytes, bytes]]) -> list[Revocation]:
+    """Check each (car, revocation) against that car's owners, read for all cars in one query."""
+    owners = owners_of(conn, {vid for vid, _ in items})
+    checked = []
+    for vid, raw in items:
+        try:
+            checked.append(
+                credentials.verify_revocation(
+                    raw, vehicle_id=vid, owner_key=owners.get(vid, {}).get
+                )
+            )
+        except TetherError as exc:
+            raise HTTPException(400, f"revocation refused ({exc.code}): {exc.message}") from None
+    return checked
 
 
-def store_revocation(
-    conn: Connection,
-    hub: Hub,
-    vehicle_id: bytes,
-    raw: bytes,
-    now: float,
-    *,
-    verified: Revocation | None = None,
-) -> dict[str, Any]:
-    """Queue an owner-signed revocation for its car and close the server's doors to its keys."""
-    revocation = verified or verify_revocation(conn, vehicle_id, raw)
-    digest = sha256(raw)
-    exists = conn.execute(
-        sa.select(db.revocations.c.status).where(db.revocations.c.digest == digest)
-    ).first()
-    if exists is None:
-        conn.execute(
-            sa.insert(db.revocations).values(
-                digest=digest,
-                vehicle_id=vehicle_id,
-                seq=revocation.seq,
-                raw=raw,
-                created_at=now,
-                status="pending",
+def store_revocations(
+    conn: Connection, items: list[tuple[bytes, bytes, Revocation]], now: float
+) -> list[dict[str, Any]]:
+    """Queue verified (car, raw, revocation)s and close the server's doors to their keys.
+
+    A few statements for the whole batch, not a few per revocation. The caller publishes the
+    pending ones after its transaction commits (:func:`publish_revocations`), so a car's receipt
+    can never arrive before the revocation it acknowledges is stored.
+    """
+    digests = [sha256(raw) for _, raw, _ in items]
+    known = {
+        bytes(r.digest): str(r.status)
+        for r in conn.execute(
+            sa.select(db.revocations.c.digest, db.revocations.c.status).where(
+                db.revocations.c.digest.in_(digests)
             )
         )
+    }
+    fresh: dict[bytes, dict[str, Any]] = {}
+    for (vid, raw, revocation), digest in zip(items, digests, strict=True):
+        if digest not in known and digest not in fresh:
+            fresh[digest] = {
+                "digest": digest,
+                "vehicle_id": vid,
+                "seq": revocation.seq,
+                "raw": raw,
+                "created_at": now,
+                "status": "pending",
+            }
+    if fresh:
+        conn.execute(sa.insert(db.revocations), list(fresh.values()))
     # The server's own view: revoked keys, and the holders of revoked grants (and their chains).
-    keys = set(revocation.keys)
-    serials = set(revocation.grants)
-    rows = conn.execute(
-        sa.select(db.grants.c.serial, db.grants.c.grantee_id, db.grants.c.bundle).where(
-            db.grants.c.vehicle_id == vehicle_id
+    grants: dict[bytes, list[tuple[bytes, bytes, set[bytes]]]] = {}
+    for row in conn.execute(
+        sa.select(
+            db.grants.c.vehicle_id, db.grants.c.serial, db.grants.c.grantee_id, db.grants.c.bundle
+        ).where(db.grants.c.vehicle_id.in_({vid for vid, _, _ in items}))
+    ):
+        parents = {g.serial for g in chain_of(bytes(row.bundle))[:-1]}
+        grants.setdefault(bytes(row.vehicle_id), []).append(
+            (bytes(row.serial), bytes(row.grantee_id), parents)
         )
-    ).all()
+    closed = {
+        (vid, key)
+        for vid, _, revocation in items
+        for key in closed_keys(revocation.keys, revocation.grants, grants.get(vid, []))
+    }
+    if closed:
+        conn.execute(
+            sa.update(db.members)
+            .where(
+                db.members.c.vehicle_id == sa.bindparam("vid"),
+                db.members.c.key_id == sa.bindparam("kid"),
+            )
+            .values(revoked=True),
+            [{"vid": vid, "kid": key} for vid, key in sorted(closed)],
+        )
+    return [
+        {"id": digest.hex(), "seq": revocation.seq, "status": known.get(digest, "pending")}
+        for (_, _, revocation), digest in zip(items, digests, strict=True)
+    ]
+
+
+def closed_keys(
+    keys_revoked: frozenset[bytes],
+    serials_revoked: frozenset[bytes],
+    grants: list[tuple[bytes, bytes, set[bytes]]],
+) -> set[bytes]:
+    """The keys a revocation closes: its own, and the holders of its grants and of every grant
+    below them. ``grants`` are the car's (serial, grantee, serials of the chain above it)."""
+    keys = set(keys_revoked)
+    serials = set(serials_revoked)
     changed = True
     while changed:
         changed = False
-        for row in rows:
-            serial, grantee = bytes(row.serial), bytes(row.grantee_id)
-            parents = {g.serial for g in chain_of(bytes(row.bundle))[:-1]}
+        for serial, grantee, parents in grants:
             hit = serial in serials or grantee in keys or bool(parents & serials)
             if hit and (serial not in serials or grantee not in keys):
                 serials.add(serial)
                 keys.add(grantee)
                 changed = True
-    if keys:
-        conn.execute(
-            sa.update(db.members)
-            .where(db.members.c.vehicle_id == vehicle_id, db.members.c.key_id.in_(keys))
-            .values(revoked=True)
-        )
-    status = "pending" if exists is None else str(exists.status)
-    if status == "pending":
-        hub.publish(vehicle_id, {"t": "revocation", "raw": raw})
-    return {"id": digest.hex(), "seq": revocation.seq, "status": status}
+    return keys
+
+
+def publish_revocations(
+    hub: Hub, items: list[tuple[bytes, bytes, Revocation]], stored: list[dict[str, Any]]
+) -> None:
+    """Push the stored, still pending revocations to their cars (after the commit)."""
+    for (vid, raw, _), answer in zip(items, stored, strict=True):
+        if answer["status"] == "pending":
+            hub.publish(vid, {"t": "revocation", "raw": raw})
 
 
 def chain_of(raw_bundle: bytes) -> list[credentials.Grant]:

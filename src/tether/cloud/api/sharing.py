@@ -32,9 +32,11 @@ from tether.cloud.api.bodies import (
 )
 from tether.cloud.api.objects import (
     is_revoked,
+    publish_revocations,
     revocation_json,
     store_grant,
-    store_revocation,
+    store_revocations,
+    verify_revocations,
 )
 from tether.errors import TetherError
 from tether.phone.sharing import read_bundle
@@ -213,7 +215,11 @@ def post_revocation(
     with hub.engine.begin() as conn:
         require(conn, vid, caller, now, "owner")
         vehicle_key(conn, vid)
-        return store_revocation(conn, hub, vid, raw, now)
+        [revocation] = verify_revocations(conn, [(vid, raw)])
+        items = [(vid, raw, revocation)]
+        [answer] = store_revocations(conn, items, now)
+    publish_revocations(hub, items, [answer])
+    return answer
 
 
 @router.get("/vehicles/{vehicle_id}/revocations", tags=["revocation"])
