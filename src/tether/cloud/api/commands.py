@@ -84,18 +84,10 @@ async def post_command(
         return envelope, None
 
     envelope, known = await to_thread.run_sync(store)
-    if known is None:
-        with _listening(hub, envelope.digest) as event:  # before the car can possibly answer
+    with _listening(hub, envelope.digest) as event:  # before the car can possibly answer
+        if known is None:
             hub.publish(vid, {"t": "command", "raw": raw})
-            if wait > 0:
-                answer = await _answer(hub, envelope.digest, caller, wait, event)
-            else:
-                answer = {"id": envelope.digest.hex(), "status": "pending", "result": None}
-    elif wait > 0:
-        with _listening(hub, envelope.digest) as event:
-            answer = await _answer(hub, envelope.digest, caller, wait, event)
-    else:
-        answer = {"id": envelope.digest.hex(), "status": known, "result": None}
+        answer = await _answer(hub, envelope.digest, caller, wait, event)
     if answer["status"] == "done":
         response.status_code = 200
     return answer
