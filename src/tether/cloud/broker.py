@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,9 @@ class EmbeddedBroker:
                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
             ) -> None:
                 writers.add(writer)
+                sock = writer.get_extra_info("socket")
+                if sock is not None:  # small MQTT packets must not wait for delayed ACKs (Nagle)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
                     await handle(reader, writer, listener_name)
                 finally:
