@@ -446,7 +446,9 @@ async def main(args: argparse.Namespace) -> None:
         "owner-signed revocations via the server (bulk API, verified, stored, pushed)",
         f"{fanout_s:.3f}",
     )
-    fan.add_row("  of which the bulk requests were answered (verified and stored)", f"{posted_s:.3f}")
+    fan.add_row(
+        "  of which the bulk requests were answered (verified and stored)", f"{posted_s:.3f}"
+    )
     fan.add_row("raw publish of the same payloads to the same topics", f"{raw_fanout_s:.3f}")
     console.print(fan)
     print(
