@@ -17,7 +17,7 @@ from tether.phone import client, consent
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol.commands import Command
-from tether.vehicle.body.base import SPEED
+from tether.vehicle.body.base import POWER, SPEED
 from tether.vehicle.headunit import HeadUnitEvent
 
 from .conftest import Rig
@@ -209,7 +209,7 @@ async def test_a_late_answer_still_reaches_the_screen_but_moves_no_seat_while_dr
     rig.agent.data_timeout = 0.2  # the car starts without her data after this long
 
     async def slow_person(car: CarKey, category: str, purpose: str) -> bool:
-        await asyncio.sleep(0.5)
+        await settle(lambda: rig.body.state()[POWER] != "OFF")  # answers after the car started
         rig.body.set({SPEED: 20.0})  # by now she is driving
         return True
 
