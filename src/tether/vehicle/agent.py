@@ -355,8 +355,8 @@ class VehicleAgent:
                     if exc.code != "timeout" or not pending:
                         raise
                     for request_id in list(pending):  # the phone did not answer: start anyway
-                        late.add(request_id)
-                        await self._finish_start(session, pending.pop(request_id), None)
+                        if await self._finish_start(session, pending.pop(request_id), None) is None:
+                            late.add(request_id)  # a later answer may still reach the screen
                     await self._flush(transport, session.data_to_send())
                     continue
                 try:
@@ -535,10 +535,10 @@ class VehicleAgent:
 
     async def _finish_start(
         self, session: VehicleSession, waiting: _PendingStart, data: DataReceived | None
-    ) -> None:
+    ) -> DenialReason | None:
         if data is not None:
             self._show(session, data, adjust=True)
-        await self._run(session, waiting.command, over_ble=waiting.over_ble)
+        return await self._run(session, waiting.command, over_ble=waiting.over_ble)
 
     def _show(self, session: VehicleSession, data: DataReceived, *, adjust: bool) -> None:
         """Put the driver's data on the screen and, if ``adjust``, set seat and climate from it."""
@@ -549,7 +549,8 @@ class VehicleAgent:
 
     async def _run(
         self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
-    ) -> None:
+    ) -> DenialReason | None:
+        """Carry out an authorised command and answer it; the reason it was refused, if it was."""
         reason = await self._carry_out(
             session.endpoint_id,
             event.command,
@@ -564,6 +565,7 @@ class VehicleAgent:
             message="Done." if reason is None else explain(reason),
             state=self.body.state(),
         )
+        return reason
 
     async def _carry_out(
         self,
