@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Path, Request
 from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from tether.cloud import db, httpsig
@@ -54,6 +56,8 @@ class Hub:
     publish: Callable[[bytes, dict[str, Any]], None] = lambda vehicle_id, message: None
     #: Wakes long-polls in this process early; other instances poll the database.
     results: dict[bytes, asyncio.Event] = dataclasses.field(default_factory=dict)
+    #: Results stored by this process for a waiting long-poll, handed over without a re-read.
+    delivered: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
     #: When expired nonces are next swept (once a minute, not on every request).
     next_sweep: float = 0.0
@@ -63,11 +67,16 @@ class Hub:
         with self.engine.begin() as conn:
             return find_vehicle_key(conn, vehicle_id)
 
-    def wake(self, digest: bytes) -> None:
-        """Wake a long-poll for ``digest`` from whatever thread its result arrived on."""
+    def wake(self, digest: bytes, result: bytes) -> None:
+        """Hand a stored, verified result to a long-poll for ``digest``, from any thread."""
+        if digest in self.results and self.loop is not None:
+            self.loop.call_soon_threadsafe(self._deliver, digest, result)
+
+    def _deliver(self, digest: bytes, result: bytes) -> None:
         event = self.results.get(digest)
-        if event is not None and self.loop is not None:
-            self.loop.call_soon_threadsafe(event.set)
+        if event is not None:  # still waiting (in the loop's thread, so no race with its end)
+            self.delivered[digest] = result
+            event.set()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,15 +123,16 @@ def check_signature(
             conn.execute(
                 sa.delete(db.nonces).where(db.nonces.c.created_at < now - 2 * httpsig.MAX_SKEW)
             )
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    sa.insert(db.nonces).values(
-                        key_id=claimed.key_id, nonce=claimed.nonce, created_at=now
-                    )
-                )
-        except sa.exc.IntegrityError:
-            raise httpsig.SignatureRefused("this request was already received (a replay)") from None
+        insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
+        recorded = conn.execute(
+            insert(db.nonces)
+            .values(key_id=claimed.key_id, nonce=claimed.nonce, created_at=now)
+            .on_conflict_do_nothing()
+            .returning(db.nonces.c.nonce)
+        ).first()
+        if recorded is None:
+            raise httpsig.SignatureRefused("this request was already received (a replay)")
     return Caller(key_id=claimed.key_id, kind=kind)
 
 

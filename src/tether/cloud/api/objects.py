@@ -233,7 +233,7 @@ def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
         else:
             outcome = "unknown kind"
     if kind == "result" and outcome == "stored":
-        hub.wake(digest)  # after the commit: the poll must see it
+        hub.wake(digest, body)  # after the commit: the poll must see it
     return outcome
 
 
