@@ -1,8 +1,18 @@
-"""What the server derives from signed objects: which keys a revocation closes on its side."""
+"""What the server makes of signed objects: revocations checked, stored once, keys closed."""
 
 from __future__ import annotations
 
-from tether.cloud.api.objects import closed_keys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi import HTTPException
+
+from tether.cloud import db
+from tether.cloud.api.access import add_principal, upsert_member
+from tether.cloud.api.objects import closed_keys, store_revocations, verify_revocations
+from tether.protocol import credentials
+from tether.protocol.crypto import SystemEntropy
 
 # A car's grants as (serial, grantee, serials above it): Ada -> Bea -> Cal -> Dan, and Ada -> Eve.
 GRANTS = [
@@ -26,3 +36,51 @@ def test_a_revoked_key_closes_what_it_was_given_and_what_it_gave() -> None:
 def test_a_key_without_grants_closes_only_itself() -> None:
     assert closed_keys(frozenset({b"zed"}), frozenset({b"nope"}), GRANTS) == {b"zed"}
     assert closed_keys(frozenset(), frozenset(), []) == set()
+
+
+def test_a_batch_stores_each_revocation_once_and_closes_the_server_to_its_keys(
+    tmp_path: Path,
+) -> None:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'cloud.db'}")
+    db.upgrade(engine)
+    entropy = SystemEntropy()
+    car, owner, friend = (entropy.new_private_key() for _ in range(3))
+    vid = car.public_key.key_id
+    with engine.begin() as conn:
+        for key, kind in ((car, "vehicle"), (owner, "phone"), (friend, "phone")):
+            add_principal(conn, key.public_key, kind, 1.0)
+        conn.execute(
+            sa.insert(db.vehicles).values(
+                vehicle_id=vid,
+                public_key=car.public_bytes,
+                name="car",
+                registered_at=1.0,
+                last_seen=1.0,
+                state={},
+            )
+        )
+        upsert_member(conn, vid, owner.public_key.key_id, "owner", None)
+        upsert_member(conn, vid, friend.public_key.key_id, "friend", None)
+    raw = credentials.issue_revocation(
+        owner, vehicle_id=vid, seq=1, keys=[friend.public_key.key_id], issued_at=2
+    )
+    forged = credentials.issue_revocation(
+        friend, vehicle_id=vid, seq=2, keys=[owner.public_key.key_id], issued_at=2
+    )
+
+    with engine.begin() as conn:
+        with pytest.raises(HTTPException):  # signed by a friend, not an owner
+            verify_revocations(conn, [(vid, forged)])
+        [checked] = verify_revocations(conn, [(vid, raw)])
+        items = [(vid, raw, checked), (vid, raw, checked)]  # the same one twice in a batch
+        first = store_revocations(conn, items, 3.0)
+    assert [a["status"] for a in first] == ["pending", "pending"] and first[0] == first[1]
+    with engine.begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(db.revocations)).scalar() == 1
+        revoked = dict(conn.execute(sa.select(db.members.c.key_id, db.members.c.revoked)).all())
+        assert revoked == {owner.public_key.key_id: False, friend.public_key.key_id: True}
+        conn.execute(sa.update(db.revocations).values(status="applied"))
+    with engine.begin() as conn:  # posted again later: its known status, nothing new
+        [again] = store_revocations(conn, items[:1], 4.0)
+    assert again == {**first[0], "status": "applied"}
+    engine.dispose()
