@@ -652,25 +652,44 @@ def consent_set(
 
 
 def _terminal_asker() -> consent.Asker:
-    """Ask on the terminal, one question at a time; no answer within the timeout means no."""
+    """Ask on the terminal: the questions of one request become one y/N question."""
     import asyncio
 
-    turn = asyncio.Lock()
+    waiting: list[str] = []
+    answer: asyncio.Future[bool] | None = None
 
     async def ask(car: CarKey, category: str, purpose: str) -> bool:
-        async with turn:
-            return await asyncio.to_thread(_ask_terminal, car, category, purpose)
+        nonlocal answer
+        waiting.append(category)
+        if answer is not None:  # a question is being gathered: join it
+            return await asyncio.shield(answer)  # one joiner giving up cancels nobody else
+        mine: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        answer = mine
+        allowed = False
+        try:
+            await asyncio.sleep(0)  # the request's other questions join this one
+            categories, waiting[:], answer = list(waiting), [], None
+            allowed = await asyncio.to_thread(_ask_terminal, car, categories, purpose)
+        finally:
+            if answer is mine:  # cut short before the question was even put
+                waiting.clear()
+                answer = None
+            mine.set_result(allowed)  # also when cut short: the others hear "no"
+        return allowed
 
     return ask
 
 
-def _ask_terminal(car: CarKey, category: str, purpose: str) -> bool:
+def _ask_terminal(car: CarKey, categories: list[str], purpose: str) -> bool:
     import select
 
     from tether.phone.consent import ASK_TIMEOUT
 
+    what = (
+        ", ".join(categories[:-1]) + " and " + categories[-1] if categories[1:] else categories[0]
+    )
     err.print(
-        f"[bold]{car.name}[/bold] asks for your [bold]{category}[/bold]: {purpose}. "
+        f"[bold]{car.name}[/bold] asks for your [bold]{what}[/bold]: {purpose}. "
         f"Share? [y/N] (no answer in {ASK_TIMEOUT:.0f} s means no) ",
         end="",
     )
