@@ -2,7 +2,8 @@
 
 pair → unlock → share → friend unlock → friend start refused → revoke → friend refused → relay
 refused, asserting what the page shows at each step, with screenshots (docs/screenshots when
-TETHER_SCREENSHOTS names a folder; the README shows two of them).
+TETHER_SCREENSHOTS names a folder; the README shows two of them); and Bea answering the head
+unit's questions on the page while her start waits for them.
 """
 
 from __future__ import annotations
@@ -100,3 +101,39 @@ async def test_story_in_the_browser(world: DemoWorld, tmp_path: Path, width: int
         for shot in shots.iterdir():
             shutil.copy(shot, Path(keep) / shot.name)
     assert sorted(p.name for p in shots.iterdir()) == ["console-attacks.png", "console-started.png"]
+
+
+async def test_bea_answers_the_head_units_questions_while_her_start_waits(
+    world: DemoWorld,
+) -> None:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        try:
+            await page.goto(world.url)
+            await expect(page.get_by_test_id("connection")).to_have_text("live")
+            await click(page, "owner-pair")
+            await page.locator("input[name=right][value=drive]").check()
+            await click(page, "owner-share")
+            await expect(page.get_by_test_id("friend-keys")).to_contain_text("drive")
+
+            # Her start waits on her answer: the page stays busy, but the prompts take clicks.
+            await page.get_by_test_id("friend-start").click()
+            prompts = page.get_by_test_id("friend-prompts").locator(".prompt.live")
+            await expect(prompts).to_have_count(3)
+            await expect(page.locator("body")).to_have_attribute("data-busy", "1")
+            for category, decision in (
+                ("profile", "allow"),
+                ("contacts", "allow"),
+                ("calendar", "deny"),
+            ):
+                await page.locator(
+                    f'[data-testid="friend-prompts"] button[data-category="{category}"]'
+                    f'[data-decision="{decision}"]'
+                ).click()
+            await expect(page.locator("body")).to_have_attribute("data-busy", "0", timeout=20_000)
+            await last_step(page, "Bea: start — done")
+            await expect(page.get_by_test_id("headunit")).to_contain_text("Hello Bea")
+            await expect(page.get_by_test_id("friend-prompts").locator(".prompt")).to_have_count(0)
+        finally:
+            await browser.close()

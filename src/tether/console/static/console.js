@@ -113,7 +113,9 @@ function render(state) {
 }
 
 async function act(button) {
-  if (busy) return;
+  // An answer to a consent prompt is for the action still running (a start waits on it).
+  const answering = button.dataset.action === "consent";
+  if (busy && !answering) return;
   const panel = button.closest("[data-phone]");
   const body = { action: button.dataset.action, phone: panel ? panel.dataset.phone : "owner", args: {} };
   for (const key of ["command", "to", "kind", "category", "decision"]) {
@@ -122,9 +124,11 @@ async function act(button) {
   if (body.action === "share") {
     body.args.rights = $$("input[name=right]:checked", panel).map((i) => i.value).join(",");
   }
-  busy = true;
-  document.body.dataset.busy = "1";
-  $$("button").forEach((b) => { b.disabled = true; });
+  if (!answering) {
+    busy = true;
+    document.body.dataset.busy = "1";
+    $$("button").forEach((b) => { b.disabled = true; });
+  }
   try {
     const response = await fetch("/console/act", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -136,9 +140,11 @@ async function act(button) {
   } catch (err) {
     text($("#status"), `error: ${err}`);
   } finally {
-    busy = false;
-    document.body.dataset.busy = "0";
-    $$("button").forEach((b) => { b.disabled = false; });
+    if (!answering) {
+      busy = false;
+      document.body.dataset.busy = "0";
+      $$("button").forEach((b) => { b.disabled = false; });
+    }
   }
 }
 
