@@ -54,9 +54,9 @@ class Hub:
     engine: Engine
     clock: Callable[[], float]
     publish: Callable[[bytes, dict[str, Any]], None] = lambda vehicle_id, message: None
-    #: Wakes long-polls in this process early; other instances poll the database.
-    results: dict[bytes, asyncio.Event] = dataclasses.field(default_factory=dict)
-    #: Results stored by this process for a waiting long-poll, handed over without a re-read.
+    #: The requests of this process waiting for a command's result (other instances poll).
+    results: dict[bytes, list[asyncio.Event]] = dataclasses.field(default_factory=dict)
+    #: Results stored by this process for waiting requests, handed over without a re-read.
     delivered: dict[bytes, bytes] = dataclasses.field(default_factory=dict)
     loop: asyncio.AbstractEventLoop | None = None
     #: When expired nonces are next swept (once a minute, not on every request).
@@ -73,10 +73,11 @@ class Hub:
             self.loop.call_soon_threadsafe(self._deliver, digest, result)
 
     def _deliver(self, digest: bytes, result: bytes) -> None:
-        event = self.results.get(digest)
-        if event is not None:  # still waiting (in the loop's thread, so no race with its end)
+        waiting = self.results.get(digest)
+        if waiting:  # still waiting (in the loop's thread, so no race with their end)
             self.delivered[digest] = result
-            event.set()
+            for event in waiting:
+                event.set()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

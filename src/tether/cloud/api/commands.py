@@ -108,14 +108,18 @@ async def get_command(
 
 @contextlib.contextmanager
 def _listening(hub: Hub, digest: bytes) -> Iterator[asyncio.Event]:
-    """An event the uplink sets when the result for ``digest`` is stored."""
+    """An event the uplink sets when the result for ``digest`` is stored (one per request)."""
     hub.loop = asyncio.get_running_loop()
-    event = hub.results.setdefault(digest, asyncio.Event())
+    event = asyncio.Event()
+    waiting = hub.results.setdefault(digest, [])
+    waiting.append(event)
     try:
         yield event
     finally:
-        hub.results.pop(digest, None)
-        hub.delivered.pop(digest, None)
+        waiting.remove(event)
+        if not waiting:
+            hub.results.pop(digest, None)
+            hub.delivered.pop(digest, None)
 
 
 async def _answer(
@@ -139,7 +143,7 @@ async def _answer(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
         event.clear()
-        result = hub.delivered.pop(digest, None)
+        result = hub.delivered.get(digest)
         if result is not None:  # stored and verified by this process's uplink: no re-read
             return {"id": digest.hex(), "status": "done", "result": b64(result)}
         row = await to_thread.run_sync(read)
