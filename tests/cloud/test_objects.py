@@ -9,8 +9,13 @@ import sqlalchemy as sa
 from fastapi import HTTPException
 
 from tether.cloud import db
-from tether.cloud.api.access import add_principal, upsert_member
-from tether.cloud.api.objects import closed_keys, store_revocations, verify_revocations
+from tether.cloud.api.access import Hub, add_principal, upsert_member
+from tether.cloud.api.objects import (
+    closed_keys,
+    publish_revocations,
+    store_revocations,
+    verify_revocations,
+)
 from tether.protocol import credentials
 from tether.protocol.crypto import SystemEntropy
 
@@ -75,6 +80,13 @@ def test_a_batch_stores_each_revocation_once_and_closes_the_server_to_its_keys(
         items = [(vid, raw, checked), (vid, raw, checked)]  # the same one twice in a batch
         first = store_revocations(conn, items, 3.0)
     assert [a["status"] for a in first] == ["pending", "pending"] and first[0] == first[1]
+    pushed: list[bytes] = []
+    publish_revocations(
+        Hub(engine=engine, clock=lambda: 3.0, publish=lambda v, m: pushed.append(m["raw"])),
+        items,
+        first,
+    )
+    assert pushed == [raw]  # once, though it came twice
     with engine.begin() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(db.revocations)).scalar() == 1
         revoked = dict(conn.execute(sa.select(db.members.c.key_id, db.members.c.revoked)).all())

@@ -186,9 +186,11 @@ def closed_keys(
 def publish_revocations(
     hub: Hub, items: list[tuple[bytes, bytes, Revocation]], stored: list[dict[str, Any]]
 ) -> None:
-    """Push the stored, still pending revocations to their cars (after the commit)."""
+    """Push the stored, still pending revocations to their cars (after the commit), once each."""
+    pushed: set[str] = set()
     for (vid, raw, _), answer in zip(items, stored, strict=True):
-        if answer["status"] == "pending":
+        if answer["status"] == "pending" and answer["id"] not in pushed:
+            pushed.add(answer["id"])
             hub.publish(vid, {"t": "revocation", "raw": raw})
 
 
