@@ -9,6 +9,13 @@ import pytest
 
 from tether.errors import StorageError, UsageError
 from tether.protocol.crypto import DeterministicEntropy
+from tether.protocol.pump import pump
+from tether.protocol.transaction import (
+    Established,
+    PersistentKeyChanged,
+    PhoneTransaction,
+    VehicleTransaction,
+)
 from tether.vehicle.keystore import DB_NAME, OWNER_RIGHTS, VehicleStore
 
 
@@ -221,3 +228,49 @@ def test_delegation_depth_is_set_per_vehicle(tmp_path: Path) -> None:
         store.set_max_depth(0, now=1.0)
     store.close()
     assert VehicleStore.open(tmp_path / "car").max_depth == 3
+
+
+def test_five_hundred_keys_and_the_least_recent_still_opens_fast(tmp_path: Path) -> None:
+    """Fleets outgrow small key slots (one maker's cars hold 19): the store takes hundreds."""
+    store = make(tmp_path)
+    entropy = DeterministicEntropy(b"fleet")
+    phones = [entropy.new_private_key() for _ in range(500)]
+    for i, phone in enumerate(phones):
+        store.enroll(
+            phone.public_key,
+            name=f"renter {i}",
+            role="friend",
+            rights=frozenset({"unlock", "lock"}),
+            not_before=None,
+            not_after=None,
+            now=float(i),
+        )
+        store.set_persistent_key(phone.public_key.key_id, bytes([i % 256]) * 31 + b"p", now=i)
+    store.close()
+    store = VehicleStore.open(tmp_path / "car")
+    assert len([e for e in store.endpoints() if e.role == "friend"]) == 500
+    oldest = phones[0]
+    assert [eid for eid, _ in store.persistent_keys()][-1] == oldest.public_key.key_id
+
+    # The least recently used phone: the car tries every stored key, finds hers, and she is
+    # first the next time.
+    phone_tx = PhoneTransaction(
+        endpoint_key=oldest,
+        vehicle_key=store.identity.public_key,
+        persistent_key=bytes([0]) * 31 + b"p",
+        entropy=entropy,
+    )
+    car_tx = VehicleTransaction(vehicle_key=store.identity, directory=store, entropy=entropy)
+    phone_tx.start()
+    events = pump(phone_tx, car_tx)
+    established = [e for e in events if isinstance(e, Established)]
+    assert [e.fast for e in established] == [True, True]
+    for event in events:
+        if (
+            isinstance(event, PersistentKeyChanged)
+            and event.endpoint_id == oldest.public_key.key_id
+        ):
+            store.set_persistent_key(event.endpoint_id, event.key, now=1_000.0)
+            break
+    assert next(iter(store.persistent_keys()))[0] == oldest.public_key.key_id
+    assert store.verify_audit() == []
