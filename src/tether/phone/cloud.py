@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tether.cloud.client import CloudClient
 from tether.errors import TransportError, UsageError
 from tether.phone import sharing
 from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
+
+if TYPE_CHECKING:
+    from tether.cloud.client import CloudClient
 
 INVITE_PREFIX = "tether://invite/"
 
@@ -32,6 +34,10 @@ def unb64(text: str) -> bytes:
 
 
 def client_for(server: str, key: PrivateKey) -> CloudClient:
+    # httpx and its kin load only when a command really talks to a server (~50 ms of every
+    # other CLI command's start).
+    from tether.cloud.client import CloudClient
+
     return CloudClient(server, key)
 
 
