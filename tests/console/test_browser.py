@@ -93,6 +93,9 @@ async def test_story_in_the_browser(world: DemoWorld, tmp_path: Path, width: int
                 "replay a recorded unlock — refused"
             )
             await expect(page.get_by_test_id("audit")).to_contain_text("unknown_key")
+            # Everything fits the screen's width (wide tables scroll inside their own box).
+            overflow = await page.evaluate("document.documentElement.scrollWidth - innerWidth")
+            assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
             await page.screenshot(path=str(shots / "console-attacks.png"), full_page=True)
         finally:
             await browser.close()
