@@ -53,14 +53,24 @@ function renderPhones(phones) {
       `${k.car} `, el("span", { class: "tag" + (k.status === "active" ? "" : " revoked") }, k.status),
       ` ${k.role}: ${k.rights.join(", ")}`, k.fast ? " · fast ready" : "")) : [el("li", {}, "no key yet")]));
     const prompts = $(`[data-testid="${role}-prompts"]`);
-    prompts.replaceChildren(...phone.prompts.map((p) => {
-      const box = el("div", { class: "prompt" + (p.live ? " live" : ""), role: "alert" },
-        p.live ? `${p.car} asks for your ${p.category}: "${p.purpose}". `
-               : `${p.car} asked for your ${p.category} ("${p.purpose}"); nobody answered, so it was refused. `);
-      for (const decision of ["allow", "deny"]) {
-        const b = el("button", { "data-action": "consent", "data-category": p.category, "data-decision": decision },
-          decision === "allow" ? (p.live ? "Allow (from now on)" : "Allow from now on") : "Deny");
-        box.append(b);
+    // One box per question the car put (its categories listed), not one per category.
+    const groups = new Map();
+    for (const p of phone.prompts) {
+      const key = `${p.live}|${p.car}|${p.purpose}`;
+      if (!groups.has(key)) groups.set(key, { ...p, categories: [] });
+      groups.get(key).categories.push(p.category);
+    }
+    prompts.replaceChildren(...[...groups.values()].map((g) => {
+      const box = el("div", { class: "prompt" + (g.live ? " live" : ""), role: g.live ? "alert" : "status" },
+        el("p", {}, g.live ? `${g.car} asks for your data: "${g.purpose}". Your answer is kept for this car.`
+                           : `${g.car} asked ("${g.purpose}"); nobody answered, so it got nothing. Set a rule for next time:`));
+      for (const category of g.categories) {
+        const row = el("div", { class: "ask" }, el("span", {}, category));
+        for (const decision of ["allow", "deny"]) {
+          row.append(el("button", { "data-action": "consent", "data-category": category, "data-decision": decision },
+            decision === "allow" ? "Allow" : "Deny"));
+        }
+        box.append(row);
       }
       return box;
     }));
