@@ -124,15 +124,15 @@ def check_signature(
             conn.execute(
                 sa.delete(db.nonces).where(db.nonces.c.created_at < now - 2 * httpsig.MAX_SKEW)
             )
-        insert = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
-        # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING.
-        recorded = conn.execute(
-            insert(db.nonces)
-            .values(key_id=claimed.key_id, nonce=claimed.nonce, created_at=now)
-            .on_conflict_do_nothing()
-            .returning(db.nonces.c.nonce)
-        ).first()
-        if recorded is None:
+        values = {"key_id": claimed.key_id, "nonce": claimed.nonce, "created_at": now}
+        if conn.dialect.name == "sqlite":
+            # rowcount, not RETURNING: SQLite has RETURNING only since 3.35 (Debian 11 has 3.34).
+            lite = sqlite_insert(db.nonces).values(**values).on_conflict_do_nothing()
+            recorded = conn.execute(lite).rowcount == 1
+        else:  # psycopg reports rowcount -1 here; RETURNING says it
+            pg = postgresql_insert(db.nonces).values(**values).on_conflict_do_nothing()
+            recorded = conn.execute(pg.returning(db.nonces.c.nonce)).first() is not None
+        if not recorded:
             raise httpsig.SignatureRefused("this request was already received (a replay)")
     return Caller(key_id=claimed.key_id, kind=kind)
 
