@@ -41,6 +41,16 @@ def reset_pg(url: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database's URL: SQLite in a file, or the real PostgreSQL."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_url")
+        reset_pg(url)
+        return url
+    return f"sqlite:///{tmp_path / 'cloud.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
 async def server(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url")

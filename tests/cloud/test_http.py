@@ -7,25 +7,14 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
-from tests.cloud.conftest import reset_pg
 from tests.cloud.rig import start_server
 from tether.cloud import db, httpsig
 from tether.cloud.api import create_app
 from tether.cloud.api.access import NONCE_SWEEP, Hub, b64
 from tether.cloud.client import signed_headers
 from tether.protocol.crypto import SystemEntropy
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("pg_url")
-        reset_pg(url)
-        return url
-    return f"sqlite:///{tmp_path / 'cloud.db'}"
 
 
 async def test_replays_are_refused_and_nonces_swept_only_when_stale(database: str) -> None:

@@ -96,3 +96,17 @@ def test_a_batch_stores_each_revocation_once_and_closes_the_server_to_its_keys(
         [again] = store_revocations(conn, items[:1], 4.0)
     assert again == {**first[0], "status": "applied"}
     engine.dispose()
+
+
+def test_inserts_that_lose_a_race_are_answers_not_errors(database: str) -> None:
+    engine = db.make_engine(database)
+    db.upgrade(engine)
+    row = {"key_id": b"k" * 16, "nonce": "n" * 20, "created_at": 1.0}
+    with engine.begin() as conn:
+        assert db.insert_new(conn, db.nonces, row) is True
+        assert db.insert_new(conn, db.nonces, row) is False  # taken: no IntegrityError
+        other = {**row, "nonce": "m" * 20}
+        db.insert_new_rows(conn, db.nonces, [row, other, other])
+        count = conn.execute(sa.select(sa.func.count()).select_from(db.nonces)).scalar()
+    assert count == 2
+    engine.dispose()

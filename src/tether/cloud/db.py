@@ -8,9 +8,11 @@ here can open a car: the server stores public keys, signed objects and their del
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 metadata = sa.MetaData()
@@ -180,6 +182,29 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     # readonly (execution option) read a snapshot and never block a writer.
     readonly = conn.get_execution_options().get("readonly", False)
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def insert_new(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+    """Insert ``row`` unless its primary key is taken (by anyone, even a concurrent writer).
+
+    True if this call inserted it. Without the ON CONFLICT clause two servers racing on the same
+    key would turn the loser's request into a 500 instead of a clear answer.
+    """
+    if conn.dialect.name == "sqlite":
+        # rowcount, not RETURNING: SQLite has RETURNING only since 3.35 (Debian 11 has 3.34).
+        lite = sqlite.insert(table).values(**row).on_conflict_do_nothing()
+        return bool(conn.execute(lite).rowcount == 1)
+    # psycopg reports rowcount -1 for this statement; RETURNING says what happened.
+    pg = postgresql.insert(table).values(**row).on_conflict_do_nothing()
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(pg.returning(key)).first() is not None
+
+
+def insert_new_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert those of ``rows`` whose primary key is not taken, in one statement."""
+    if rows:
+        dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+        conn.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
 def make_engine(url: str) -> Engine:

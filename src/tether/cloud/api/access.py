@@ -12,8 +12,6 @@ import sqlalchemy as sa
 from anyio import to_thread
 from fastapi import Depends, HTTPException, Path, Request
 from pydantic import BaseModel
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from tether.cloud import db, httpsig
@@ -124,15 +122,8 @@ def check_signature(
             conn.execute(
                 sa.delete(db.nonces).where(db.nonces.c.created_at < now - 2 * httpsig.MAX_SKEW)
             )
-        values = {"key_id": claimed.key_id, "nonce": claimed.nonce, "created_at": now}
-        if conn.dialect.name == "sqlite":
-            # rowcount, not RETURNING: SQLite has RETURNING only since 3.35 (Debian 11 has 3.34).
-            lite = sqlite_insert(db.nonces).values(**values).on_conflict_do_nothing()
-            recorded = conn.execute(lite).rowcount == 1
-        else:  # psycopg reports rowcount -1 here; RETURNING says it
-            pg = postgresql_insert(db.nonces).values(**values).on_conflict_do_nothing()
-            recorded = conn.execute(pg.returning(db.nonces.c.nonce)).first() is not None
-        if not recorded:
+        nonce = {"key_id": claimed.key_id, "nonce": claimed.nonce, "created_at": now}
+        if not db.insert_new(conn, db.nonces, nonce):
             raise httpsig.SignatureRefused("this request was already received (a replay)")
     return Caller(key_id=claimed.key_id, kind=kind)
 

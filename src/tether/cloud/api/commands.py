@@ -64,24 +64,23 @@ async def post_command(
                 raise HTTPException(400, "the envelope is not for this car or not signed by you")
             if envelope.expires <= now:
                 raise HTTPException(400, "the envelope has expired")
-            exists = conn.execute(
+            command = {
+                "digest": envelope.digest,
+                "vehicle_id": vid,
+                "key_id": caller.key_id,
+                "command": envelope.command.value,
+                "envelope": raw,
+                "expires_at": float(envelope.expires),
+                "created_at": now,
+                "status": "pending",
+            }
+            if db.insert_new(conn, db.commands, command):
+                return envelope, None
+            # Sent before (a retry, or a race with another server): its answer, not a second run.
+            known = conn.execute(
                 sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
-            ).first()
-            if exists is not None:
-                return envelope, str(exists.status)
-            conn.execute(
-                sa.insert(db.commands).values(
-                    digest=envelope.digest,
-                    vehicle_id=vid,
-                    key_id=caller.key_id,
-                    command=envelope.command.value,
-                    envelope=raw,
-                    expires_at=float(envelope.expires),
-                    created_at=now,
-                    status="pending",
-                )
-            )
-        return envelope, None
+            ).scalar_one()
+        return envelope, str(known)
 
     envelope, known = await to_thread.run_sync(store)
     with _listening(hub, envelope.digest) as event:  # before the car can possibly answer

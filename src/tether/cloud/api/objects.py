@@ -128,8 +128,7 @@ def store_revocations(
                 "created_at": now,
                 "status": "pending",
             }
-    if fresh:
-        conn.execute(sa.insert(db.revocations), list(fresh.values()))
+    db.insert_new_rows(conn, db.revocations, list(fresh.values()))  # a racing writer may be first
     # The server's own view: revoked keys, and the holders of revoked grants (and their chains).
     grants: dict[bytes, list[tuple[bytes, bytes, set[bytes]]]] = {}
     for row in conn.execute(
