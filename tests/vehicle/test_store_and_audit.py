@@ -134,7 +134,7 @@ def audited(tmp_path: Path) -> Path:
 def test_audit_reads_the_tail_a_page_or_all(audited: Path) -> None:
     store = VehicleStore.open(audited / "car")
     every = [e.seq for e in store.audit_entries()]
-    assert every == list(range(1, len(every) + 1)) and store.audit_count() == len(every)
+    assert every == list(range(1, len(every) + 1))
     assert [e.seq for e in store.audit_entries(last=3)] == every[-3:]
     assert [e.seq for e in store.audit_entries(last=100)] == every
     assert [e.seq for e in store.audit_entries(since=2, limit=2)] == [3, 4]

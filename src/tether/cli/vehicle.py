@@ -229,7 +229,6 @@ def audit(
     """The audit log; --verify detects any edit, deletion or reordering and says where."""
     store = VehicleStore.open(directory)
     shown = store.audit_entries(last=limit) if limit > 0 else store.audit_entries()
-    total = store.audit_count()
     problems = store.verify_audit() if verify else []
     store.close()
     if as_json:
@@ -268,6 +267,8 @@ def audit(
             )
         out.print(table)
         if verify and not problems:
+            # Intact means numbered 1..N without a gap: the newest entry's number is the count.
+            total = shown[-1].seq if shown else 0
             out.print(f"[green]Audit log intact[/green]: {total} entries, chain verified.")
         for problem in problems:
             err.print(f"[red]Audit log broken at entry {problem.seq}[/red]: {problem.what}")

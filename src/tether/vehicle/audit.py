@@ -131,12 +131,6 @@ def entries(
     ]
 
 
-def count(conn: sqlite3.Connection) -> int:
-    """How many entries the log holds."""
-    row = conn.execute("SELECT count(*) FROM audit").fetchone()
-    return int(row[0])
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Problem:
     """Where the chain breaks, and how."""

@@ -327,9 +327,6 @@ class VehicleStore:
     ) -> list[audit.AuditEntry]:
         return audit.entries(self._conn, since=since, limit=limit, last=last)
 
-    def audit_count(self) -> int:
-        return audit.count(self._conn)
-
     def verify_audit(self) -> list[audit.Problem]:
         return audit.verify(self._conn)
 

@@ -51,7 +51,7 @@ async def post_command(
     vid = bytes.fromhex(vehicle_id)
     raw = unb64(body.envelope, "envelope")
 
-    def store() -> tuple[remote.Envelope, str | None]:
+    def store() -> tuple[remote.Envelope, bool]:
         now = hub.clock()
         with hub.engine.begin() as conn:
             require(conn, vid, caller, now, "owner", "friend")
@@ -74,17 +74,12 @@ async def post_command(
                 "created_at": now,
                 "status": "pending",
             }
-            if db.insert_new(conn, db.commands, command):
-                return envelope, None
             # Sent before (a retry, or a race with another server): its answer, not a second run.
-            known = conn.execute(
-                sa.select(db.commands.c.status).where(db.commands.c.digest == envelope.digest)
-            ).scalar_one()
-        return envelope, str(known)
+            return envelope, db.insert_new(conn, db.commands, command)
 
-    envelope, known = await to_thread.run_sync(store)
+    envelope, new = await to_thread.run_sync(store)
     with _listening(hub, envelope.digest) as event:  # before the car can possibly answer
-        if known is None:
+        if new:
             hub.publish(vid, {"t": "command", "raw": raw})
         answer = await _answer(hub, envelope.digest, caller, wait, event)
     if answer["status"] == "done":

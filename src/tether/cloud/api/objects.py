@@ -117,18 +117,20 @@ def store_revocations(
             )
         )
     }
-    fresh: dict[bytes, dict[str, Any]] = {}
-    for (vid, raw, revocation), digest in zip(items, digests, strict=True):
-        if digest not in known and digest not in fresh:
-            fresh[digest] = {
-                "digest": digest,
-                "vehicle_id": vid,
-                "seq": revocation.seq,
-                "raw": raw,
-                "created_at": now,
-                "status": "pending",
-            }
-    db.insert_new_rows(conn, db.revocations, list(fresh.values()))  # a racing writer may be first
+    fresh = [
+        {
+            "digest": digest,
+            "vehicle_id": vid,
+            "seq": revocation.seq,
+            "raw": raw,
+            "created_at": now,
+            "status": "pending",
+        }
+        for (vid, raw, revocation), digest in zip(items, digests, strict=True)
+        if digest not in known
+    ]
+    # A repeat in the batch, or a racing writer that came first, is skipped by the insert itself.
+    db.insert_new_rows(conn, db.revocations, fresh)
     # The server's own view: revoked keys, and the holders of revoked grants (and their chains).
     grants: dict[bytes, list[tuple[bytes, bytes, set[bytes]]]] = {}
     for row in conn.execute(
