@@ -21,6 +21,8 @@ wire in ``Error`` messages) and a sentence a person can act on.
 
 from __future__ import annotations
 
+import enum
+
 
 class TetherError(Exception):
     """Base class of every error tether raises on purpose."""
@@ -129,3 +131,79 @@ class UsageError(TetherError):
     """The user asked for something that cannot be done as asked."""
 
     code = "usage_error"
+
+
+class WireCode(enum.StrEnum):
+    """The closed set of codes an ``Error`` message may carry (docs/protocol.md §10).
+
+    A peer's code is parsed into this set before it is counted, stored or shown: anything else
+    becomes :attr:`UNKNOWN`, so a stranger can neither write into the audit log nor grow a counter.
+    """
+
+    UNKNOWN = "unknown"
+    PROTOCOL_ERROR = "protocol_error"
+    MALFORMED = "malformed"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    UNEXPECTED_MESSAGE = "unexpected_message"
+    AUTHENTICATION_FAILED = "authentication_failed"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_TAG = "bad_tag"
+    BAD_FINISHED = "bad_finished"
+    UNKNOWN_KEY = "unknown_key"
+    PAIRING_FAILED = "pairing_failed"
+    BAD_PAKE_MESSAGE = "bad_pake_message"
+    WRONG_CODE = "wrong_code"
+    NO_CODE = "no_code"
+    CODE_EXPIRED = "code_expired"
+    PAIRING_LOCKED = "pairing_locked"
+    PAIRING_BUSY = "pairing_busy"
+    INVALID_CODE = "invalid_code"
+    BAD_CONFIRMATION = "bad_confirmation"
+    CHANNEL_ERROR = "channel_error"
+    BAD_RECORD = "bad_record"
+    RECORD_LIMIT = "record_limit"
+    CHANNEL_CLOSED = "channel_closed"
+    TRUNCATED = "truncated"
+    PEER_ERROR = "peer_error"
+    GRANT_REFUSED = "grant_refused"
+    GRANT_MALFORMED = "grant_malformed"
+    GRANT_BAD_SIGNATURE = "grant_bad_signature"
+    GRANT_BAD_RIGHTS = "grant_bad_rights"
+    GRANT_BAD_WINDOW = "grant_bad_window"
+    GRANT_BROKEN_CHAIN = "grant_broken_chain"
+    GRANT_EXPIRED = "grant_expired"
+    GRANT_NOT_YET_VALID = "grant_not_yet_valid"
+    GRANT_KEY_MISMATCH = "grant_key_mismatch"
+    GRANT_NO_SHARE_RIGHT = "grant_no_share_right"
+    GRANT_REVOKED = "grant_revoked"
+    GRANT_TOO_DEEP = "grant_too_deep"
+    GRANT_UNKNOWN_ISSUER = "grant_unknown_issuer"
+    GRANT_WIDENS_LIMITS = "grant_widens_limits"
+    GRANT_WIDENS_RIGHTS = "grant_widens_rights"
+    GRANT_WIDENS_WINDOW = "grant_widens_window"
+    GRANT_WRONG_VEHICLE = "grant_wrong_vehicle"
+    GRANT_ROLE_CONFLICT = "grant_role_conflict"
+    REVOCATION_MALFORMED = "revocation_malformed"
+    REVOCATION_BAD_SIGNATURE = "revocation_bad_signature"
+    REVOCATION_REPLAYED = "revocation_replayed"
+    REVOCATION_UNKNOWN_ISSUER = "revocation_unknown_issuer"
+    REVOCATION_WRONG_VEHICLE = "revocation_wrong_vehicle"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+
+    @classmethod
+    def parse(cls, text: object) -> WireCode:
+        """The code ``text`` names, or :attr:`UNKNOWN` (never the peer's own string)."""
+        if isinstance(text, str) and text in cls._value2member_map_:
+            return cls(text)
+        return cls.UNKNOWN
+
+
+_PRINTABLE_LIMIT = 200
+
+
+def peer_text(text: object, limit: int = _PRINTABLE_LIMIT) -> str:
+    """A peer's sentence made safe to show: printable characters only, bounded in length."""
+    if not isinstance(text, str):
+        return ""
+    clean = "".join(ch if ch.isprintable() else "\N{REPLACEMENT CHARACTER}" for ch in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"

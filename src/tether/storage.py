@@ -3,17 +3,51 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from tether.errors import StorageError
 
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) a directory only its owner can enter (0700)."""
+    try:
+        path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(PRIVATE_DIR)
+    except OSError as exc:
+        raise StorageError(f"cannot make the directory {path}: {exc.strerror}") from exc
+    return path
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` as 0600 before SQLite opens it (its -wal and -shm files inherit the mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE)
+        os.close(fd)
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(PRIVATE_FILE)
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror}") from exc
+
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
-    """Open a store in WAL mode with fsync on every commit (durable before acknowledged)."""
+    """Open a store in WAL mode with fsync on every commit (durable before acknowledged).
+
+    Stores hold keys: the file is 0600 and its directory 0700, whatever the umask (an older store
+    with looser modes is tightened when it is opened).
+    """
     if not create and not path.exists():
         raise StorageError(f"no store at {path}; create it first (init)", code="missing")
+    if create:
+        private_dir(path.parent)
+    _private_file(path)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

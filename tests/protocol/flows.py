@@ -7,6 +7,7 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
+from tether.errors import PairingError
 from tether.protocol import codec
 from tether.protocol.codec import Kind, Message
 from tether.protocol.crypto import DeterministicEntropy, PrivateKey
@@ -112,9 +113,27 @@ def pairing_pair(
         code=phone_code, endpoint_key=phone_key, name="Ada's phone", entropy=entropy
     )
     car = VehiclePairing(
-        code=code_state(**code), now=0.0, vehicle_key=vehicle_key, name="Test car", entropy=entropy
+        code=code_state(**code),
+        now=0.0,
+        vehicle_key=vehicle_key,
+        name="Test car",
+        entropy=entropy,
+        reserve_guess=GuessBudget(5),
     )
     return phone, car
+
+
+class GuessBudget:
+    """A store's atomic "spend one guess" for machine tests: counts down, then locks."""
+
+    def __init__(self, guesses: int) -> None:
+        self.left = guesses
+
+    def __call__(self) -> int:
+        if self.left <= 0:
+            raise PairingError("pairing is locked", code="pairing_locked")
+        self.left -= 1
+        return self.left
 
 
 def sample_value(spec: codec.FieldSpec) -> Any:

@@ -27,7 +27,7 @@ from tether.protocol.pairing import (
 )
 from tether.protocol.pump import pump
 
-from .flows import CODE, pairing_pair
+from .flows import CODE, GuessBudget, pairing_pair
 
 
 def test_right_code_pairs_both_sides() -> None:
@@ -51,7 +51,9 @@ def test_wrong_code_is_counted_and_reveals_nothing_to_the_phone() -> None:
     assert car.state is PairingState.FAILED
     # The car answers with an Error, never with anything sealed under the (wrong) key.
     (reply,) = car.data_to_send()
-    assert codec.decode(reply) == Error(code="wrong_code", message="wrong pairing code")
+    assert codec.decode(reply) == Error(
+        code="wrong_code", message="wrong pairing code; 4 tries left"
+    )
     with pytest.raises(PeerError, match="wrong pairing code") as peer:
         phone.receive(reply)
     assert peer.value.code == "wrong_code"
@@ -75,10 +77,31 @@ def test_unusable_codes_are_refused_before_any_pake(
     assert info.value.code == code
 
 
+def test_each_confirmation_spends_a_guess_before_it_is_tested() -> None:
+    budget = GuessBudget(1)
+    phone, car = pairing_pair(phone_code="27182818")
+    car._reserve_guess = budget  # one guess left in the store
+    phone.start()
+    with pytest.raises(PairingError, match="no tries left"):
+        pump(phone, car)
+    # With the budget spent, even the right code is never tested: the store refuses first.
+    phone, car = pairing_pair()
+    car._reserve_guess = budget
+    phone.start()
+    with pytest.raises(PairingError) as info:
+        pump(phone, car)
+    assert info.value.code == "pairing_locked"
+
+
 def test_no_code_at_all() -> None:
     entropy = DeterministicEntropy(b"x")
     car = VehiclePairing(
-        code=None, now=0, vehicle_key=entropy.new_private_key(), name="c", entropy=entropy
+        code=None,
+        now=0,
+        vehicle_key=entropy.new_private_key(),
+        name="c",
+        entropy=entropy,
+        reserve_guess=GuessBudget(5),
     )
     phone = PhonePairing(
         code=CODE, endpoint_key=entropy.new_private_key(), name="p", entropy=entropy

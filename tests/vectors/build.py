@@ -81,6 +81,7 @@ def pairing_vector() -> dict[str, Any]:
         vehicle_key=vehicle_key,
         name="Car",
         entropy=car_entropy,
+        reserve_guess=lambda: 4,
     )
     phone.start()
     log = _exchange(phone, car)

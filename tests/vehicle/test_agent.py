@@ -190,20 +190,23 @@ async def test_pairing_garbage_is_audited(rig: Rig) -> None:
     assert rig.store.audit_entries()[-1].reason == "bad_pake_message"
 
 
-async def test_connection_cap_drops_extra_connections(tmp_path: Path) -> None:
+async def test_connection_cap_evicts_the_oldest_unauthenticated(tmp_path: Path) -> None:
     entropy = DeterministicEntropy(b"cap")
     store = VehicleStore.create(tmp_path / "car", name="c", entropy=entropy, now=1.0)
     agent = VehicleAgent(
-        store, VirtualBody(), entropy=entropy, max_connections=2, handshake_timeout=0.3
+        store, VirtualBody(), entropy=entropy, max_connections=2, handshake_timeout=3.0
     )
     listener = MemoryListener(agent.handle)
     idle = [await listener.connect() for _ in range(2)]
     await asyncio.sleep(0.01)
-    extra = await listener.connect()
+    extra = await listener.connect()  # the cap is reached: the oldest idle one makes room
     with pytest.raises(TransportClosed):
-        await extra.receive(1)
-    assert agent.errors["too_many_connections"] == 1
-    for t in idle:
+        await idle[0].receive(1)
+    assert agent.errors["evicted"] == 1 and agent.active_connections == 2
+    await extra.send(codec.encode(PairRequest(pake=b"A" + b"\xff" * 32)))
+    reply = codec.decode(await extra.receive(1))  # the newcomer is served
+    assert reply.code == "no_code"  # type: ignore[attr-defined]
+    for t in [*idle, extra]:
         await t.close()
     await listener.close()
     store.close()

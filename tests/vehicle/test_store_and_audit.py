@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.errors import StorageError, UsageError
+from tether.errors import PairingError, StorageError, UsageError
 from tether.protocol.crypto import DeterministicEntropy
 from tether.protocol.pump import pump
 from tether.protocol.transaction import (
@@ -44,9 +44,17 @@ def test_pairing_code_lifecycle(tmp_path: Path) -> None:
     state = store.pairing_code()
     assert state is not None and state.code == code and len(code) == 8 and code.isdigit()
     assert state.expires_at == 70.0 and not state.used and state.failures == 0
-    store.record_pairing_failure(now=11.0, reason="wrong_code")
-    store.record_pairing_failure(now=12.0, reason="wrong_code")
+    assert store.reserve_pairing_guess(now=11.0) == 4
+    assert store.reserve_pairing_guess(now=12.0) == 3
     assert store.pairing_code().failures == 2  # type: ignore[union-attr]
+    for left in (2, 1, 0):
+        assert store.reserve_pairing_guess(now=12.0) == left
+    with pytest.raises(PairingError) as locked:  # the sixth guess is never tested
+        store.reserve_pairing_guess(now=12.0)
+    assert locked.value.code == "pairing_locked"
+    with pytest.raises(PairingError) as late:
+        VehicleStore.open(tmp_path / "car").reserve_pairing_guess(now=12.0)  # after a restart
+    assert late.value.code == "pairing_locked"
     new = store.new_pairing_code(now=13.0)
     assert store.pairing_code().failures == 0  # type: ignore[union-attr]
     assert len(new) == 8

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from tether import storage
 from tether.cloud import db
 from tether.cloud.api import Hub, create_app
 from tether.cloud.broker import EmbeddedBroker
@@ -75,7 +76,7 @@ class Server:
             raise UsageError(
                 f"cannot listen on {parts.hostname}:{port} ({exc.strerror}); pick another port"
             ) from None
-        self.settings.directory.mkdir(parents=True, exist_ok=True)
+        storage.private_dir(self.settings.directory)
         url = self.settings.database or db.default_url(self.settings.directory)
         engine = db.make_engine(url)
         await asyncio.to_thread(db.upgrade, engine)

@@ -190,7 +190,7 @@ class PhoneWallet:
     @classmethod
     def create(cls, directory: Path, *, name: str, passphrase: str | None = None) -> PhoneWallet:
         """A new wallet; its key goes to the OS keyring, or is wrapped with ``passphrase``."""
-        directory.mkdir(parents=True, exist_ok=True)
+        storage.private_dir(directory)
         path = directory / DB_NAME
         if path.exists():
             raise UsageError(f"{directory} already holds a phone; use another --dir")

@@ -16,7 +16,14 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import ClassVar, Generic, TypeVar
 
-from tether.errors import LocalProtocolError, PeerError, ProtocolError, UnexpectedMessage
+from tether.errors import (
+    LocalProtocolError,
+    PeerError,
+    ProtocolError,
+    UnexpectedMessage,
+    WireCode,
+    peer_text,
+)
 from tether.protocol import codec
 from tether.protocol.codec import Message
 from tether.protocol.messages import Error
@@ -54,7 +61,9 @@ class StateMachine(Generic[S]):
         try:
             msg = codec.decode(data)
             if isinstance(msg, Error):
-                raise PeerError(msg.message, code=msg.code)
+                # The peer's code is read into the closed set and its sentence made printable:
+                # nothing a peer says is kept or shown as given.
+                raise PeerError(peer_text(msg.message), code=WireCode.parse(msg.code).value)
             allowed = self.TRANSITIONS.get((self.state, type(msg)))
             if allowed is None:
                 raise UnexpectedMessage(

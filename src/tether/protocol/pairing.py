@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from typing import ClassVar
 
 from tether.errors import LocalProtocolError, PairingError
@@ -163,8 +164,9 @@ class PhonePairing(StateMachine[PairingState]):
 class VehiclePairing(StateMachine[PairingState]):
     """The vehicle's side of owner pairing; the caller supplies and persists the code's state.
 
-    A :class:`PairingError` with code ``wrong_code`` means one failed attempt: the caller must
-    persist the incremented failure count *before* flushing the error to the phone.
+    ``reserve_guess`` is the caller's atomic, durable "spend one guess" (it returns the guesses
+    left after this one, or raises :class:`PairingError` when none is left); it is called once per
+    PairConfirm, before the confirmation is tested, so the bound holds whatever the concurrency.
     """
 
     TRANSITIONS: ClassVar = {
@@ -181,8 +183,10 @@ class VehiclePairing(StateMachine[PairingState]):
         vehicle_key: PrivateKey,
         name: str,
         entropy: Entropy,
+        reserve_guess: Callable[[], int],
     ) -> None:
         super().__init__(_S.START)
+        self._reserve_guess = reserve_guess
         self._code = code
         self._now = now
         self._vehicle_key = vehicle_key
@@ -215,8 +219,18 @@ class VehiclePairing(StateMachine[PairingState]):
     def _on_confirm(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, PairConfirm) and self._keys is not None
         keys = self._keys
+        # The guess is spent (atomically, by the caller's store) before it is tested: the state
+        # read at PairRequest is no bound when many attempts are in flight at once.
+        left = self._reserve_guess()
         if not crypto.equal(msg.confirm, crypto.mac(keys.confirm_phone, keys.transcript)):
-            raise PairingError("wrong pairing code", code="wrong_code")
+            if left == 0:
+                raise PairingError(
+                    "wrong pairing code; no tries left: pairing is locked until the car shows a"
+                    " new code",
+                    code="wrong_code",
+                )
+            tries = "1 try" if left == 1 else f"{left} tries"
+            raise PairingError(f"wrong pairing code; {tries} left", code="wrong_code")
         plain = Aead(keys.seal_phone).open(_ZERO_NONCE, msg.sealed, keys.transcript)
         enrollment = codec.decode_as(plain, PhoneEnrollment)
         phone_key = PublicKey(enrollment.public_key)

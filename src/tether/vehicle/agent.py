@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import Callable
 
-from tether.errors import PairingError, ProtocolError, StorageError, TransportError
+from tether.errors import (
+    PairingError,
+    PeerError,
+    ProtocolError,
+    StorageError,
+    TransportError,
+    WireCode,
+)
 from tether.protocol import codec, credentials, remote
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
@@ -40,7 +48,7 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.transport.base import Transport, TransportClosed
-from tether.vehicle.body.base import SPEED, Body, BodyFault, Signals
+from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, BodyFault, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
@@ -49,9 +57,11 @@ from tether.vehicle.ranging import Zone
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 5.0  # per handshake message: a silent or slow peer is dropped
+HANDSHAKE_TIMEOUT = 5.0  # the whole unauthenticated phase: nothing a peer sends extends it
 SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
+SUMMARY_INTERVAL = 60.0  # refusals of unauthenticated peers: one audit entry per kind and interval
+WATCH_INTERVAL = 0.25  # how often the agent looks for revocations written by another process
 RANGING_FRESH_S = 5.0  # how recent a ranging must be for an app command with the switch on
 _DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
@@ -68,6 +78,11 @@ def _headunit_items(now: float) -> list[DataItem]:
     ]
 
 
+def _command_name(text: str) -> str:
+    """A command's name as the audit log keeps it: one of ours, or "unknown" (never the peer's)."""
+    return text if text in Command._value2member_map_ else "unknown"
+
+
 @dataclasses.dataclass(slots=True)
 class _PendingStart:
     """A start that waits for the driver's data (profile first, then the engine)."""
@@ -75,6 +90,25 @@ class _PendingStart:
     command: CommandReceived
     deadline: float
     over_ble: bool = False
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class _Connection:
+    """One connection the agent serves: its task, and whose it is once authenticated."""
+
+    task: asyncio.Task[object] | None
+    transport: Transport
+    key_id: bytes | None = None
+    session: VehicleSession | None = None
+    stop_reason: str = ""  # set when the agent ends it (evicted, key revoked)
+
+
+@dataclasses.dataclass(slots=True)
+class _Summary:
+    """Refusals of unauthenticated peers of one kind, counted since the last audit entry."""
+
+    since: float
+    count: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,8 +156,15 @@ class VehicleAgent:
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.idle_timeout = idle_timeout
-        self._slots = asyncio.Semaphore(max_connections)
+        self.max_connections = max_connections
+        #: Every connection being served; unauthenticated ones oldest first (evicted first).
+        self._connections: set[_Connection] = set()
+        self._unauthenticated: dict[_Connection, None] = {}
+        #: Counts by code from the closed set (WireCode and the transports' own): bounded.
         self.errors: collections.Counter[str] = collections.Counter()
+        self._summaries: dict[tuple[str, str], _Summary] = {}
+        self._limited_drive: tuple[bytes, int] | None = None  # (key, km/h) of a limited start
+        self._breach = False
         self.listeners: list[Callable[[AgentEvent], None]] = []
         self.active_connections = 0
         self.headunit = HeadUnit()
@@ -186,28 +227,113 @@ class VehicleAgent:
             listener(event)
 
     async def handle(self, transport: Transport) -> None:
-        """Serve one connection to its end; never raises."""
-        if self._slots.locked():
-            self.errors["too_many_connections"] += 1
-            await transport.close()
-            return
-        async with self._slots:
-            self.active_connections += 1
-            try:
-                await self._serve(transport)
-            except TransportClosed:
-                pass
-            except TransportError as exc:
-                self.errors[exc.code] += 1
-                log.info("dropped %s: %s", transport.peer, exc.message)
-            except StorageError:
-                log.exception("storage failed while serving %s", transport.peer)
-                self.errors["storage"] += 1
-            finally:
-                self.active_connections -= 1
-                await transport.close()
+        """Serve one connection to its end; never raises.
 
-    async def _serve(self, transport: Transport) -> None:
+        Admission is fair under a flood: when every slot is taken, the oldest connection that has
+        not authenticated yet makes room (each holds a slot for at most ``handshake_timeout``
+        anyway), so a phone that connects during a flood is served at once, whoever else keeps
+        connecting from the same address. Authenticated sessions are never evicted.
+        """
+        task = asyncio.current_task()
+        conn = _Connection(task, transport)
+        if len(self._connections) >= self.max_connections:
+            victim = next(iter(self._unauthenticated), None)
+            if victim is None:
+                self.errors[WireCode.TOO_MANY_CONNECTIONS] += 1
+                await transport.close()
+                return
+            self._end(victim, "evicted")
+            self.errors["evicted"] += 1
+        self._connections.add(conn)
+        self._unauthenticated[conn] = None
+        self.active_connections = len(self._connections)
+        try:
+            await self._serve(conn)
+        except asyncio.CancelledError:
+            if not conn.stop_reason:
+                raise  # the agent itself is stopping
+            if task is not None:
+                task.uncancel()
+        except TransportClosed:
+            pass
+        except TransportError as exc:
+            self.errors[exc.code] += 1
+            log.info("dropped %s: %s", transport.peer, exc.message)
+        except StorageError:
+            log.exception("storage failed while serving %s", transport.peer)
+            self.errors["storage"] += 1
+        finally:
+            self._forget(conn)
+            if conn.session is not None and conn.stop_reason == "revoked":
+                await self._close_revoked(conn)
+            await transport.close()
+
+    def _forget(self, conn: _Connection) -> None:
+        self._connections.discard(conn)
+        self._unauthenticated.pop(conn, None)
+        self.active_connections = len(self._connections)
+
+    def _end(self, conn: _Connection, reason: str) -> None:
+        """Stop serving ``conn`` now (its task ends; its slot is free at once)."""
+        if conn.stop_reason:
+            return
+        conn.stop_reason = reason
+        self._forget(conn)
+        if conn.task is not None:
+            conn.task.cancel()
+
+    async def _close_revoked(self, conn: _Connection) -> None:
+        """Tell a phone whose key was revoked that its session is over (best effort)."""
+        session = conn.session
+        assert session is not None
+        with contextlib.suppress(TransportError, ProtocolError):
+            if session.state is SessionState.OPEN:
+                session.close()
+            await asyncio.wait_for(self._flush(conn.transport, session.data_to_send()), 1.0)
+
+    def end_revoked_sessions(self) -> int:
+        """End at once every open session of a key that is now revoked; how many ended.
+
+        Called after every revocation, whatever path it came by (a session, the cloud, or
+        ``tether vehicle revoke`` in another process, which :meth:`watch` notices).
+        """
+        ended = 0
+        for conn in list(self._connections):
+            if conn.key_id is not None and self._key_closed(conn.key_id):
+                self.headunit.forget(conn.key_id.hex(), "key revoked")
+                self._end(conn, "revoked")
+                ended += 1
+        for shown in self.headunit.screens():
+            if self._key_closed(bytes.fromhex(shown)):
+                self.headunit.forget(shown, "key revoked")
+        return ended
+
+    def _key_closed(self, key_id: bytes) -> bool:
+        endpoint = self.store.endpoint(key_id)
+        return endpoint is None or endpoint.revoked or self.store.is_revoked(key_id)
+
+    async def watch(self, interval: float = WATCH_INTERVAL) -> None:
+        """Background duty while the agent runs: notice revocations written by another process
+        (an admin's ``tether vehicle revoke``), watch a speed-limited drive, flush summaries."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if self.store.refresh():
+                    self.end_revoked_sessions()
+                self._check_speed()
+                self.flush_summaries()
+            except StorageError:
+                log.exception("the store could not be read")
+
+    async def stop(self) -> None:
+        """End every connection and write what is still counted (a clean stop)."""
+        for conn in list(self._connections):
+            self._end(conn, "stopping")
+        self.flush_summaries(force=True)
+
+    async def _serve(self, conn: _Connection) -> None:
+        transport = conn.transport
+        deadline = time.monotonic() + self.handshake_timeout
         first = await transport.receive(self.handshake_timeout)
         self.store.refresh()  # pick up revocations or codes written by an admin command
         try:
@@ -216,9 +342,9 @@ class VehicleAgent:
             await self._refuse(transport, exc, command="connect")
             return
         if kind is PairRequest:
-            await self._pair(transport, first)
+            await self._pair(transport, first, deadline)
         elif kind in (StandardHello, FastHello):
-            await self._transact(transport, first)
+            await self._transact(conn, first, deadline)
         else:
             await self._refuse(
                 transport,
@@ -228,45 +354,96 @@ class VehicleAgent:
                 command="connect",
             )
 
+    @staticmethod
+    async def _receive_by(transport: Transport, deadline: float) -> bytes:
+        """The next handshake message, by a deadline that nothing the peer sends moves."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TransportError("the handshake took too long", code="timeout")
+        return await transport.receive(left)
+
     def _record(
         self, exc: ProtocolError, *, command: str, key_id: bytes | None, result: str = "error"
     ) -> None:
-        """Count, audit and announce one refusal (every refusal goes through here)."""
-        self.errors[exc.code] += 1
-        self.store.audit(
-            now=self.now(),
-            key_id=key_id,
-            command=command,
-            result=result,
-            reason=exc.code,
-            detail=exc.message,
-        )
+        """Count, audit and announce one refusal (every refusal goes through here).
+
+        What the peer said is never stored: its code is read into the closed set and its
+        sentence dropped (our own sentences are kept). Refusals of peers that have not
+        authenticated are summarised, one entry per kind and interval, so a flood cannot fill
+        the disk.
+        """
+        code = WireCode.parse(exc.code).value
+        detail = "" if isinstance(exc, PeerError) else exc.message
+        self.errors[code] += 1
+        if key_id is None:
+            self._summarise(command, code, result, detail)
+        else:
+            self.store.audit(
+                now=self.now(),
+                key_id=key_id,
+                command=command,
+                result=result,
+                reason=code,
+                detail=detail,
+            )
         self._emit(
             AgentEvent(
                 kind="error" if result == "error" else "refused",
                 key_id=key_id.hex() if key_id else "",
                 command=command,
                 ok=False,
-                reason=exc.code,
+                reason=code,
             )
         )
 
+    def _summarise(self, command: str, code: str, result: str, detail: str) -> None:
+        """The first refusal of a kind is written at once, the rest as a count per interval."""
+        now = self.now()
+        summary = self._summaries.get((command, code))
+        if summary is None:
+            self._summaries[(command, code)] = _Summary(since=now)
+            self.store.audit(
+                now=now, key_id=None, command=command, result=result, reason=code, detail=detail
+            )
+            return
+        summary.count += 1
+        self.flush_summaries()
+
+    def flush_summaries(self, *, force: bool = False) -> None:
+        """Write one entry for each kind of refusal counted over a whole interval."""
+        now = self.now()
+        for (command, code), summary in list(self._summaries.items()):
+            if not force and now - summary.since < SUMMARY_INTERVAL:
+                continue
+            if summary.count:
+                self.store.audit(
+                    now=now,
+                    key_id=None,
+                    command=command,
+                    result="error",
+                    reason=code,
+                    detail=f"{summary.count} more in {now - summary.since:.0f} s (summarised)",
+                )
+            del self._summaries[(command, code)]
+
     async def _refuse(self, transport: Transport, exc: ProtocolError, *, command: str) -> None:
         self._record(exc, command=command, key_id=None)
-        await transport.send(codec.encode(Error(code=exc.code, message=exc.message[:512])))
+        code = WireCode.parse(exc.code).value
+        await transport.send(codec.encode(Error(code=code, message=exc.message[:512])))
 
     async def _flush(self, transport: Transport, outbox: list[bytes]) -> None:
         for data in outbox:
             await transport.send(data)
 
     # -- owner pairing --------------------------------------------------------------------------
-    async def _pair(self, transport: Transport, first: bytes) -> None:
+    async def _pair(self, transport: Transport, first: bytes, deadline: float) -> None:
         machine = VehiclePairing(
             code=self.store.pairing_code(),
             now=self.now(),
             vehicle_key=self.store.identity,
             name=self.store.name,
             entropy=self.entropy,
+            reserve_guess=lambda: self.store.reserve_pairing_guess(now=self.now()),
         )
         data = first
         while True:
@@ -274,9 +451,17 @@ class VehicleAgent:
                 events = machine.receive(data)
             except PairingError as exc:
                 if exc.code == "wrong_code":
-                    # Counted durably (and audited) before the phone learns the guess was wrong.
+                    # The guess was spent durably before it was tested; each is audited (they
+                    # are bounded by the code's guess budget, so they cannot fill the disk).
                     self.errors[exc.code] += 1
-                    self.store.record_pairing_failure(now=self.now(), reason=exc.code)
+                    self.store.audit(
+                        now=self.now(),
+                        key_id=None,
+                        command="pair",
+                        result="denied",
+                        reason=exc.code,
+                        detail=exc.message,
+                    )
                     self._emit(
                         AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code)
                     )
@@ -295,10 +480,11 @@ class VehicleAgent:
             await self._flush(transport, machine.data_to_send())
             if machine.state is PairingState.DONE:
                 return
-            data = await transport.receive(self.handshake_timeout)
+            data = await self._receive_by(transport, deadline)
 
     # -- transactions and sessions ----------------------------------------------------------------
-    async def _transact(self, transport: Transport, first: bytes) -> None:
+    async def _transact(self, conn: _Connection, first: bytes, deadline: float) -> None:
+        transport = conn.transport
         machine = VehicleTransaction(
             vehicle_key=self.store.identity,
             directory=self.store,
@@ -328,7 +514,13 @@ class VehicleAgent:
                     log.debug("fast transaction fell back to standard")
             await self._flush(transport, machine.data_to_send())
             if session is None:
-                data = await transport.receive(self.handshake_timeout)
+                data = await self._receive_by(transport, deadline)
+        # Authenticated: the connection is this key's now (never evicted; ended if revoked).
+        conn.key_id, conn.session = session.endpoint_id, session
+        self._unauthenticated.pop(conn, None)
+        if self._key_closed(session.endpoint_id):
+            self._end(conn, "revoked")
+            return
         self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
         await self._session(transport, session, over_ble=transport.peer.startswith("ble:"))
 
@@ -380,7 +572,7 @@ class VehicleAgent:
                         self.store.audit(
                             now=self.now(),
                             key_id=key_id,
-                            command=event.command[:32],
+                            command=_command_name(event.command),
                             result="denied",
                             reason=event.reason.value,
                         )
@@ -388,7 +580,7 @@ class VehicleAgent:
                             AgentEvent(
                                 kind="refused",
                                 key_id=key_id.hex(),
-                                command=event.command[:32],
+                                command=_command_name(event.command),
                                 ok=False,
                                 reason=event.reason.value,
                                 fast=session.fast,
@@ -402,6 +594,65 @@ class VehicleAgent:
         finally:
             # The car forgets the driver's data when the session ends, whatever the reason.
             self.headunit.forget(key_id.hex(), "session ended")
+            limited = self._limited_drive
+            if limited is not None and limited[0] == key_id and self._key_closed(key_id):
+                self._end_limiter("key revoked")
+
+    # -- speed limits of shared keys -------------------------------------------------------------
+    def _start_limiter(self, endpoint_id: bytes) -> None:
+        """A start by a key whose grant limits its speed sets the body's limiter and audits it."""
+        endpoint = self.store.endpoint(endpoint_id)
+        limit = endpoint.limits.max_speed if endpoint is not None else None
+        if limit is None:
+            if self._limited_drive is not None:
+                self._end_limiter("started by a key without a limit")
+            return
+        self.body.set({SPEED_LIMIT: limit})
+        self._limited_drive, self._breach = (endpoint_id, limit), False
+        self.store.audit(
+            now=self.now(),
+            key_id=endpoint_id,
+            command="speed-limit",
+            result="ok",
+            detail=f"limiter set to {limit} km/h",
+        )
+
+    def _end_limiter(self, why: str) -> None:
+        if self._limited_drive is None:
+            return
+        key_id, _ = self._limited_drive
+        self._limited_drive = None
+        self.body.set({SPEED_LIMIT: 0})
+        self.store.audit(
+            now=self.now(), key_id=key_id, command="speed-limit", result="ok", detail=f"off: {why}"
+        )
+
+    def _check_speed(self) -> None:
+        """Audit once each time a limited drive goes over its limit (the body reports speed)."""
+        if self._limited_drive is None:
+            return
+        key_id, limit = self._limited_drive
+        speed = self.body.state().get(SPEED, 0.0)
+        over = isinstance(speed, int | float) and speed > limit
+        if over and not self._breach:
+            self.store.audit(
+                now=self.now(),
+                key_id=key_id,
+                command="speed-limit",
+                result="denied",
+                reason="speed_limit_breach",
+                detail=f"{float(speed):.0f} km/h over the key's {limit} km/h",
+            )
+            self._emit(
+                AgentEvent(
+                    kind="refused",
+                    key_id=key_id.hex(),
+                    command="speed-limit",
+                    ok=False,
+                    reason="speed_limit_breach",
+                )
+            )
+        self._breach = over
 
     def _revocation(self, session: VehicleSession, event: RevocationReceived) -> None:
         outcome = self.apply_revocation(event.revocation, via=session.endpoint_id)
@@ -429,8 +680,14 @@ class VehicleAgent:
                 ok=False, seq=self.store.revocation_seq(), reason=exc.code, message=exc.message
             )
         self._emit(AgentEvent(kind="revoked", key_id=via.hex() if via else ""))
+        # Every open session of a revoked key ends now (the caller's own, if it revoked itself,
+        # is closed by the caller after it has been answered).
+        for conn in list(self._connections):
+            if conn.key_id is not None and conn.key_id != via and self._key_closed(conn.key_id):
+                self.headunit.forget(conn.key_id.hex(), "key revoked")
+                self._end(conn, "revoked")
         for shown in self.headunit.screens():
-            if self.store.is_revoked(bytes.fromhex(shown)):
+            if self._key_closed(bytes.fromhex(shown)):
                 self.headunit.forget(shown, "key revoked")
         return RevocationOutcome(
             ok=True,
@@ -486,6 +743,7 @@ class VehicleAgent:
     def _authorize(
         self, endpoint_id: bytes, command: Command, *, over_ble: bool = False
     ) -> DenialReason | None:
+        self.store.refresh()  # a revocation written a moment ago by another process counts now
         now = self.now()
         endpoint = self.store.endpoint(endpoint_id)
         assert endpoint is not None  # transactions and envelopes only verify for enrolled keys
@@ -592,8 +850,11 @@ class VehicleAgent:
             reason=reason.value if reason else "",
             detail=detail,
         )
+        if reason is None and command is Command.START:
+            self._start_limiter(endpoint_id)
         if reason is None and command is Command.STOP:
             self.headunit.forget_all("ignition off")
+            self._end_limiter("ignition off")
         self._emit(
             AgentEvent(
                 kind="command",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import storage
-from tether.errors import StorageError, UsageError
+from tether.errors import PairingError, StorageError, UsageError
 from tether.protocol import credentials
 from tether.protocol.credentials import Limits, Revocation, VerifiedChain
 from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, sha256
@@ -165,11 +165,12 @@ class VehicleStore:
         self.max_depth = credentials.DEFAULT_MAX_DEPTH
         self.refresh()
 
-    def refresh(self) -> None:
-        """Reload the endpoint index if another process (an admin CLI) changed the database."""
+    def refresh(self) -> bool:
+        """Reload the endpoint index if another process (an admin CLI) changed the database;
+        True if it did."""
         version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         if version == self._data_version:
-            return
+            return False
         self._data_version = version
         endpoints: dict[bytes, Endpoint] = {}
         persistent: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
@@ -186,12 +187,13 @@ class VehicleStore:
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self._floor = float(meta.get("time_floor", 0.0))
         self.max_depth = int(meta.get("max_depth", credentials.DEFAULT_MAX_DEPTH))
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, *, name: str, entropy: Entropy, now: float) -> VehicleStore:
         """Make a new car identity in ``directory`` (which must not hold one yet)."""
-        directory.mkdir(parents=True, exist_ok=True)
+        storage.private_dir(directory)
         path = directory / DB_NAME
         if path.exists():
             raise UsageError(f"{directory} already holds a vehicle; use another --dir")
@@ -344,17 +346,41 @@ class VehicleStore:
         self._bump_floor(now)
         return code
 
-    def record_pairing_failure(self, *, now: float, reason: str) -> None:
-        """Count one failed pairing attempt (before the phone is told)."""
+    def reserve_pairing_guess(self, *, now: float) -> int:
+        """Spend one guess of the code, atomically and durably, before it is tested.
+
+        The count is checked and incremented in one statement at the moment a PairConfirm is
+        tested, for every connection (and every process) together, so parallel guessing gets no
+        more tries than serial guessing. Returns the guesses left after this one; raises
+        :class:`PairingError` when none is left (the code is then void), or the code is gone.
+        """
         with storage.write(self._conn) as conn:
-            conn.execute("UPDATE pairing_code SET failures = failures + 1 WHERE id = 1")
-            audit.append(conn, time=now, key_id="", command="pair", result="denied", reason=reason)
+            cur = conn.execute(
+                "UPDATE pairing_code SET failures = failures + 1"
+                " WHERE id = 1 AND used = 0 AND failures < ? AND expires_at > ?",
+                (MAX_PAIRING_FAILURES, now),
+            )
+            row = conn.execute(
+                "SELECT used, failures, expires_at FROM pairing_code WHERE id = 1"
+            ).fetchone()
         self._bump_floor(now)
+        if cur.rowcount == 1:
+            return MAX_PAIRING_FAILURES - int(row[1])
+        if row is None or row[0]:
+            raise PairingError("no pairing code is active on this car", code="no_code")
+        if now >= row[2]:
+            raise PairingError("the pairing code has expired", code="code_expired")
+        raise PairingError(
+            "pairing is locked after too many wrong codes; show a new code on the car",
+            code="pairing_locked",
+        )
 
     def enroll_owner(self, public_key: PublicKey, *, name: str, now: float) -> Endpoint:
         """Enrol a phone that proved the pairing code, and use the code up."""
         with storage.write(self._conn) as conn:
-            conn.execute("UPDATE pairing_code SET used = 1 WHERE id = 1")
+            cur = conn.execute("UPDATE pairing_code SET used = 1 WHERE id = 1 AND used = 0")
+            if cur.rowcount != 1:  # a second right guess racing the first: the code is spent
+                raise PairingError("no pairing code is active on this car", code="no_code")
             endpoint = self._insert_endpoint(
                 conn,
                 public_key,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import IO
 
 from tether.errors import TetherError
 from tether.vehicle.agent import VehicleAgent
@@ -59,11 +61,13 @@ async def serve(args: argparse.Namespace) -> None:
     from tether.transport import tcp
     from tether.vehicle.keystore import VehicleStore
 
+    lock = hold_lock(args.dir)
     store = VehicleStore.open(args.dir)
     body = make_body(args.body, args.dir, args.can_mapping)
     agent = VehicleAgent(store, body)
     listener = await tcp.listen(args.listen, agent.handle)
-    screen = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
+    screen, viewers = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
+    watcher = asyncio.create_task(agent.watch())
     link = None
     if args.server:
         from tether.vehicle.cloud_link import CloudLink  # the cloud's libraries only when asked
@@ -79,20 +83,66 @@ async def serve(args: argparse.Namespace) -> None:
     try:
         await stop.wait()
     finally:
+        # A clean stop, whoever is attached: no new phones, then the cloud, the open sessions,
+        # the screen's viewers, the body and the store, in that order.
+        await listener.close()
         if link is not None:
             await link.stop()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await agent.stop()
         screen.close()
+        for writer in list(viewers):
+            writer.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(screen.wait_closed(), 2.0)
         (args.dir / HEADUNIT_SOCKET).unlink(missing_ok=True)
-        await listener.close()
         await body.close()
         store.close()
+        lock.close()
         log.info("stopped")
+
+
+LOCK_FILE = "agent.lock"
+
+
+def hold_lock(directory: Path) -> IO[str]:
+    """Hold the car directory's lock for as long as this agent runs: one agent per car.
+
+    An advisory ``flock`` that the kernel releases when the process ends, however it ends, so a
+    ``kill -9`` never leaves a stale lock behind.
+    """
+    import fcntl
+    import os
+
+    if not (directory / "vehicle.db").exists():
+        raise TetherError(
+            f"no store at {directory}; create it first (tether vehicle init)", code="missing"
+        )
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = handle.read().strip() or "another process"
+        handle.close()
+        raise TetherError(
+            f"another agent ({other}) is already serving the car in {directory}; stop it first",
+            code="usage_error",
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
 
 
 HEADUNIT_SOCKET = "headunit.sock"
 
 
-async def _serve_headunit(agent: VehicleAgent, path: Path) -> asyncio.AbstractServer:
+async def _serve_headunit(
+    agent: VehicleAgent, path: Path
+) -> tuple[asyncio.AbstractServer, set[asyncio.StreamWriter]]:
     """Stream the head unit's screen to local viewers (`tether vehicle headunit`) as JSON lines.
 
     A socket, not a file: what the screen shows stays in memory, here and in the viewer.
@@ -125,13 +175,19 @@ async def _serve_headunit(agent: VehicleAgent, path: Path) -> asyncio.AbstractSe
         for screen in agent.headunit.screens().values():
             writer.write(line(HeadUnitEvent(kind="shown", key_id=screen.key_id, screen=screen)))
         viewers.add(writer)
-        await reader.read()  # until the viewer leaves
-        viewers.discard(writer)
-        writer.close()
+        try:
+            await reader.read()  # until the viewer leaves, or the agent stops
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            viewers.discard(writer)
+            writer.close()
 
     agent.headunit.listeners.append(broadcast)
     path.unlink(missing_ok=True)
-    return await asyncio.start_unix_server(viewer, path=str(path))
+    server = await asyncio.start_unix_server(viewer, path=str(path))
+    path.chmod(0o600)  # what the screen shows is the driver's: only the car's own user reads it
+    return server, viewers
 
 
 def main(argv: list[str]) -> int:

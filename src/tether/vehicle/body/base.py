@@ -26,6 +26,9 @@ LONGITUDE = "Vehicle.CurrentLocation.Longitude"
 HORN = "Vehicle.Body.Horn.IsActive"
 HAZARD = "Vehicle.Body.Lights.Hazard.IsSignaling"
 BATTERY = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"  # percent
+#: The speed limiter a shared key's ``max_speed`` sets (km/h; 0 = off). VSS has no limiter
+#: signal, so this lives in VSS's branch for private extensions.
+SPEED_LIMIT = "Vehicle.Private.Tether.SpeedLimiter.MaxSpeed"
 
 DEFAULT_STATE: Signals = {
     **dict.fromkeys(DOORS, True),
@@ -39,6 +42,7 @@ DEFAULT_STATE: Signals = {
     HORN: False,
     HAZARD: False,
     BATTERY: 80.0,
+    SPEED_LIMIT: 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Position": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Height": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": 0,
