@@ -249,3 +249,14 @@ def test_a_second_agent_on_one_car_is_refused_and_a_stop_is_clean(tmp_path: Path
     for name in ("vehicle.db", "agent.lock"):
         assert (tmp_path / "car" / name).stat().st_mode & 0o077 == 0, name
     assert (tmp_path / "car").stat().st_mode & 0o077 == 0
+
+
+def test_stored_markup_prints_as_itself(tmp_path: Path) -> None:
+    """Text that reached a store before it was checked (an older version, another tool) prints
+    literally: no style ends, no traceback."""
+    make_car(tmp_path / "car")
+    store = VehicleStore.open(tmp_path / "car")
+    store.audit(now=time.time(), key_id=None, command="[bold]", result="error", detail="[/red]x")
+    store.close()
+    shown = tether("vehicle", "audit", "--dir", str(tmp_path / "car"))
+    assert "[/red]x" in shown.stdout and "[bold]" in shown.stdout

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from tether.cli.output import emit_json, err, out, when
+from tether.cli.output import Table, emit_json, err, out, styled, when
 from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
 from tether.phone import cloud
@@ -243,7 +243,7 @@ def revocations(
     table = Table("sequence", "status", "reason", title="Revocations")
     for s in states:
         colour = {"applied": "green", "pending": "yellow"}.get(s.status, "red")
-        table.add_row(str(s.seq), f"[{colour}]{s.status}[/{colour}]", s.reason)
+        table.add_row(str(s.seq), styled(s.status, colour), s.reason)
     out.print(table)
 
 
@@ -330,7 +330,7 @@ def fleet_create(
     if as_json:
         emit_json({"fleet_id": fleet_id})
     else:
-        out.print(f"Fleet [bold]{name}[/bold]: {fleet_id}")
+        out.print(f"Fleet [bold]{escape(name)}[/bold]: {fleet_id}")
 
 
 @fleet_app.command("add")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from tether.cli.output import Table, styled
 from tether.console import story, web
 from tether.console.world import DemoWorld, Step
 
@@ -73,7 +73,7 @@ def _report(out: Console, results: list[tuple[story.Beat, Step, bool]]) -> bool:
             beat.label,
             step.outcome,
             f"{step.ms or 0:.1f}",
-            "[green]yes[/green]" if good else "[red]NO[/red]",
+            styled("yes", "green") if good else styled("NO", "red"),
         )
     out.print(table)
     ok = all(good for _, _, good in results)

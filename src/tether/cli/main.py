@@ -7,9 +7,10 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tether import __version__
-from tether.errors import StorageError, TetherError, TransportError, UsageError
+from tether.errors import StorageError, TetherError, TransportError, UsageError, peer_text
 
 app = typer.Typer(
     name="tether",
@@ -81,14 +82,17 @@ def main() -> None:
         if _state["debug"]:
             raise
         if isinstance(exc, UsageError) or (isinstance(exc, StorageError) and exc.code == "missing"):
-            err.print(f"[red]error:[/red] {exc.message}")
+            err.print(f"[red]error:[/red] {escape(peer_text(exc.message, 600))}")
             sys.exit(EXIT_USAGE)
         if isinstance(exc, TransportError):
             hint = " (the command may have run)" if exc.may_have_succeeded else ""
-            err.print(f"[red]car unreachable ({exc.code}):[/red] {exc.message}{hint}")
+            said = escape(peer_text(exc.message, 600))
+            err.print(f"[red]car unreachable ({exc.code}):[/red] {said}{hint}")
             sys.exit(EXIT_UNREACHABLE)
         if isinstance(exc, TetherError):
-            err.print(f"[red]error ({exc.code}):[/red] {exc.message}")
+            err.print(f"[red]error ({exc.code}):[/red] {escape(peer_text(exc.message, 600))}")
             sys.exit(EXIT_REFUSED)
-        err.print(f"[red]internal error:[/red] {exc!r} (run with --debug for the traceback)")
+        err.print(
+            f"[red]internal error:[/red] {escape(repr(exc))} (run with --debug for the traceback)"
+        )
         sys.exit(EXIT_USAGE)

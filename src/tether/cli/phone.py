@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from tether.cli.output import emit_json, err, out, when
-from tether.errors import PeerError, UsageError
+from tether.cli.output import Table, emit_json, err, out, styled, when
+from tether.errors import PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, PhoneWallet
 from tether.protocol import credentials
@@ -71,7 +71,7 @@ def init(
 ) -> None:
     """Create a new phone wallet (keys encrypted at rest: OS keyring or a passphrase)."""
     PhoneWallet.create(directory, name=name, passphrase=_passphrase(new=True)).close()
-    out.print(f"Created phone [bold]{name}[/bold] in {directory}")
+    out.print(f"Created phone [bold]{escape(name)}[/bold] in {directory}")
 
 
 @app.command()
@@ -196,7 +196,7 @@ def keys(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
                 g.label or g.grantee_id.hex()[:12],
                 ",".join(sorted(g.rights)),
                 when(g.not_after),
-                "[red]revoked[/red]" if g.revoked_seq is not None else "active",
+                styled("revoked", "red") if g.revoked_seq is not None else "active",
             )
         out.print(shared)
 
@@ -403,7 +403,8 @@ def revoke(
             f"[green]✓[/green] revoked on {car.name} (sequence {result.seq}): {result.message}"
         )
     else:
-        err.print(f"[red]✗[/red] the car refused ({result.reason}): {result.message}")
+        why, said = escape(peer_text(result.reason)), escape(peer_text(result.message))
+        err.print(f"[red]✗[/red] the car refused ({why}): {said}")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -470,7 +471,9 @@ def _command(
         )
     elif result.ok:
         kind = "fast" if outcome.fast else "standard"
-        out.print(f"[green]✓[/green] {command.value} on {car.name}: done ({kind}, {ms:.1f} ms)")
+        out.print(
+            f"[green]✓[/green] {command.value} on {escape(car.name)}: done ({kind}, {ms:.1f} ms)"
+        )
     else:
         out.print(
             f"[red]✗[/red] {command.value} on {car.name} refused ({result.reason}): "
@@ -584,7 +587,7 @@ def data_show(
         return
     for name, value in document.items():
         if isinstance(value, dict):
-            out.print(f"[bold]{name}[/bold]: {value or '-'}")
+            out.print(f"[bold]{escape(str(name))}[/bold]: {escape(str(value or '-'))}")
             continue
         table = Table(title=f"{name} ({len(value)})")
         columns = sorted({k for item in value[:200] for k in item})
@@ -648,7 +651,7 @@ def consent_set(
         consent.set_decision(wallet, car, category, decision)
     finally:
         wallet.close()
-    out.print(f"{car.name}: {category} → {decision}")
+    out.print(f"{escape(car.name)}: {category} → {decision}")
 
 
 def _terminal_asker() -> consent.Asker:

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from tether.cli.output import emit_json, err, out, when
+from tether.cli.output import Table, emit_json, err, out, styled, when
 from tether.errors import UsageError
 from tether.protocol.crypto import SystemEntropy
 from tether.vehicle.keystore import VehicleStore
@@ -27,7 +27,7 @@ def init(
 ) -> None:
     """Create a new car identity (long-term key, empty key store, audit log)."""
     store = VehicleStore.create(directory, name=name, entropy=SystemEntropy(), now=time.time())
-    out.print(f"Created car [bold]{name}[/bold], vehicle id {store.vehicle_id.hex()}")
+    out.print(f"Created car [bold]{escape(name)}[/bold], vehicle id {store.vehicle_id.hex()}")
     store.close()
 
 
@@ -70,7 +70,9 @@ def revoke(
     if as_json:
         emit_json({"revoked": endpoint.endpoint_id.hex(), "seq": seq})
     else:
-        out.print(f"Revoked key {endpoint.endpoint_id.hex()} ({endpoint.name}), sequence {seq}")
+        out.print(
+            f"Revoked key {endpoint.endpoint_id.hex()} ({escape(endpoint.name)}), sequence {seq}"
+        )
 
 
 @app.command()
@@ -109,7 +111,8 @@ def headunit(
                         )
                     else:
                         who = event["key_id"][:12]
-                        out.print(f"[yellow]forgotten[/yellow] driver {who}: {event['reason']}")
+                        why = escape(str(event["reason"]))
+                        out.print(f"[yellow]forgotten[/yellow] driver {escape(str(who))}: {why}")
         except TimeoutError:
             pass
         finally:
@@ -150,7 +153,7 @@ def settings(
         emit_json(current)
     else:
         for name, value in current.items():
-            out.print(f"{name}: {value}")
+            out.print(f"{escape(str(name))}: {escape(str(value))}")
 
 
 @app.command()
@@ -199,7 +202,7 @@ def status(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
     if as_json:
         emit_json(document)
         return
-    out.print(f"[bold]{document['name']}[/bold]  vehicle id {document['vehicle_id']}")
+    out.print(f"[bold]{escape(str(document['name']))}[/bold]  vehicle id {document['vehicle_id']}")
     signals = Table("signal", "value", title="State (COVESA VSS)")
     for name, value in sorted(state.items()):
         signals.add_row(name, str(value))
@@ -213,7 +216,7 @@ def status(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
             str(key["role"]),
             ",".join(key["rights"]),  # type: ignore[arg-type]
             valid if key["not_before"] or key["not_after"] else "always",
-            "[red]revoked[/red]" if key["revoked"] else "[green]active[/green]",
+            styled("revoked", "red") if key["revoked"] else styled("active", "green"),
             when(key["last_used"]),  # type: ignore[arg-type]
         )
     out.print(table)
@@ -261,7 +264,7 @@ def audit(
                 when(e.time),
                 e.key_id[:16],
                 e.command,
-                f"[{color}]{e.result}[/{color}]",
+                styled(e.result, color),
                 e.reason,
                 e.detail,
             )
