@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from fastapi import HTTPException
 
 from tether.cloud import db
-from tether.cloud.api.access import Hub, add_principal, upsert_member
+from tether.cloud.api.access import Hub, add_friend, add_principal, set_owner
 from tether.cloud.api.objects import (
     closed_keys,
     publish_revocations,
@@ -64,8 +64,8 @@ def test_a_batch_stores_each_revocation_once_and_closes_the_server_to_its_keys(
                 state={},
             )
         )
-        upsert_member(conn, vid, owner.public_key.key_id, "owner", None)
-        upsert_member(conn, vid, friend.public_key.key_id, "friend", None)
+        set_owner(conn, vid, owner.public_key.key_id)
+        add_friend(conn, vid, friend.public_key.key_id, 1e12)
     raw = credentials.issue_revocation(
         owner, vehicle_id=vid, seq=1, keys=[friend.public_key.key_id], issued_at=2
     )

@@ -205,3 +205,21 @@ def test_garbage_is_malformed() -> None:
     _, car = pairing_pair()
     with pytest.raises(MalformedMessage):
         car.receive(b"\x00garbage")
+
+
+def test_every_code_the_core_raises_is_in_the_closed_set() -> None:
+    """A code missing from WireCode would be audited as "unknown": keep the set complete."""
+    import re
+    from pathlib import Path
+
+    import tether
+    from tether.errors import WireCode
+
+    root = Path(tether.__file__).parent
+    raised = set()
+    for path in [*root.glob("protocol/*.py"), *root.glob("vehicle/*.py")]:
+        text = path.read_text()
+        raised |= set(re.findall(r"code=\"([a-z_]+)\"", text))
+        raised |= set(re.findall(r"\"([a-z]+_bad_signature)\"", text))
+    known = {c.value for c in WireCode} | {"missing", "timeout", "usage_error"}
+    assert raised - known == set()

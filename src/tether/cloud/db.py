@@ -25,6 +25,8 @@ principals = sa.Table(
     sa.Column("public_key", sa.LargeBinary(65), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),  # vehicle | phone | fleet
     sa.Column("created_at", sa.Float, nullable=False),
+    #: False for a key only listed by someone else (a car's owners): its holder may still claim it.
+    sa.Column("proven", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 #: Nonces of signed requests seen in the last MAX_SKEW seconds (a replayed request is refused).
@@ -160,6 +162,18 @@ fleet_vehicles = sa.Table(
     sa.Column("fleet_id", sa.LargeBinary(16), primary_key=True),
     sa.Column("vehicle_id", sa.LargeBinary(16), primary_key=True),
     sa.Column("added_at", sa.Float, nullable=False),
+    #: In the fleet only when both agreed: the car's owner and the fleet's operator.
+    sa.Column("owner_ok", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("fleet_ok", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+#: Requests counted per bucket (a source address, a key, a car) and fixed time window.
+rate_counters = sa.Table(
+    "rate_counters",
+    metadata,
+    sa.Column("bucket", sa.String(96), primary_key=True),
+    sa.Column("window", sa.BigInteger, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
 )
 
 

@@ -439,8 +439,23 @@ class VehicleStore:
         return endpoint
 
     def enroll_grant(self, chain: VerifiedChain, *, now: float) -> Endpoint:
-        """Enrol the holder of a verified credential (first use), remembering every grant in it."""
+        """Enrol the holder of a verified credential (first use), remembering every grant in it.
+
+        A grant never demotes an owner: for a key the car already holds as its owner (a friend
+        with ``share`` can sign a sub-grant naming the owner's public key), nothing changes.
+        """
         leaf = chain.leaf
+        known = self._endpoints.get(leaf.grantee.key_id)
+        if known is not None and known.role == "owner" and not known.revoked:
+            self.audit(
+                now=now,
+                key_id=known.endpoint_id,
+                command="enroll",
+                result="denied",
+                reason="grant_role_conflict",
+                detail=f"grant {leaf.serial.hex()[:12]} names an owner key; kept as owner",
+            )
+            return known
         with storage.write(self._conn) as conn:
             for grant in chain.grants:
                 conn.execute(

@@ -220,33 +220,97 @@ def fleet_cars(conn: Connection, fleet_id: bytes, vehicle_ids: set[bytes]) -> se
     }
 
 
-def add_principal(conn: Connection, key: PublicKey, kind: str, now: float) -> None:
-    exists = conn.execute(
-        sa.select(db.principals.c.kind).where(db.principals.c.key_id == key.key_id)
+def add_principal(
+    conn: Connection, key: PublicKey, kind: str, now: float, *, proven: bool = True
+) -> None:
+    """Record a key the server may hear from, as a car, a phone or a fleet.
+
+    ``proven`` is True only when the key's holder signed the request at hand. A key that someone
+    else merely listed (a car naming its owners, a grant naming its grantee) is recorded unproven:
+    listing proves nothing and blocks nobody, so the holder's own claim replaces it (a stranger who
+    lists a victim car's public key as an owner of a made-up car can no longer squat it).
+    """
+    row = conn.execute(
+        sa.select(db.principals.c.kind, db.principals.c.proven).where(
+            db.principals.c.key_id == key.key_id
+        )
     ).first()
-    if exists is None:
+    if row is None:
         conn.execute(
             sa.insert(db.principals).values(
-                key_id=key.key_id, public_key=key.encoded, kind=kind, created_at=now
+                key_id=key.key_id, public_key=key.encoded, kind=kind, created_at=now, proven=proven
             )
         )
-    elif exists.kind != kind:
-        raise HTTPException(409, f"this key is already registered as a {exists.kind}")
+        return
+    if row.kind == kind:
+        if proven and not row.proven:
+            conn.execute(
+                sa.update(db.principals)
+                .where(db.principals.c.key_id == key.key_id)
+                .values(proven=True)
+            )
+        return
+    if proven and not row.proven:
+        # The holder claims a key that someone else only listed: whatever the listing said
+        # about it (owner of a made-up car) goes with it.
+        conn.execute(
+            sa.update(db.principals)
+            .where(db.principals.c.key_id == key.key_id)
+            .values(kind=kind, proven=True)
+        )
+        conn.execute(sa.delete(db.members).where(db.members.c.key_id == key.key_id))
+        return
+    if not proven:
+        raise HTTPException(
+            400, f"that key belongs to a {row.kind}; it cannot be listed as a {kind}"
+        )
+    raise HTTPException(409, f"this key is already registered as a {row.kind}")
 
 
-def upsert_member(
-    conn: Connection, vehicle_id: bytes, key_id: bytes, role: str, not_after: float | None
-) -> None:
+def set_owner(conn: Connection, vehicle_id: bytes, key_id: bytes) -> None:
+    """Make ``key_id`` an owner of the car: only the car's own registration may (its authority)."""
     where = (db.members.c.vehicle_id == vehicle_id) & (db.members.c.key_id == key_id)
-    row = conn.execute(sa.select(db.members.c.revoked).where(where)).first()
+    row = conn.execute(sa.select(db.members.c.role, db.members.c.revoked).where(where)).first()
     if row is None:
         conn.execute(
             sa.insert(db.members).values(
-                vehicle_id=vehicle_id, key_id=key_id, role=role, not_after=not_after, revoked=False
+                vehicle_id=vehicle_id, key_id=key_id, role="owner", not_after=None, revoked=False
+            )
+        )
+    elif row.role != "owner" or row.revoked:
+        # The car lists this key as its owner now (it paired it): the car is the authority.
+        conn.execute(
+            sa.update(db.members).where(where).values(role="owner", not_after=None, revoked=False)
+        )
+
+
+def add_friend(conn: Connection, vehicle_id: bytes, key_id: bytes, not_after: float) -> None:
+    """Record the holder of a verified grant as a friend of the car.
+
+    A grant is a friend's only authority, and it can never name a key that already stands for
+    this car in another role: a friend holding ``share`` who signs a sub-grant for the owner's key
+    (recoverable from any of the owner's signatures) is refused, not allowed to demote the owner.
+    """
+    where = (db.members.c.vehicle_id == vehicle_id) & (db.members.c.key_id == key_id)
+    row = conn.execute(sa.select(db.members.c.role, db.members.c.revoked).where(where)).first()
+    if row is not None and row.role != "friend":
+        raise HTTPException(
+            409, f"this key is already the car's {row.role}; a grant cannot change that"
+        )
+    if key_id == vehicle_id:
+        raise HTTPException(409, "a grant cannot name the car's own key")
+    if row is None:
+        conn.execute(
+            sa.insert(db.members).values(
+                vehicle_id=vehicle_id,
+                key_id=key_id,
+                role="friend",
+                not_after=not_after,
+                revoked=False,
             )
         )
     elif not row.revoked:
-        conn.execute(sa.update(db.members).where(where).values(role=role, not_after=not_after))
+        conn.execute(sa.update(db.members).where(where).values(not_after=not_after))
 
 
 class Problem(BaseModel):

@@ -19,8 +19,8 @@ from tether.cloud.api.access import (
     forbidden,
     public_key_from,
     require,
+    set_owner,
     unb64,
-    upsert_member,
 )
 from tether.cloud.api.bodies import (
     AuditIn,
@@ -72,8 +72,8 @@ async def register_vehicle(
                 )
             declared = {o.key_id for o in owners}
             for owner in owners:
-                add_principal(conn, owner, "phone", now)
-                upsert_member(conn, vid, owner.key_id, "owner", None)
+                add_principal(conn, owner, "phone", now, proven=False)
+                set_owner(conn, vid, owner.key_id)
             # An owner the car no longer lists (revoked there) loses its standing here too.
             conn.execute(
                 sa.update(db.members)

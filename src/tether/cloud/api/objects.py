@@ -11,12 +11,12 @@ from sqlalchemy.engine import Connection
 from tether.cloud import db
 from tether.cloud.api.access import (
     Hub,
+    add_friend,
     add_principal,
     b64,
     find_vehicle_key,
     owner_lookup,
     owners_of,
-    upsert_member,
 )
 from tether.errors import TetherError
 from tether.phone.sharing import read_bundle
@@ -45,6 +45,8 @@ def store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: flo
     leaf = chain.leaf
     if bundle.vehicle_key.key_id != vehicle_id:
         raise HTTPException(400, "the grant's car key is not this car's")
+    # Checked before anything is stored: a grant for a key that is the car's owner changes nothing.
+    add_friend(conn, vehicle_id, leaf.grantee.key_id, float(leaf.expires))
     exists = conn.execute(
         sa.select(db.grants.c.serial).where(db.grants.c.serial == leaf.serial)
     ).first()
@@ -60,8 +62,7 @@ def store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: flo
                 created_at=now,
             )
         )
-    add_principal(conn, leaf.grantee, "phone", now)
-    upsert_member(conn, vehicle_id, leaf.grantee.key_id, "friend", float(leaf.expires))
+    add_principal(conn, leaf.grantee, "phone", now, proven=False)
     conn.execute(
         sa.update(db.key_requests)
         .where(db.key_requests.c.key_id == leaf.grantee.key_id)
@@ -142,10 +143,13 @@ def store_revocations(
         grants.setdefault(bytes(row.vehicle_id), []).append(
             (bytes(row.serial), bytes(row.grantee_id), parents)
         )
+    # A cascade never reaches an owner key: only a revocation naming it directly closes it.
+    owners = owners_of(conn, {vid for vid, _, _ in items})
     closed = {
         (vid, key)
         for vid, _, revocation in items
         for key in closed_keys(revocation.keys, revocation.grants, grants.get(vid, []))
+        if key in revocation.keys or key not in owners.get(vid, {})
     }
     if closed:
         conn.execute(
