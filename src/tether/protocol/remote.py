@@ -11,6 +11,7 @@ Pure: the caller passes the time and looks keys up.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -285,12 +286,21 @@ def sign_state(vehicle: PrivateKey, signals: dict[str, Any], *, now: int) -> byt
     return sign1(vehicle, cbor2.dumps(body, canonical=True))
 
 
+def _signal_value(value: object) -> bool:
+    """A VSS signal's value as state carries it: a bool, a number or short text, nothing else."""
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) in (bool, int) or (type(value) is str and len(value) <= 256)
+
+
 def verify_state(data: bytes, *, vehicle_key: PublicKey) -> State:
     code = "state_malformed"
     _, body = _load(data, "vehicle state", code)
     if set(body) != {"aud", "at", "state"} or type(body["at"]) is not int:
         raise RemoteError("vehicle state is malformed", code=code)
-    if type(body["state"]) is not dict or not all(type(k) is str for k in body["state"]):
+    if type(body["state"]) is not dict or not all(
+        type(k) is str and len(k) <= 128 and _signal_value(v) for k, v in body["state"].items()
+    ):
         raise RemoteError("vehicle state is malformed", code=code)
     if body["aud"] != vehicle_key.key_id:
         raise RemoteError("this state is from another car", code="state_mismatch")

@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tether.cloud import httpsig
 from tether.cloud.api import cars, commands, fleets, sharing
 from tether.cloud.api.access import PROBLEMS, Hub
+from tether.cloud.api.limits import BodyLimit, validation_problem
 from tether.cloud.api.objects import accept_uplink
 
 __all__ = ["Hub", "accept_uplink", "create_app"]
@@ -37,6 +39,9 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
     app.state.hub = hub
     for module in (cars, sharing, commands, fleets):
         app.include_router(module.router, responses=PROBLEMS)
+
+    app.add_middleware(BodyLimit)
+    app.add_exception_handler(RequestValidationError, validation_problem)
 
     @app.exception_handler(httpsig.SignatureRefused)
     async def refused(_: Request, exc: httpsig.SignatureRefused) -> JSONResponse:

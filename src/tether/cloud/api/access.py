@@ -326,6 +326,9 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "the signing key may not do this"},
     404: {"model": Problem, "description": "no such thing (or not yours)"},
     409: {"model": Problem, "description": "conflicts with what the server holds"},
+    413: {"model": Problem, "description": "the body is over the route's size limit"},
+    422: {"model": Problem, "description": "the request does not match the API (nothing echoed)"},
+    429: {"model": Problem, "description": "too many requests from this source or key; wait"},
 }
 
 

@@ -193,13 +193,34 @@ def post_audit(
             sa.select(sa.func.max(db.audit.c.seq)).where(db.audit.c.vehicle_id == vid)
         ).scalar()
         head = int(have or 0)
-        for entry in sorted(body.entries, key=lambda e: int(e.get("seq", 0))):
-            seq = entry.get("seq")
-            if type(seq) is not int or seq != head + 1:
+        entries = [_audit_entry(e) for e in body.entries]
+        for entry in sorted(entries, key=lambda e: int(e["seq"])):
+            seq = entry["seq"]
+            if seq != head + 1:
                 continue  # only a contiguous continuation of the chain
             conn.execute(sa.insert(db.audit).values(vehicle_id=vid, seq=seq, entry=entry))
             head = seq
     return {"head": head}
+
+
+_AUDIT_FIELDS = {"seq": int, "time": float, "key_id": str, "command": str, "result": str}
+
+
+def _audit_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """One uploaded audit entry, checked field by field (400, never a 500, for anything else)."""
+    if type(entry.get("seq")) is not int or not 0 < entry["seq"] < 2**62:
+        raise HTTPException(400, "each audit entry needs an integer seq")
+    for name, kind in _AUDIT_FIELDS.items():
+        value = entry.get(name)
+        if value is not None and not (
+            isinstance(value, kind) or (kind is float and type(value) is int)
+        ):
+            raise HTTPException(400, f"audit entry field {name} has the wrong type")
+    if not all(type(v) in (str, int, float, bool) or v is None for v in entry.values()):
+        raise HTTPException(400, "audit entries hold plain values only")
+    if any(type(v) is str and len(v) > 512 for v in entry.values()) or len(entry) > 16:
+        raise HTTPException(400, "an audit entry is too large")
+    return entry
 
 
 @router.get("/vehicles/{vehicle_id}/audit", tags=["cars"])
