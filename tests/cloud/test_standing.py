@@ -119,3 +119,31 @@ async def test_listing_a_key_claims_nothing(server: Server, tmp_path: Path) -> N
             assert listed.value.status == 400
     finally:
         await victim.close()
+
+
+async def test_no_car_joins_a_fleet_without_its_operator(server: Server, tmp_path: Path) -> None:
+    car = await make_car(tmp_path / "car", name="[/red][bold]Eve's car")
+    eve = PhoneWallet.create(tmp_path / "eve", name="Eve", passphrase="e")
+    operator = PhoneWallet.create(tmp_path / "op", name="Op", passphrase="o")
+    try:
+        eve_key = await pair_owner(car, eve)
+        await car.connect(server.url)
+        fleet = await cloud.create_fleet(operator, server.url, name="Rentals")
+        async with CloudClient(server.url, eve_key.endpoint_key) as client:
+            offered = await client.call(
+                "POST",
+                f"/v1/fleets/{fleet}/vehicles",
+                body={"vehicle_id": car.store.vehicle_id.hex()},
+            )
+        assert offered["status"] == "waiting for the operator"
+        shown = await cloud.fleet_show(operator, server.url)
+        assert shown["vehicles"] == []  # not in the fleet: no state, no grants through it
+        assert [o["name"] for o in shown["offers"]] == ["[/red][bold]Eve's car"]
+        status = await cloud.fleet_accept(operator, server.url, car.store.vehicle_id.hex())
+        assert status == "member"
+        shown = await cloud.fleet_show(operator, server.url)
+        assert [v["vehicle_id"] for v in shown["vehicles"]] == [car.store.vehicle_id.hex()]
+    finally:
+        await car.close()
+        eve.close()
+        operator.close()

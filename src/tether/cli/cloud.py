@@ -349,6 +349,25 @@ def fleet_add(
     out.print(f"Added {len(vehicles)} car(s) to the fleet.")
 
 
+@fleet_app.command("accept")
+def fleet_accept(
+    directory: Path = DirOption,
+    server: str = ServerOption,
+    vehicle_id: str = typer.Option(..., "--vehicle-id", help="A car offered to your fleet (hex)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Accept a car that its owner offered to your fleet (`fleet show` lists the offers)."""
+    if len(vehicle_id) != 32 or any(c not in "0123456789abcdef" for c in vehicle_id.lower()):
+        raise UsageError("--vehicle-id is the car's 32-digit hex id")
+    status = _with_wallet(
+        directory, lambda wallet: cloud.fleet_accept(wallet, server, vehicle_id.lower())
+    )
+    if as_json:
+        emit_json({"vehicle_id": vehicle_id.lower(), "status": status})
+    else:
+        out.print(f"Car {vehicle_id.lower()}: {status}")
+
+
 @fleet_app.command("show")
 def fleet_show(
     directory: Path = DirOption, server: str = ServerOption, as_json: bool = JsonOption
@@ -376,6 +395,11 @@ def fleet_show(
             str(v["pending_revocations"]),
         )
     out.print(table)
+    for offer in info.get("offers", []):
+        name = escape(str(offer["name"]))
+        out.print(
+            f"Offered by its owner: {name} ({offer['vehicle_id']}); `fleet accept` to take it"
+        )
 
 
 @fleet_app.command("grant")

@@ -266,14 +266,29 @@ async def create_fleet(wallet: PhoneWallet, server: str, *, name: str) -> str:
     return str(answer["fleet_id"])
 
 
-async def fleet_add(wallet: PhoneWallet, car: CarKey, server: str) -> None:
-    """(The car's owner) Put the car in this wallet's fleet."""
+async def fleet_add(wallet: PhoneWallet, car: CarKey, server: str) -> str:
+    """(The car's owner, who is also the operator) Put the car in this wallet's fleet: asked as
+    its owner, accepted as the operator; the car's membership status."""
     _owner(car)
-    fleet = fleet_key(wallet).public_key.key_id.hex()
+    key = fleet_key(wallet)
+    fleet = key.public_key.key_id.hex()
+    body = {"vehicle_id": car.vehicle_id.hex()}
     async with client_for(server, car.endpoint_key) as client:
-        await client.call(
-            "POST", f"/v1/fleets/{fleet}/vehicles", body={"vehicle_id": car.vehicle_id.hex()}
+        await client.call("POST", f"/v1/fleets/{fleet}/vehicles", body=body)
+    async with client_for(server, key) as client:
+        answer = await client.call("POST", f"/v1/fleets/{fleet}/vehicles", body=body)
+    return str(answer["status"])
+
+
+async def fleet_accept(wallet: PhoneWallet, server: str, vehicle_id: str) -> str:
+    """(Operator) Accept a car its owner offered to this wallet's fleet; its status."""
+    key = fleet_key(wallet)
+    fleet = key.public_key.key_id.hex()
+    async with client_for(server, key) as client:
+        answer = await client.call(
+            "POST", f"/v1/fleets/{fleet}/vehicles", body={"vehicle_id": vehicle_id}
         )
+    return str(answer["status"])
 
 
 async def fleet_show(wallet: PhoneWallet, server: str) -> dict[str, Any]:

@@ -215,6 +215,8 @@ def fleet_cars(conn: Connection, fleet_id: bytes, vehicle_ids: set[bytes]) -> se
             sa.select(db.fleet_vehicles.c.vehicle_id).where(
                 db.fleet_vehicles.c.fleet_id == fleet_id,
                 db.fleet_vehicles.c.vehicle_id.in_(vehicle_ids),
+                db.fleet_vehicles.c.owner_ok == sa.true(),  # both the owner and the operator
+                db.fleet_vehicles.c.fleet_ok == sa.true(),
             )
         )
     }

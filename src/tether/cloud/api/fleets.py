@@ -22,6 +22,7 @@ from tether.cloud.api.access import (
     public_key_from,
     require,
     unb64,
+    vehicle_key,
 )
 from tether.cloud.api.bodies import (
     BulkGrantsIn,
@@ -71,18 +72,43 @@ async def create_fleet(body: FleetIn, request: Request, hub: HubDep) -> dict[str
 def add_fleet_vehicle(
     fleet_id: FleetId, body: FleetVehicleIn, caller: SignedBy, hub: HubDep
 ) -> dict[str, Any]:
-    """(The car's owner) Put a car in a fleet: its operator may then relay grants and read audit."""
+    """Put a car in a fleet: its owner asks, and the fleet's operator accepts (either first).
+
+    A car is in the fleet (its operator may relay grants, read state and audit) only once both
+    have asked: no one can push a car into a stranger's fleet, nor pull a stranger's car in.
+    """
     fid, vid = bytes.fromhex(fleet_id), bytes.fromhex(body.vehicle_id)
     now = hub.clock()
     with hub.engine.begin() as conn:
-        require(conn, vid, caller, now, "owner")
         if conn.execute(sa.select(db.fleets).where(db.fleets.c.fleet_id == fid)).first() is None:
             raise HTTPException(404, "no such fleet")
-        if not fleet_has(conn, fid, vid):
+        if caller.kind == "fleet" and caller.key_id == fid:
+            side = "fleet_ok"
+            vehicle_key(conn, vid)  # 404 for a car the server does not know
+        else:
+            require(conn, vid, caller, now, "owner")
+            side = "owner_ok"
+        where = (db.fleet_vehicles.c.fleet_id == fid) & (db.fleet_vehicles.c.vehicle_id == vid)
+        row = conn.execute(sa.select(db.fleet_vehicles).where(where)).first()
+        if row is None:
             conn.execute(
-                sa.insert(db.fleet_vehicles).values(fleet_id=fid, vehicle_id=vid, added_at=now)
+                sa.insert(db.fleet_vehicles).values(
+                    fleet_id=fid,
+                    vehicle_id=vid,
+                    added_at=now,
+                    owner_ok=side == "owner_ok",
+                    fleet_ok=side == "fleet_ok",
+                )
             )
-    return {"fleet_id": fleet_id, "vehicle_id": body.vehicle_id}
+        else:
+            conn.execute(sa.update(db.fleet_vehicles).where(where).values({side: True}))
+        row = conn.execute(sa.select(db.fleet_vehicles).where(where)).one()
+    status = (
+        "member"
+        if row.owner_ok and row.fleet_ok
+        else ("waiting for the operator" if row.owner_ok else "waiting for the owner")
+    )
+    return {"fleet_id": fleet_id, "vehicle_id": body.vehicle_id, "status": status}
 
 
 @router.get("/fleets/{fleet_id}", tags=["fleets"])
@@ -96,7 +122,21 @@ def get_fleet(fleet_id: FleetId, caller: SignedBy, hub: HubDep) -> dict[str, Any
         cars = conn.execute(
             sa.select(db.vehicles)
             .join(db.fleet_vehicles, db.fleet_vehicles.c.vehicle_id == db.vehicles.c.vehicle_id)
-            .where(db.fleet_vehicles.c.fleet_id == fid)
+            .where(
+                db.fleet_vehicles.c.fleet_id == fid,
+                db.fleet_vehicles.c.owner_ok == sa.true(),
+                db.fleet_vehicles.c.fleet_ok == sa.true(),
+            )
+            .order_by(db.vehicles.c.name)
+        ).all()
+        offered = conn.execute(
+            sa.select(db.vehicles.c.vehicle_id, db.vehicles.c.name)
+            .join(db.fleet_vehicles, db.fleet_vehicles.c.vehicle_id == db.vehicles.c.vehicle_id)
+            .where(
+                db.fleet_vehicles.c.fleet_id == fid,
+                db.fleet_vehicles.c.owner_ok == sa.true(),
+                db.fleet_vehicles.c.fleet_ok == sa.false(),
+            )
             .order_by(db.vehicles.c.name)
         ).all()
         out = []
@@ -127,7 +167,8 @@ def get_fleet(fleet_id: FleetId, caller: SignedBy, hub: HubDep) -> dict[str, Any
                     "pending_requests": requests,
                 }
             )
-    return {"fleet_id": fleet_id, "name": fleet.name, "vehicles": out}
+    offers = [{"vehicle_id": bytes(r.vehicle_id).hex(), "name": r.name} for r in offered]
+    return {"fleet_id": fleet_id, "name": fleet.name, "vehicles": out, "offers": offers}
 
 
 @router.post("/fleets/{fleet_id}/grants", tags=["fleets"], status_code=201)
