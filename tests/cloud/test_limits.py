@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +18,7 @@ from tether.cloud.client import CloudClient
 from tether.cloud.server import Server
 from tether.errors import CloudError
 from tether.protocol import remote
-from tether.protocol.crypto import SystemEntropy
+from tether.protocol.crypto import PrivateKey, SystemEntropy
 
 CANARY = "canary-3f9c1e"
 
@@ -85,3 +87,49 @@ def test_state_values_are_plain() -> None:
         raw = remote.sign_state(key, {"x": value}, now=1)
         with pytest.raises(remote.RemoteError):
             remote.verify_state(raw, vehicle_key=key.public_key)
+
+
+async def _register(url: str, key: PrivateKey, owners: int = 1) -> None:
+    async with CloudClient(url, key) as client:
+        await client.call(
+            "PUT",
+            f"/v1/vehicles/{key.public_key.key_id.hex()}",
+            body={
+                "public_key": _b64(key.public_key.encoded),
+                "name": "made up",
+                "owners": [
+                    _b64(SystemEntropy().new_private_key().public_key.encoded)
+                    for _ in range(owners)
+                ],
+            },
+        )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+async def test_made_up_cars_cost_a_bounded_amount(server: Server) -> None:
+    assert server.hub is not None
+    limits = server.hub.limits
+    with pytest.raises(CloudError) as owners:  # a cap on owners per car
+        await _register(server.url, SystemEntropy().new_private_key(), owners=64)
+    assert owners.value.status == 422
+    for _ in range(limits.new_cars_per_source):
+        await _register(server.url, SystemEntropy().new_private_key())
+    with pytest.raises(CloudError) as limited:  # then this address waits
+        await _register(server.url, SystemEntropy().new_private_key())
+    assert limited.value.status == 429
+
+
+async def test_a_car_that_never_comes_online_is_forgotten(server: Server) -> None:
+    assert server.hub is not None
+    server.hub.limits = dataclasses.replace(server.hub.limits, unseen_car_ttl=0.0)
+    ghost = SystemEntropy().new_private_key()
+    await _register(server.url, ghost)
+    await asyncio.sleep(0.01)
+    await _register(server.url, SystemEntropy().new_private_key())  # sweeps as it registers
+    async with CloudClient(server.url, ghost) as client:
+        with pytest.raises(CloudError) as gone:
+            await client.call("GET", f"/v1/vehicles/{ghost.public_key.key_id.hex()}")
+    assert gone.value.status == 401  # the server no longer knows its key at all

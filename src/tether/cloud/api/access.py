@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
 
 from tether.cloud import db, httpsig
+from tether.cloud.api.rates import RateLimits
 from tether.errors import MalformedMessage
 from tether.protocol.crypto import PublicKey
 
@@ -59,6 +60,7 @@ class Hub:
     loop: asyncio.AbstractEventLoop | None = None
     #: When expired nonces are next swept (once a minute, not on every request).
     next_sweep: float = 0.0
+    limits: RateLimits = dataclasses.field(default_factory=RateLimits)
 
     def vehicle_key(self, vehicle_id: bytes) -> PublicKey | None:
         """A registered car's public key (the embedded broker checks car logins with it)."""

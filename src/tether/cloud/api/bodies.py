@@ -16,7 +16,7 @@ class VehicleRegistration(BaseModel):
     public_key: str = Field(description="the car's identity key, SEC1 uncompressed, base64url")
     name: str = Field(max_length=128)
     address: str = Field("", max_length=256, description="tcp://HOST:PORT where phones reach it")
-    owners: list[str] = Field(max_length=64, description="owner endpoint public keys, base64url")
+    owners: list[str] = Field(max_length=16, description="owner endpoint public keys, base64url")
 
 
 class InvitationIn(BaseModel):

@@ -9,6 +9,7 @@ from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from tether.cloud import db
+from tether.cloud.api import rates
 from tether.cloud.api.access import (
     HubDep,
     SignedBy,
@@ -46,15 +47,39 @@ async def register_vehicle(
     if caller.key_id != key.key_id:
         raise forbidden("only the car itself may register it")
     owners = [public_key_from(o, "owners[]") for o in body.owners]
+    limits = hub.limits
+    if len(owners) > limits.max_owners:
+        raise HTTPException(400, f"a car lists at most {limits.max_owners} owner keys")
+    source = request.client.host if request.client is not None else "?"
 
     def work() -> dict[str, Any]:
         now = hub.clock()
         vid = key.key_id
         with hub.engine.begin() as conn:
-            add_principal(conn, key, "vehicle", now)
             exists = conn.execute(
                 sa.select(db.vehicles.c.vehicle_id).where(db.vehicles.c.vehicle_id == vid)
             ).first()
+            # What stays stored for good is what is limited: new cars per source address, and
+            # registrations per car; a car that never comes online is forgotten (rates.sweep).
+            if exists is None:
+                rates.sweep(conn, limits, now)
+                rates.charge(
+                    conn,
+                    f"new-car {source}",
+                    limit=limits.new_cars_per_source,
+                    window=limits.window,
+                    now=now,
+                    what="new cars from this address",
+                )
+            rates.charge(
+                conn,
+                f"register {vid.hex()}",
+                limit=limits.registrations_per_car,
+                window=limits.window,
+                now=now,
+                what="registrations of this car",
+            )
+            add_principal(conn, key, "vehicle", now)
             values = {"name": body.name, "address": body.address, "last_seen": now}
             if exists is None:
                 conn.execute(
