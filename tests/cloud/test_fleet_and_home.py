@@ -110,7 +110,16 @@ async def test_telemetry_and_home_assistant_discovery(
     host, port, _ = topics.parse_broker(sqlite_server.mqtt_url)
     try:
         ada = await pair_owner(car, owner)
-        async with aiomqtt.Client(host, port, protocol=aiomqtt.ProtocolVersion.V311) as ha:
+        await car.connect(url)
+        login = await cloud.home_assistant_login(ada, url)  # scoped to Ada's cars
+        await car.disconnect()
+        async with aiomqtt.Client(
+            host,
+            port,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            username=login["username"],
+            password=login["password"],
+        ) as ha:
             await ha.subscribe("homeassistant/#", qos=1)
             await ha.subscribe(topics.ha_state(car.store.vehicle_id), qos=1)
             await car.connect(url)

@@ -10,9 +10,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from tests.cloud.rig import make_car
+from tests.cloud.rig import make_car, pair_owner
 from tether.cloud import topics
 from tether.cloud.server import Server
+from tether.phone import cloud
+from tether.phone.wallet import PhoneWallet
 from tether.protocol.crypto import SystemEntropy
 
 CAR = SystemEntropy().new_private_key()
@@ -44,8 +46,13 @@ def test_car_login_is_a_fresh_signature_by_that_car() -> None:
         (f"car:{VID}", "tether/v1/+/down", "subscribe", False),
         (f"car:{VID}", "tether/v1/abc/up", "publish", False),  # not another car's voice
         (f"car:{VID}", "homeassistant/lock/tether_abc/lock/config", "publish", False),
-        (None, "homeassistant/#", "subscribe", True),
-        (None, "tether/v1/+/ha/#", "subscribe", True),
+        (None, "homeassistant/#", "subscribe", False),  # anonymous: nothing at all
+        (None, "tether/v1/+/ha/#", "subscribe", False),
+        (None, f"tether/v1/{VID}/ha/state", "receive", False),
+        (f"ha:{'0' * 32}", "homeassistant/#", "subscribe", True),  # checked per message
+        (f"ha:{'0' * 32}", f"tether/v1/{VID}/ha/state", "receive", False),  # not its owner's
+        (f"ha:{'0' * 32}", f"homeassistant/lock/tether_{VID}/lock/config", "receive", False),
+        (f"ha:{'0' * 32}", f"tether/v1/{VID}/ha/state", "publish", False),
         (None, f"tether/v1/{VID}/down", "subscribe", False),
         (None, f"tether/v1/{VID}/down", "receive", False),
         (None, f"tether/v1/{VID}/down", "publish", False),
@@ -55,6 +62,16 @@ def test_car_login_is_a_fresh_signature_by_that_car() -> None:
 )
 def test_topic_rules(user: str | None, topic: str, action: str, allowed: bool) -> None:
     assert topics.may(user, topic, action) is allowed
+
+
+def test_home_assistant_reads_only_its_owners_cars() -> None:
+    mine = frozenset({bytes.fromhex(VID)})
+    user = f"ha:{'0' * 32}"
+    assert topics.may(user, f"tether/v1/{VID}/ha/state", "receive", cars=mine)
+    assert topics.may(user, f"homeassistant/lock/tether_{VID}/lock/config", "receive", cars=mine)
+    assert not topics.may(user, f"tether/v1/{VID}/down", "receive", cars=mine)
+    assert not topics.may(user, f"tether/v1/{VID}/up", "receive", cars=mine)
+    assert not topics.may(user, f"tether/v1/{VID}/ha/state", "publish", cars=mine)
 
 
 async def test_embedded_broker_binds_sessions(sqlite_server: Server, tmp_path: Path) -> None:
@@ -69,8 +86,19 @@ async def test_embedded_broker_binds_sessions(sqlite_server: Server, tmp_path: P
             async with aiomqtt.Client(host, port, username=f"car:{vid.hex()}", password=password):
                 pass
         assert user != f"car:{vid.hex()}"
-        # An anonymous listener never hears the car's commands.
-        async with aiomqtt.Client(host, port) as eve:
+        # An anonymous client is not let in at all.
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client(host, port) as eve:
+                await eve.subscribe("homeassistant/#")
+        # A Home Assistant login of someone else's never hears the car's commands.
+        stranger = await make_car(tmp_path / "stranger")
+        stranger_owner = PhoneWallet.create(tmp_path / "s", name="S", passphrase="s")
+        s_key = await pair_owner(stranger, stranger_owner)
+        await stranger.connect(sqlite_server.url)
+        login = await cloud.home_assistant_login(s_key, sqlite_server.url)
+        async with aiomqtt.Client(
+            host, port, username=login["username"], password=login["password"]
+        ) as eve:
             await eve.subscribe(topics.down(vid), qos=1)
             assert sqlite_server.relay is not None
             sqlite_server.relay.publish(vid, {"t": "command", "raw": b"x"})
@@ -83,5 +111,7 @@ async def test_embedded_broker_binds_sessions(sqlite_server: Server, tmp_path: P
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(listen(), 0.5)
             assert heard == []
+        await stranger.close()
+        stranger_owner.close()
     finally:
         await car.close()

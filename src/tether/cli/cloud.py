@@ -317,6 +317,26 @@ def telemetry(
     out.print(table)
 
 
+@app.command("homeassistant")
+def homeassistant(
+    directory: Path = DirOption,
+    server: str = ServerOption,
+    vehicle: str | None = typer.Option(None, "--vehicle", help="Which car (your owner key)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """(Owner) An MQTT login for Home Assistant that reads your cars' state and nothing else."""
+    login = _with_wallet(
+        directory, lambda wallet: cloud.home_assistant_login(wallet.car(vehicle), server)
+    )
+    if as_json:
+        emit_json(login)
+        return
+    out.print("Home Assistant → Settings → MQTT: broker " + escape(str(login["mqtt"])))
+    out.print(f"  username {login['username']}")
+    out.print(f"  password {escape(str(login['password']))}  (shown once; keep it in HA only)")
+    out.print(f"  discovery prefix {login['discovery_prefix']}")
+
+
 # -- fleets ---------------------------------------------------------------------------------------
 @fleet_app.command("create")
 def fleet_create(

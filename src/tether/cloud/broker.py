@@ -11,10 +11,11 @@ import logging
 import secrets
 import socket
 import warnings
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tether.protocol.crypto import PublicKey
+if TYPE_CHECKING:
+    from tether.cloud.broker_acl import Directory
+
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +28,12 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int = 1884,
         *,
-        lookup: Callable[[bytes], PublicKey | None] | None = None,
+        directory: Directory | None = None,
     ) -> None:
         self.host, self.port = host, port
         #: The server's MQTT password (random per process); cars log in with signatures.
         self.secret = secrets.token_urlsafe(24)
-        self.lookup = lookup
+        self.directory = directory
         self._broker: Any = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -41,12 +42,12 @@ class EmbeddedBroker:
         return f"mqtt311://{self.host}:{self.port}"
 
     def _plugins(self) -> dict[str, Any]:
-        if self.lookup is None:  # no identities to check against: an open development broker
+        if self.directory is None:  # no identities to check against: an open development broker
             return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
         from tether.cloud.broker_acl import AUTHORITIES
 
         name = f"{self.host}:{self.port}"
-        AUTHORITIES[name] = (self.secret, self.lookup)
+        AUTHORITIES[name] = (self.secret, self.directory)
         return {
             "tether.cloud.broker_acl.TetherAuth": {"authority": name},
             "tether.cloud.broker_acl.TetherAcl": {"authority": name},

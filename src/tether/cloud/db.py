@@ -167,6 +167,16 @@ fleet_vehicles = sa.Table(
     sa.Column("fleet_ok", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
+#: Home Assistant's MQTT logins, each made by one owner key and scoped to that owner's cars.
+ha_credentials = sa.Table(
+    "ha_credentials",
+    metadata,
+    sa.Column("cred_id", sa.LargeBinary(16), primary_key=True),
+    sa.Column("owner_id", sa.LargeBinary(16), nullable=False),
+    sa.Column("secret_hash", sa.LargeBinary(32), nullable=False),  # SHA-256 of a 32-byte secret
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 #: Requests counted per bucket (a source address, a key, a car) and fixed time window.
 rate_counters = sa.Table(
     "rate_counters",

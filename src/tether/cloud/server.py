@@ -83,9 +83,7 @@ class Server:
         self.hub = Hub(engine=engine, clock=self.clock)
         login = None
         if not self.mqtt_url:
-            self.broker = EmbeddedBroker(
-                port=self.settings.embedded_mqtt_port, lookup=self.hub.vehicle_key
-            )
+            self.broker = EmbeddedBroker(port=self.settings.embedded_mqtt_port, directory=self.hub)
             await self.broker.start()
             self.mqtt_url = self.broker.url
             login = (SERVER_USER, self.broker.secret)

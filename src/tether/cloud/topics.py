@@ -202,9 +202,27 @@ def check_car_login(username: str, password: str, key: PublicKey, now: float) ->
     return True
 
 
-def may(username: str | None, topic: str, action: str) -> bool:
-    """The topic rules: the server anything; a car only its own topics; anyone else read-only
-    Home Assistant state (discovery and the cars' plain state, no commands, nothing signed)."""
+HA_PREFIX = "ha:"
+
+
+def car_of_discovery(topic: str) -> bytes | None:
+    """The car a ``homeassistant/<component>/tether_<id>/...`` topic is about, or None."""
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[0] != DISCOVERY_PREFIX or not parts[2].startswith("tether_"):
+        return None
+    try:
+        vid = bytes.fromhex(parts[2][len("tether_") :])
+    except ValueError:
+        return None
+    return vid if len(vid) == 16 else None
+
+
+def may(
+    username: str | None, topic: str, action: str, *, cars: frozenset[bytes] = frozenset()
+) -> bool:
+    """The topic rules: the server anything; a car only its own topics; a Home Assistant login
+    only what its owner may see (``cars``: the cars that owner holds now): discovery and plain
+    state, nothing to publish. Anonymous clients and anyone else: nothing at all."""
     if username == SERVER_USER:
         return True
     parts = topic.split("/")
@@ -216,10 +234,11 @@ def may(username: str | None, topic: str, action: str) -> bool:
         return (own and parts[3] in ("up", "ha")) or (
             len(parts) >= 3 and parts[0] == DISCOVERY_PREFIX and parts[2] == f"tether_{vid}"
         )
-    if action == "publish":
+    if not username or not username.startswith(HA_PREFIX) or action == "publish":
         return False
-    return (
-        topic.startswith(f"{DISCOVERY_PREFIX}/")
-        or (len(parts) >= 4 and "/".join(parts[:2]) == PREFIX and parts[3] == "ha")
-        or topic in ("homeassistant/#", f"{PREFIX}/+/ha/#")
-    )
+    if action == "subscribe" and topic in (f"{DISCOVERY_PREFIX}/#", f"{PREFIX}/+/ha/#"):
+        return True  # the filter is broad; each message is checked as it is delivered
+    about = vehicle_of(topic) if topic.startswith(PREFIX) else car_of_discovery(topic)
+    if topic.startswith(PREFIX) and (len(parts) < 4 or parts[3] != "ha"):
+        return False
+    return about is not None and about in cars

@@ -387,3 +387,11 @@ async def telemetry(car: CarKey, server: str, *, limit: int = 20) -> dict[str, A
             "GET", f"/v1/vehicles/{car.vehicle_id.hex()}/telemetry", params={"limit": limit}
         )
     return {**info, "history": history["history"]}
+
+
+async def home_assistant_login(car: CarKey, server: str) -> dict[str, Any]:
+    """(Owner) A Home Assistant MQTT login scoped to the cars this key owns (password once)."""
+    _owner(car)
+    async with client_for(server, car.endpoint_key) as client:
+        answer: dict[str, Any] = await client.call("POST", "/v1/homeassistant/credentials")
+    return answer

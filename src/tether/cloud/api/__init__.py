@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from tether.cloud import httpsig
-from tether.cloud.api import cars, commands, fleets, sharing
+from tether.cloud.api import cars, commands, fleets, home, sharing
 from tether.cloud.api.access import PROBLEMS, Hub
 from tether.cloud.api.limits import BodyLimit, validation_problem
 from tether.cloud.api.objects import accept_uplink
@@ -37,7 +37,7 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    for module in (cars, sharing, commands, fleets):
+    for module in (cars, sharing, commands, fleets, home):
         app.include_router(module.router, responses=PROBLEMS)
 
     app.add_middleware(BodyLimit)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -66,6 +68,31 @@ class Hub:
         """A registered car's public key (the embedded broker checks car logins with it)."""
         with self.engine.begin() as conn:
             return find_vehicle_key(conn, vehicle_id)
+
+    def ha_login(self, cred_id: bytes, secret: str) -> bool:
+        """Whether ``secret`` is the Home Assistant credential ``cred_id``'s (constant time)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(db.ha_credentials.c.secret_hash).where(
+                    db.ha_credentials.c.cred_id == cred_id
+                )
+            ).first()
+        digest = hashlib.sha256(secret.encode()).digest()
+        return row is not None and hmac.compare_digest(bytes(row.secret_hash), digest)
+
+    def ha_cars(self, cred_id: bytes) -> frozenset[bytes]:
+        """The cars a Home Assistant credential may see: those its owner key owns right now."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(db.members.c.vehicle_id)
+                .join(db.ha_credentials, db.ha_credentials.c.owner_id == db.members.c.key_id)
+                .where(
+                    db.ha_credentials.c.cred_id == cred_id,
+                    db.members.c.role == "owner",
+                    db.members.c.revoked == sa.false(),
+                )
+            ).all()
+        return frozenset(bytes(r.vehicle_id) for r in rows)
 
     def wake(self, digest: bytes, result: bytes) -> None:
         """Hand a stored, verified result to a long-poll for ``digest``, from any thread."""

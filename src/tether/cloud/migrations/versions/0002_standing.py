@@ -1,4 +1,4 @@
-"""standing: proven keys, fleet membership by both sides' consent, rate counters
+"""standing: proven keys, fleet consent, rate counters, Home Assistant credentials
 
 Revision ID: 0002
 Revises: 0001
@@ -32,6 +32,14 @@ def upgrade() -> None:
             sa.Column("fleet_ok", sa.Boolean(), server_default=sa.true(), nullable=False)
         )
     op.create_table(
+        "ha_credentials",
+        sa.Column("cred_id", sa.LargeBinary(length=16), nullable=False),
+        sa.Column("owner_id", sa.LargeBinary(length=16), nullable=False),
+        sa.Column("secret_hash", sa.LargeBinary(length=32), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("cred_id"),
+    )
+    op.create_table(
         "rate_counters",
         sa.Column("bucket", sa.String(length=96), nullable=False),
         sa.Column("window", sa.BigInteger(), nullable=False),
@@ -42,6 +50,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("rate_counters")
+    op.drop_table("ha_credentials")
     with op.batch_alter_table("fleet_vehicles", schema=None) as batch_op:
         batch_op.drop_column("fleet_ok")
         batch_op.drop_column("owner_ok")
