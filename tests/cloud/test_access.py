@@ -88,6 +88,7 @@ async def test_every_endpoint_refuses_strangers_and_revoked_friends(
 
         await eventually(applied)
 
+        ha_login = await cloud.home_assistant_login(ada, url)  # Ada's: no one else may delete it
         stranger = SystemEntropy().new_private_key()
         body_key = _b64(stranger.public_bytes)
         routes: dict[tuple[str, str], dict[str, Any] | None] = {
@@ -116,14 +117,16 @@ async def test_every_endpoint_refuses_strangers_and_revoked_friends(
             ("POST", f"/v1/fleets/{fleet.public_key.key_id.hex()}/revocations"): {
                 "revocations": []
             },
+            ("DELETE", f"/v1/homeassistant/credentials/{ha_login['id']}"): None,
         }
         # Open by design: the mailbox (a key sees only its own grants), creating one's own fleet,
-        # health, and reading an invitation (its token is the secret).
+        # health, reading an invitation (its token is the secret), an owner's Home Assistant login.
         open_routes = {
             ("GET", "/v1/mailbox"),
             ("POST", "/v1/fleets"),
             ("GET", "/v1/health"),
             ("GET", "/v1/invitations/{token}"),
+            ("POST", "/v1/homeassistant/credentials"),  # any owner, for its own cars only
         }
         spec = create_app(sqlite_server.hub).openapi()["paths"]  # type: ignore[arg-type]
         documented = {(m.upper(), p) for p, ops in spec.items() for m in ops}

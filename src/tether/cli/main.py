@@ -66,6 +66,7 @@ def _register_subcommands() -> None:
     app.add_typer(vehicle.app, name="vehicle")
     app.add_typer(phone.app, name="phone")
     app.command("server")(server.server)
+    app.command("mosquitto-setup")(server.mosquitto_setup)
 
 
 def main() -> None:

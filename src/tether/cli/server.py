@@ -33,6 +33,12 @@ def server(
     mqtt_port: int = typer.Option(
         1884, "--embedded-mqtt-port", help="Port of the embedded broker."
     ),
+    mqtt_secrets: Path | None = typer.Option(
+        None,
+        "--mqtt-secrets",
+        envvar="TETHER_MQTT_SECRETS",
+        help="With --mqtt: the secrets file `tether mosquitto-setup` wrote (logins per car).",
+    ),
 ) -> None:
     """Run the tether server: relays and stores, and holds no key that can open a car."""
     from tether.cloud.server import Server, ServerSettings
@@ -47,6 +53,7 @@ def server(
                 database=database,
                 mqtt=mqtt,
                 embedded_mqtt_port=mqtt_port,
+                mqtt_secrets=mqtt_secrets,
             )
         )
         await srv.start()
@@ -66,3 +73,22 @@ def server(
             await srv.stop()
 
     asyncio.run(go())
+
+
+def mosquitto_setup(
+    directory: Path = typer.Option(..., "--dir", help="Where to write the broker's files."),
+    port: int = typer.Option(1883, "--port", help="The port Mosquitto listens on (127.0.0.1)."),
+) -> None:
+    """Configure a Mosquitto for tether: no anonymous clients, a login per car and per Home
+    Assistant credential (dynamic-security plugin), managed by `tether server --mqtt-secrets`."""
+    from tether.cloud import mosquitto
+
+    files = mosquitto.setup(directory, port=port)
+    out.print(
+        f"Wrote {files['config']}, {files['dynamic_security']} and {files['secrets']} (0600)."
+    )
+    out.print(f"Start the broker:  mosquitto -c {files['config']}")
+    out.print(
+        f"Start the server:  tether server --mqtt mqtt://127.0.0.1:{port} "
+        f"--mqtt-secrets {files['secrets']}"
+    )

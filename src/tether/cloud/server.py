@@ -33,6 +33,8 @@ class ServerSettings:
     database: str | None = None
     mqtt: str | None = None
     embedded_mqtt_port: int = 1884
+    #: With --mqtt: the secrets of a Mosquitto that `tether server mosquitto-setup` configured.
+    mqtt_secrets: Path | None = None
 
 
 class Server:
@@ -81,12 +83,7 @@ class Server:
         engine = db.make_engine(url)
         await asyncio.to_thread(db.upgrade, engine)
         self.hub = Hub(engine=engine, clock=self.clock)
-        login = None
-        if not self.mqtt_url:
-            self.broker = EmbeddedBroker(port=self.settings.embedded_mqtt_port, directory=self.hub)
-            await self.broker.start()
-            self.mqtt_url = self.broker.url
-            login = (SERVER_USER, self.broker.secret)
+        login = await self._broker_login(self.hub)
         self.relay = Relay(self.hub, self.mqtt_url, login=login)
         self.hub.publish = self.relay.publish
         await self.relay.start()
@@ -116,6 +113,23 @@ class Server:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.relay.connected.wait(), 5.0)
         log.info("server on %s, broker %s, database %s", self.url, self.mqtt_url, engine.url)
+
+    async def _broker_login(self, hub: Hub) -> tuple[str, str] | None:
+        """Start the embedded broker, or read the secrets of a Mosquitto tether set up; the
+        server's own broker login."""
+        if not self.mqtt_url:
+            self.broker = EmbeddedBroker(port=self.settings.embedded_mqtt_port, directory=hub)
+            await self.broker.start()
+            self.mqtt_url = self.broker.url
+            return (SERVER_USER, self.broker.secret)
+        if self.settings.mqtt_secrets is None:
+            return None
+        from tether.cloud import mosquitto, topics
+
+        keys = mosquitto.read_secrets(self.settings.mqtt_secrets)
+        host, port, _ = topics.parse_broker(self.mqtt_url)
+        hub.dynsec = mosquitto.DynamicSecurity(host, port, keys)
+        return (SERVER_USER, keys["server"])
 
     async def stop(self) -> None:
         if self._uvicorn is not None and self._task is not None:

@@ -80,6 +80,7 @@ class CloudLink:
         self._audit_head = -1
         self._dirty = asyncio.Event()
         self._owners: tuple[bytes, ...] = ()
+        self._mqtt_login: tuple[str, str] | None = None
         self._stopped = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -135,6 +136,10 @@ class CloudLink:
             },
         )
         self._owners = tuple(owners)
+        login = answer.get("mqtt_login")
+        if isinstance(login, dict) and {"username", "password"} <= set(login):
+            # A broker that cannot check signatures (Mosquitto): the login the server made for us.
+            self._mqtt_login = (str(login["username"]), str(login["password"]))
         if self.mqtt_url is None and answer.get("mqtt"):
             self.mqtt_url = str(answer["mqtt"])
 
@@ -277,7 +282,9 @@ class CloudLink:
         protocol = aiomqtt.ProtocolVersion.V5 if level == 5 else aiomqtt.ProtocolVersion.V311
         will = aiomqtt.Will(topics.availability(self.vehicle_id), b"offline", qos=1, retain=True)
         # The session is bound to the car: its id and a fresh signature (brokers that check it).
-        username, password = topics.car_login(self.store.identity, int(time.time()))
+        username, password = self._mqtt_login or topics.car_login(
+            self.store.identity, int(time.time())
+        )
         async with aiomqtt.Client(
             host,
             port,

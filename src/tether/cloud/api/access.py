@@ -7,7 +7,8 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -18,9 +19,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from tether.cloud import db, httpsig
 from tether.cloud.api.rates import RateLimits
+from tether.cloud.mosquitto import DynamicSecurity
 from tether.errors import MalformedMessage
 from tether.protocol.crypto import PublicKey
 
+log = logging.getLogger(__name__)
 INVITATION_TTL = 7 * 86_400
 MAX_WAIT = 30.0
 NONCE_SWEEP = 60.0
@@ -63,6 +66,19 @@ class Hub:
     #: When expired nonces are next swept (once a minute, not on every request).
     next_sweep: float = 0.0
     limits: RateLimits = dataclasses.field(default_factory=RateLimits)
+    #: Mosquitto's dynamic-security admin, when the server runs against a broker tether set up.
+    dynsec: DynamicSecurity | None = None
+
+    def provision(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a broker change from a route's worker thread, and wait for it (at most 10 s)."""
+        if self.dynsec is None or self.loop is None:
+            coroutine.close()
+            return
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            future.result(10.0)
+        except Exception:  # the broker is down: the car's next registration provisions again
+            log.warning("could not update the broker's logins", exc_info=True)
 
     def vehicle_key(self, vehicle_id: bytes) -> PublicKey | None:
         """A registered car's public key (the embedded broker checks car logins with it)."""

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from tether.cloud import db
+from tether.cloud import db, topics
 from tether.cloud.api import rates
 from tether.cloud.api.access import (
     HubDep,
@@ -109,11 +109,31 @@ async def register_vehicle(
                 )
                 .values(revoked=True)
             )
-        return {
+            logins = conn.execute(
+                sa.select(db.ha_credentials.c.cred_id).where(
+                    db.ha_credentials.c.owner_id.in_(declared)
+                )
+            ).all()
+        answer: dict[str, Any] = {
             "vehicle_id": vehicle_id,
             "owners": len(owners),
             "mqtt": getattr(request.app.state, "mqtt_url", ""),
         }
+        dynsec = hub.dynsec
+        if dynsec is not None:
+            # The car's own broker login (Mosquitto cannot check signatures), and the Home
+            # Assistant logins of its owners, which may now see it (or no longer).
+            hub.provision(dynsec.add_car(vid))
+            for login in logins:
+                cred = bytes(login.cred_id)
+                hub.provision(
+                    dynsec.add_home_assistant(
+                        topics.HA_PREFIX + cred.hex(), None, hub.ha_cars(cred)
+                    )
+                )
+            username, password = dynsec.car_login(vid)
+            answer["mqtt_login"] = {"username": username, "password": password}
+        return answer
 
     return await to_thread.run_sync(work)
 

@@ -51,6 +51,12 @@ def create_credential(caller: SignedBy, hub: HubDep, request: Request) -> dict[s
                 created_at=now,
             )
         )
+    if hub.dynsec is not None:
+        hub.provision(
+            hub.dynsec.add_home_assistant(
+                topics.HA_PREFIX + cred_id.hex(), secret, hub.ha_cars(cred_id)
+            )
+        )
     return {
         "id": cred_id.hex(),
         "username": topics.HA_PREFIX + cred_id.hex(),
@@ -74,4 +80,7 @@ def delete_credential(
         )
     if not gone.rowcount:
         raise HTTPException(404, "no such login of yours")
+    if hub.dynsec is not None:
+        username = topics.HA_PREFIX + cred_id
+        hub.provision(hub.dynsec.remove(username, f"ha-{username}"))
     return {"id": cred_id, "deleted": True}
