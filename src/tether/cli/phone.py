@@ -17,6 +17,7 @@ from rich.markup import escape
 from tether.cli.output import Table, emit_json, err, out, styled, when
 from tether.errors import PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
+from tether.phone import wallet as wallet_module
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, PhoneWallet
 from tether.protocol import credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
@@ -32,25 +33,42 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document instead
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
+PASSPHRASE_TRIES = 3
+
+
 def _passphrase(*, new: bool) -> str | None:
     """From TETHER_PASSPHRASE, else asked for on a terminal, else None (the OS keyring)."""
     value = os.environ.get(PASSPHRASE_ENV)
     if value:
         return value
-    if sys.stdin.isatty() and new and typer.confirm("Protect this wallet with a passphrase?", True):
+    if not sys.stdin.isatty():
+        return None
+    if new:
+        if wallet_module.has_keyring():
+            if not typer.confirm("Protect this wallet with a passphrase?", True):
+                return None
+        else:
+            err.print(
+                f"No OS keyring here: the wallet needs a passphrase (or set {PASSPHRASE_ENV})."
+            )
         return str(typer.prompt("Passphrase", hide_input=True, confirmation_prompt=True))
-    if sys.stdin.isatty() and not new:
-        return str(typer.prompt("Wallet passphrase", hide_input=True)) or None
-    return None
+    return str(typer.prompt("Wallet passphrase", hide_input=True)) or None
 
 
 def _open(directory: Path) -> PhoneWallet:
     try:
         return PhoneWallet.open(directory, passphrase=os.environ.get(PASSPHRASE_ENV))
     except UsageError as exc:
-        if "passphrase" in exc.message and sys.stdin.isatty():
+        if "passphrase" not in exc.message or not sys.stdin.isatty():
+            raise
+    for attempt in range(PASSPHRASE_TRIES):  # a typo is not the end
+        try:
             return PhoneWallet.open(directory, passphrase=_passphrase(new=False))
-        raise
+        except UsageError as exc:
+            if "wrong passphrase" not in exc.message or attempt == PASSPHRASE_TRIES - 1:
+                raise
+            err.print("Wrong passphrase; try again.")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _talk(car: CarKey, action: Callable[[tcp.TcpTransport], Awaitable[T]]) -> T:
@@ -62,6 +80,27 @@ def _talk(car: CarKey, action: Callable[[tcp.TcpTransport], Awaitable[T]]) -> T:
             await transport.close()
 
     return asyncio.run(go())
+
+
+@app.command()
+def passphrase(directory: Path = DirOption) -> None:
+    """Change the wallet's passphrase (TETHER_PASSPHRASE and TETHER_NEW_PASSPHRASE, or asked)."""
+    old = os.environ.get(PASSPHRASE_ENV) or (
+        str(typer.prompt("Current passphrase", hide_input=True)) if sys.stdin.isatty() else ""
+    )
+    new = os.environ.get("TETHER_NEW_PASSPHRASE") or (
+        str(typer.prompt("New passphrase", hide_input=True, confirmation_prompt=True))
+        if sys.stdin.isatty()
+        else ""
+    )
+    if not old or not new:
+        raise UsageError(f"set {PASSPHRASE_ENV} and TETHER_NEW_PASSPHRASE, or run on a terminal")
+    wallet = PhoneWallet.open(directory, passphrase=old)
+    try:
+        wallet.change_passphrase(old, new)
+    finally:
+        wallet.close()
+    out.print(f"Changed the passphrase of the wallet in {directory}.")
 
 
 @app.command()

@@ -8,6 +8,7 @@ keys per car (one per name), each with its rights, validity window and status.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -163,6 +164,11 @@ def _kek(passphrase: str, salt: bytes) -> bytes:
     return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase.encode())
 
 
+def has_keyring() -> bool:
+    """Whether this machine has an OS keyring the wallet could use."""
+    return _keyring_backend() is not None
+
+
 def _keyring_backend() -> Any | None:
     """The OS keyring if a usable one exists here (none on a headless server)."""
     try:
@@ -189,11 +195,37 @@ class PhoneWallet:
     # -- lifecycle --------------------------------------------------------------------------------
     @classmethod
     def create(cls, directory: Path, *, name: str, passphrase: str | None = None) -> PhoneWallet:
-        """A new wallet; its key goes to the OS keyring, or is wrapped with ``passphrase``."""
-        storage.private_dir(directory)
+        """A new wallet; its key goes to the OS keyring, or is wrapped with ``passphrase``.
+
+        Everything that can refuse is checked before anything is written: a failed create leaves
+        no directory and no file behind.
+        """
         path = directory / DB_NAME
         if path.exists():
             raise UsageError(f"{directory} already holds a phone; use another --dir")
+        backend = None if passphrase else _keyring_backend()
+        if not passphrase and backend is None:
+            raise UsageError(
+                f"no OS keyring here to protect the wallet: set {PASSPHRASE_ENV}"
+                " (or answer the passphrase question on a terminal)"
+            )
+        made = not directory.exists()
+        try:
+            return cls._create(directory, name=name, passphrase=passphrase, backend=backend)
+        except BaseException:
+            if made:
+                with contextlib.suppress(OSError):
+                    for leftover in directory.iterdir():
+                        leftover.unlink()
+                    directory.rmdir()
+            raise
+
+    @classmethod
+    def _create(
+        cls, directory: Path, *, name: str, passphrase: str | None, backend: Any | None
+    ) -> PhoneWallet:
+        storage.private_dir(directory)
+        path = directory / DB_NAME
         wallet_key = os.urandom(32)
         wallet_id = os.urandom(16).hex()
         meta: list[tuple[str, object]] = [
@@ -209,9 +241,7 @@ class PhoneWallet:
                 ("wrapped_key", _Sealer(_kek(passphrase, salt)).seal(wallet_key, b"key")),
             ]
         else:
-            backend = _keyring_backend()
-            if backend is None:
-                raise UsageError(f"no OS keyring here to protect the wallet: set {PASSPHRASE_ENV}")
+            assert backend is not None
             backend.set_password(KEYRING_SERVICE, wallet_id, wallet_key.hex())
             meta.append(("protection", "keyring"))
         conn = storage.connect(path, create=True)
@@ -249,6 +279,23 @@ class PhoneWallet:
 
     def close(self) -> None:
         self._conn.close()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-wrap the wallet key under ``new`` (the keys themselves do not change)."""
+        if not new:
+            raise UsageError("the new passphrase is empty")
+        meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("protection") != "passphrase":
+            raise UsageError("this wallet is protected by the OS keyring, not a passphrase")
+        try:
+            key = _Sealer(_kek(old, bytes(meta["salt"]))).open(bytes(meta["wrapped_key"]), b"key")
+        except StorageError:
+            raise UsageError("wrong passphrase for this wallet") from None
+        salt = os.urandom(16)
+        wrapped = _Sealer(_kek(new, salt)).seal(key, b"key")
+        with storage.write(self._conn) as conn:  # both or neither: never a key no one can open
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'salt'", (salt,))
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'wrapped_key'", (wrapped,))
 
     # -- cars -------------------------------------------------------------------------------------
     def _car(self, row: tuple[Any, ...]) -> CarKey:
