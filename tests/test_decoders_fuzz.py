@@ -13,10 +13,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from fastapi import HTTPException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.cloud import httpsig, topics
+from tether.cloud.api.cars import _audit_entry
 from tether.errors import TetherError
 from tether.phone import sharing, vault
 from tether.protocol import credentials, remote
@@ -132,3 +134,38 @@ def test_signature_headers_are_parsed_strictly(data: st.DataObject) -> None:
 def test_mqtt_payloads_decode_to_a_map_or_nothing(data: bytes) -> None:
     decoded = topics.decode(data)
     assert decoded is None or type(decoded) is dict
+
+
+_PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.binary(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+
+
+@given(state=st.dictionaries(st.text(max_size=40), _PLAIN, max_size=6))
+@settings(max_examples=200)
+def test_car_signed_state_holds_plain_values_or_is_refused(state: dict[str, Any]) -> None:
+    """A state the car really signed, with any CBOR values: plain ones are read, the rest (byte
+    strings, lists, maps, NaN: once a 500 on the server) are a typed refusal."""
+    key = DeterministicEntropy(b"state").new_private_key()
+    raw = remote.sign_state(key, state, now=1)
+    try:
+        read = remote.verify_state(raw, vehicle_key=key.public_key)
+    except remote.RemoteError:
+        return
+    for value in read.signals.values():
+        assert type(value) in (bool, int, float, str)
+
+
+@given(entry=st.dictionaries(st.sampled_from(["seq", "time", "key_id", "detail", "x"]), _PLAIN))
+def test_uploaded_audit_entries_are_checked_or_refused(entry: dict[str, Any]) -> None:
+    """An audit upload (once a 500 for a non-integer seq): a 400, or an entry of plain values."""
+    try:
+        checked = _audit_entry(entry)
+    except HTTPException as exc:
+        status = exc.status_code
+    else:
+        status = 200
+        assert type(checked["seq"]) is int
+    assert status in (200, 400)
