@@ -234,3 +234,28 @@ def test_can_mapping_errors_are_clear(mapping: Path, edit: object, message: str)
     mapping.write_text(edit(mapping.read_text()))  # type: ignore[operator]
     with pytest.raises(UsageError, match=message):
         CanBody.from_mapping(mapping)
+
+
+async def test_can_body_reads_speed_and_writes_the_limiter(mapping: Path, tmp_path: Path) -> None:
+    """The mapping's [signals]: Vehicle.Speed comes from the bus, the limiter goes out on it."""
+    channel = "t-test_can_body_reads_speed_and_writes_the_limiter"
+    db = cantools.database.load_file(str(tmp_path / "tether-demo.dbc"))
+    assert isinstance(db, cantools.database.can.Database)
+    car_bus = can.Bus(interface="virtual", channel=channel)
+    body = CanBody.from_mapping(mapping, state_path=tmp_path / "body.json")
+    try:
+        speed = db.get_message_by_name("ESP_Speed")
+        car_bus.send(
+            can.Message(arbitration_id=speed.frame_id, data=speed.encode({"VehicleSpeed": 97.5}))
+        )
+        await asyncio.sleep(0.05)
+        assert body.state()["Vehicle.Speed"] == pytest.approx(97.5)
+        body.set({"Vehicle.Private.Tether.SpeedLimiter.MaxSpeed": 80})
+        frame = car_bus.recv(1.0)
+        assert frame is not None
+        decoded = db.decode_message(frame.arbitration_id, bytes(frame.data))
+        assert db.get_message_by_frame_id(frame.arbitration_id).name == "PCM_SpeedLimit"
+        assert decoded["MaxSpeed"] == 80  # type: ignore[call-overload]
+    finally:
+        await body.close()
+        car_bus.shutdown()

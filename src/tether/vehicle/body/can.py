@@ -9,6 +9,7 @@ state (VSS names) in ``body.json`` like the virtual body does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -33,6 +34,16 @@ class Frame:
 
     message: str
     signals: Mapping[str, int | float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SignalLink:
+    """One VSS signal bound to a DBC signal: read from the bus, or written to it."""
+
+    vss: str
+    message: str
+    signal: str
+    write: bool
 
 
 def _load_mapping(path: Path) -> tuple[Path, dict[str, Any], dict[str, str], dict[str, list[Any]]]:
@@ -60,8 +71,14 @@ class CanBody:
         commands: Mapping[Command, list[Frame]],
         counters: Mapping[str, str],
         state_path: Path | None = None,
+        *,
+        links: tuple[SignalLink, ...] = (),
     ) -> None:
         self._bus = bus
+        self._reads = {
+            db.get_message_by_name(link.message).frame_id: link for link in links if not link.write
+        }
+        self._writes = {link.vss: link for link in links if link.write}
         self._db = db
         self._commands = commands
         self._counters = dict(counters)
@@ -90,11 +107,26 @@ class CanBody:
             commands[command] = [cls._check_frame(db, path, name, f) for f in frames]
         for message, signal in counters.items():
             cls._signal(db, path, message, signal)
+        links = cls._links(db, path)
         try:
             bus = can.Bus(**bus_config)
         except (can.CanError, OSError, ValueError, TypeError) as exc:
             raise UsageError(f"cannot open the CAN bus {bus_config}: {exc}") from exc
-        return cls(bus, db, commands, counters, state_path)
+        return cls(bus, db, commands, counters, state_path, links=links)
+
+    @classmethod
+    def _links(cls, db: cantools.database.can.Database, path: Path) -> tuple[SignalLink, ...]:
+        raw = tomllib.loads(path.read_text()).get("signals", {})
+        links = []
+        for vss, spec in dict(raw).items():
+            if vss not in DEFAULT_STATE:
+                raise UsageError(f"{path}: [signals] names {vss!r}, which tether does not use")
+            if not isinstance(spec, dict) or spec.get("direction") not in ("read", "write"):
+                raise UsageError(f"{path}: {vss} needs message, signal and direction read|write")
+            message, signal = str(spec.get("message", "")), str(spec.get("signal", ""))
+            cls._signal(db, path, message, signal)
+            links.append(SignalLink(vss, message, signal, spec["direction"] == "write"))
+        return tuple(links)
 
     @staticmethod
     def _signal(db: cantools.database.can.Database, path: Path, message: str, signal: str) -> Any:
@@ -134,11 +166,31 @@ class CanBody:
         return Frame(message, values)
 
     def state(self) -> Signals:
+        """The mirrored state, with the signals the mapping reads taken from the bus just now."""
+        if self._reads:
+            for _ in range(256):  # what arrived since the last look; never blocks
+                frame = self._bus.recv(0)
+                if frame is None:
+                    break
+                link = self._reads.get(frame.arbitration_id)
+                if link is not None:
+                    with contextlib.suppress(ValueError, KeyError, cantools.database.DecodeError):
+                        decoded = self._db.decode_message(frame.arbitration_id, bytes(frame.data))
+                        value = decoded[link.signal] if isinstance(decoded, dict) else None
+                        if isinstance(value, int | float):
+                            self._state[link.vss] = float(value)
         return dict(self._state)
 
     def set(self, signals: Signals) -> None:
-        """Mirror profile signals; the mapping file has no seat or climate frames yet."""
+        """Mirror signals (profile, limiter); those the mapping writes go out on the bus."""
         self._state.update(signals)
+        for vss, value in signals.items():
+            link = self._writes.get(vss)
+            if link is not None and isinstance(value, int | float):
+                try:
+                    self._bus.send(self._encode(Frame(link.message, {link.signal: value})), 1.0)
+                except can.CanError as exc:
+                    raise BodyFault(f"CAN send failed for {vss}: {exc}") from exc
         self._save()
 
     def _encode(self, frame: Frame) -> can.Message:
