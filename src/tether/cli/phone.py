@@ -174,9 +174,42 @@ def _status(car: CarKey, now: float) -> str:
     return "active" if car.enrolled else "active (first use pending)"
 
 
-@app.command()
-def keys(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+keys_app = typer.Typer(
+    help="The keys this phone holds and the grants it issued; `keys remove` forgets one.",
+    invoke_without_command=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("remove")
+def keys_remove(
+    directory: Path = DirOption,
+    car: str = typer.Option(..., "--car", help="The key's name (from `phone keys`)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Forget a key on this phone for good (a broken or unwanted one; the car is not told)."""
+    wallet = _open(directory)
+    try:
+        removed = wallet.remove_car(car)
+    finally:
+        wallet.close()
+    if as_json:
+        emit_json({"removed": removed.name, "key_id": removed.endpoint_id.hex()})
+    else:
+        out.print(f"Removed the key {escape(removed.name)} ({removed.endpoint_id.hex()[:16]}).")
+
+
+@keys_app.callback()
+def keys(
+    ctx: typer.Context,
+    directory: Path = typer.Option(None, "--dir", help="The phone's directory.", file_okay=False),
+    as_json: bool = JsonOption,
+) -> None:
     """The keys this phone holds (rights, window, status) and the grants it issued."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if directory is None:
+        raise UsageError("--dir is required: the phone's directory")
     wallet = _open(directory)
     cars, issued = wallet.cars(), wallet.issued()
     wallet.close()
@@ -386,7 +419,7 @@ def accept(
         emit_json({"car": car.name, "rights": sorted(car.rights), "not_after": car.not_after})
     else:
         out.print(
-            f"Accepted a key to [bold]{car.name}[/bold]: {','.join(sorted(car.rights))}, "
+            f"Accepted a key to [bold]{escape(car.name)}[/bold]: {','.join(sorted(car.rights))}, "
             f"valid {when(car.not_before)} → {when(car.not_after)}"
         )
 

@@ -12,6 +12,7 @@ import cbor2
 from tether.errors import MalformedMessage, UsageError
 from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol.credentials import (
+    MAX_CHAIN,
     SERIAL_SIZE,
     Grant,
     GrantError,
@@ -21,6 +22,7 @@ from tether.protocol.credentials import (
     issue_grant,
     issue_revocation,
     parse_grant,
+    verify_chain,
 )
 from tether.protocol.crypto import PublicKey
 
@@ -47,19 +49,22 @@ class Bundle:
     vehicle_key: PublicKey
     vehicle_name: str
     address: str
+    #: The root grant's signer (the owner), so that the friend's phone can check every signature
+    #: of the chain before it stores anything; None in bundles made before it was carried.
+    owner_key: PublicKey | None = None
 
     def encode(self) -> bytes:
-        return cbor2.dumps(
-            {
-                "kind": BUNDLE_KIND,
-                "v": 1,
-                "chain": encode_chain(self.chain),
-                "vehicle_key": self.vehicle_key.encoded,
-                "vehicle_name": self.vehicle_name,
-                "address": self.address,
-            },
-            canonical=True,
-        )
+        body: dict[str, Any] = {
+            "kind": BUNDLE_KIND,
+            "v": 1,
+            "chain": encode_chain(self.chain),
+            "vehicle_key": self.vehicle_key.encoded,
+            "vehicle_name": self.vehicle_name,
+            "address": self.address,
+        }
+        if self.owner_key is not None:
+            body["owner_key"] = self.owner_key.encoded
+        return cbor2.dumps(body, canonical=True)
 
     def link(self) -> str:
         return LINK_PREFIX + base64.urlsafe_b64encode(self.encode()).decode().rstrip("=")
@@ -119,8 +124,21 @@ def read_bundle(data: bytes | str) -> Bundle:
     name, address = obj.get("vehicle_name"), obj.get("address")
     if type(name) is not str or type(address) is not str:
         raise UsageError("the grant's car name or address is malformed")
+    owner_key = None
+    if "owner_key" in obj:
+        try:
+            owner_key = PublicKey(_bytes(obj.get("owner_key")))
+        except MalformedMessage:
+            raise UsageError("the grant's owner key is damaged") from None
+        if owner_key.key_id != parse_grant(chain[0]).issuer_id:
+            raise UsageError("the grant's owner key did not sign it")
     return Bundle(
-        chain=chain, leaf=leaf, vehicle_key=vehicle_key, vehicle_name=name, address=address
+        chain=chain,
+        leaf=leaf,
+        vehicle_key=vehicle_key,
+        vehicle_name=name,
+        address=address,
+        owner_key=owner_key,
     )
 
 
@@ -173,6 +191,7 @@ def issue(
         vehicle_key=issuer.vehicle_key,
         vehicle_name=issuer.vehicle_name,
         address=issuer.address,
+        owner_key=issuer.endpoint_key.public_key if issuer.role == "owner" else None,
     )
 
 
@@ -213,13 +232,17 @@ def grant(
 
 
 def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> CarKey:
-    """Store a received grant for the key this phone requested; refuse foreign or expired ones."""
+    """Store a received grant for the key this phone requested; refuse foreign or expired ones.
+
+    Everything is checked before anything is bound: the chain's signatures (the owner's too, when
+    the bundle carries the owner's key), that it narrows at every step, the window, and that it
+    names a key this phone asked for. A bad file changes nothing, so the genuine one still works.
+    """
     leaf = bundle.leaf
+    check_bundle(bundle, now=now)
     key = wallet.take_request(leaf.grantee.key_id)
     if key is None:
         raise UsageError("this grant is for a key this phone did not request (a foreign grant)")
-    if now >= leaf.expires:
-        raise UsageError("this grant has already expired")
     car = wallet.add_car(
         name=name or bundle.vehicle_name,
         vehicle_key=bundle.vehicle_key,
@@ -236,6 +259,29 @@ def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> Car
     )
     wallet.drop_request(leaf.grantee.key_id)
     return car
+
+
+def check_bundle(bundle: Bundle, *, now: float) -> None:
+    """The car's own checks of a credential, as far as a phone can make them (UsageError)."""
+    if now >= bundle.leaf.expires:
+        raise UsageError("this grant has already expired")
+    owner = bundle.owner_key
+    if owner is None:
+        # A bundle a friend re-shared (its phone does not hold the owner's key): the shape was
+        # checked when it was read; the signatures are the car's to check at first use.
+        return
+    starts = max(parse_grant(g).not_before for g in bundle.chain)
+    try:
+        verify_chain(
+            bundle.chain,
+            vehicle_id=bundle.vehicle_key.key_id,
+            owner_key=lambda key_id: owner if key_id == owner.key_id else None,
+            is_revoked=lambda _: False,  # the car knows; the phone cannot
+            now=max(now, float(starts)),
+            max_depth=MAX_CHAIN,
+        )
+    except GrantError as exc:
+        raise UsageError(f"this grant is damaged or forged ({exc.code}): {exc.message}") from None
 
 
 def make_revocation(

@@ -343,6 +343,13 @@ class PhoneWallet:
             added_at=added,
         )
 
+    def remove_car(self, name: str) -> CarKey:
+        """Forget the key called ``name`` for good (its private key is deleted with it)."""
+        car = self.car(name)
+        with storage.write(self._conn) as conn:
+            conn.execute("DELETE FROM cars WHERE name = ?", (name,))
+        return car
+
     def cars(self) -> list[CarKey]:
         rows = self._conn.execute(f"SELECT {_COLUMNS} FROM cars ORDER BY added_at")
         return [self._car(row) for row in rows]
