@@ -101,7 +101,9 @@ def test_exit_codes_and_errors_without_tracebacks(tmp_path: Path) -> None:
             "123",
             check=False,
         )
-        assert short.returncode == 1 and "at least 8 digits" in short.stderr
+        assert (
+            short.returncode == 2 and "at least 8 digits" in short.stderr
+        )  # a typo: usage, never sent to the car
         tether("phone", "pair", "--dir", str(phone), "--vehicle", agent.address, "--code", code)
         # Revoke the phone locally: the car refuses it from now on (exit 1, reason printed).
         key = tether_json("phone", "keys", "--dir", str(phone))["keys"][0]["key_id"]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tether.errors import TransportError
+from tether.errors import TransportError, UsageError
 from tether.transport.base import MAX_FRAME, FrameTooLarge, Transport, TransportClosed
 from tether.transport.memory import MemoryListener, memory_pair
 from tether.transport.tcp import connect, listen, parse_address
@@ -201,7 +201,7 @@ async def test_tcp_connect_failure_is_unreachable() -> None:
     "bad", ["127.0.0.1", "tcp://:80", "tcp://host:http", "tcp://h:0", "tcp://h:70000"]
 )
 def test_bad_addresses_are_refused(bad: str) -> None:
-    with pytest.raises(TransportError, match="tcp://HOST:PORT"):
+    with pytest.raises(UsageError, match="tcp://HOST:PORT"):  # exit code 2, not "unreachable"
         parse_address(bad)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -21,8 +22,8 @@ app = typer.Typer(
 err = Console(stderr=True)
 _state = {"debug": False}
 
-#: Exit codes shared by every command (docs/vehicle.md).
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: Exit codes shared by every command (docs/vehicle.md, "Exit codes").
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 
 
 @app.callback(invoke_without_command=True)
@@ -82,18 +83,42 @@ def main() -> None:
     except Exception as exc:  # the one place a user-facing error is turned into an exit code
         if _state["debug"]:
             raise
-        if isinstance(exc, UsageError) or (isinstance(exc, StorageError) and exc.code == "missing"):
-            err.print(f"[red]error:[/red] {escape(peer_text(exc.message, 600))}")
-            sys.exit(EXIT_USAGE)
-        if isinstance(exc, TransportError):
-            hint = " (the command may have run)" if exc.may_have_succeeded else ""
-            said = escape(peer_text(exc.message, 600))
-            err.print(f"[red]car unreachable ({exc.code}):[/red] {said}{hint}")
-            sys.exit(EXIT_UNREACHABLE)
-        if isinstance(exc, TetherError):
-            err.print(f"[red]error ({exc.code}):[/red] {escape(peer_text(exc.message, 600))}")
-            sys.exit(EXIT_REFUSED)
-        err.print(
-            f"[red]internal error:[/red] {escape(repr(exc))} (run with --debug for the traceback)"
-        )
-        sys.exit(EXIT_USAGE)
+        code, said, status, may_have_run = _classify(exc)
+        if "--json" in argv:  # a script gets one JSON document, whatever went wrong
+            print(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "error": {"code": code, "message": said, "exit": status},
+                        "may_have_run": may_have_run,
+                    },
+                    sort_keys=True,
+                )
+            )
+        err.print(_sentence(exc, code, said, may_have_run))
+        sys.exit(status)
+
+
+def _classify(exc: Exception) -> tuple[str, str, int, bool]:
+    """(code, sentence, exit code, may the command have run) for any error."""
+    said = peer_text(getattr(exc, "message", ""), 600)
+    if isinstance(exc, UsageError) or (isinstance(exc, StorageError) and exc.code == "missing"):
+        return "usage_error" if isinstance(exc, UsageError) else exc.code, said, EXIT_USAGE, False
+    if isinstance(exc, TransportError):
+        return exc.code, said, EXIT_UNREACHABLE, exc.may_have_succeeded
+    if isinstance(exc, TetherError):
+        return exc.code, said, EXIT_REFUSED, False
+    return "internal_error", peer_text(repr(exc), 600), EXIT_INTERNAL, False
+
+
+def _sentence(exc: Exception, code: str, said: str, may_have_run: bool) -> str:
+    said = escape(said)
+    if isinstance(exc, UsageError) or code == "missing":
+        return f"[red]error:[/red] {said}"
+    if isinstance(exc, TransportError):
+        who = "server" if code.startswith("cloud") else "car"
+        hint = " (the command may have run)" if may_have_run else ""
+        return f"[red]{who} unreachable ({code}):[/red] {said}{hint}"
+    if isinstance(exc, TetherError):
+        return f"[red]error ({code}):[/red] {said}"
+    return f"[red]internal error:[/red] {said} (run with --debug for the traceback)"

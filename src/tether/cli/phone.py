@@ -15,14 +15,14 @@ import typer
 from rich.markup import escape
 
 from tether.cli.output import Table, emit_json, err, out, styled, when
-from tether.errors import PeerError, UsageError, peer_text
+from tether.errors import PairingError, PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
 from tether.phone import wallet as wallet_module
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, PhoneWallet
 from tether.protocol import credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
-from tether.protocol.pairing import VehiclePaired
+from tether.protocol.pairing import VehiclePaired, check_code
 from tether.transport import tcp
 
 app = typer.Typer(help="A phone: its wallet of car keys, pairing, commands, sharing.")
@@ -122,6 +122,11 @@ def pair(
     as_json: bool = JsonOption,
 ) -> None:
     """Pair with a car as its owner, with the one-time code the car shows."""
+    try:
+        check_code(code)  # a code of the wrong shape is the user's typo, not the car's refusal
+    except PairingError as exc:
+        raise UsageError(exc.message) from None
+    tcp.parse_address(vehicle)
     wallet = _open(directory)
     entropy = SystemEntropy()
     endpoint_key = entropy.new_private_key()  # a fresh key for this car only

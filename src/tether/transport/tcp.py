@@ -7,7 +7,7 @@ import contextlib
 import logging
 import struct
 
-from tether.errors import TransportError
+from tether.errors import TransportError, UsageError, peer_text
 from tether.transport.base import (
     MAX_FRAME,
     FrameTooLarge,
@@ -28,7 +28,7 @@ def parse_address(url: str, *, allow_any_port: bool = False) -> tuple[str, int]:
     host, sep, port = rest.rpartition(":")
     lowest = 0 if allow_any_port else 1
     if not sep or not host or not port.isdigit() or not lowest <= int(port) < 65536:
-        raise TransportError(f"not a tcp://HOST:PORT address: {url!r}", temporary=False)
+        raise UsageError(f"not a tcp://HOST:PORT address: {peer_text(url, 80)!r}")
     return host.strip("[]"), int(port)
 
 
