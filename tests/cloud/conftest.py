@@ -25,6 +25,14 @@ PG_DB = "tether_test"
 @pytest.fixture(scope="session")
 def pg_url() -> str:
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        admin.connect().close()
+    except sa.exc.OperationalError:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN}: start it (`.ci/run` does, or"
+            " `pg_ctlcluster <version> main start`), or point TETHER_TEST_PG at one",
+            pytrace=False,
+        )
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {PG_DB}"))

@@ -571,7 +571,12 @@ def _register(command: Command) -> None:
     ) -> None:
         _command(command, directory, vehicle, standard, as_json)
 
-    run.__doc__ = f"Send `{command.value}` to the car (fast transaction when possible)."
+    kind = (
+        "a fast transaction when possible"
+        if command in FAST_COMMANDS
+        else "a standard transaction (fast ones may only lock, unlock or open the trunk)"
+    )
+    run.__doc__ = f"Send `{command.value}` to the car ({kind})."
     app.command(command.value)(run)
 
 

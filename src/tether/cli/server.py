@@ -63,7 +63,7 @@ def server(
             loop.add_signal_handler(sig, stop.set)
         print(f"ready {srv.url} mqtt {srv.mqtt_url}", flush=True)
         out.print(
-            f"tether server on [bold]{srv.url}[/bold] (OpenAPI: {srv.url}/docs), "
+            f"tether server on [bold]{srv.url}[/bold] (OpenAPI: {srv.url}/openapi.json), "
             f"broker {srv.mqtt_url}",
             highlight=False,
         )

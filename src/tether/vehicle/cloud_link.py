@@ -29,7 +29,8 @@ from tether.vehicle.agent import AgentEvent, VehicleAgent
 log = logging.getLogger(__name__)
 
 POLL_S = 15.0  # inbox check while MQTT is up (a safety net: pushes are the fast path)
-RETRY_S = 1.0  # reconnect and inbox check while MQTT is down
+RETRY_S = 1.0  # reconnect and inbox check while MQTT is down (doubled up to MAX_RETRY_S)
+MAX_RETRY_S = 60.0
 _RESULTS_KEPT = 256
 MQTT_TIMEOUT_S = 3.0
 MQTT_KEEPALIVE_S = 15
@@ -258,21 +259,27 @@ class CloudLink:
 
     # -- loops ----------------------------------------------------------------------------------
     async def _mqtt_loop(self) -> None:
+        delay = RETRY_S
         while not self._stopped:
+            started = time.monotonic()
             try:
                 if not self.online.is_set():
                     await self.register()
                     self.online.set()
                 await self._mqtt_session()
             except TetherError as exc:
-                log.info("cloud unreachable (%s); retrying", exc.message)
+                log.info("cloud unreachable (%s); retrying in %.0f s", exc.message, delay)
             except aiomqtt.MqttError as exc:
-                log.info("broker unreachable (%s); retrying", exc)
+                log.info("broker unreachable (%s); retrying in %.0f s", exc, delay)
             except Exception:  # the link must outlive any surprise; the car keeps serving phones
                 log.exception("cloud link failed; retrying")
             finally:
                 self._mqtt = None
-            await asyncio.sleep(RETRY_S)
+            # Back off while the cloud stays away (1 s, 2 s, 4 s ... 60 s); a session that lasted
+            # starts again from 1 s. A car on a battery must not hammer a dead broker.
+            delay = RETRY_S if time.monotonic() - started > MAX_RETRY_S else delay
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
 
     async def _mqtt_session(self) -> None:
         if not self.mqtt_url:

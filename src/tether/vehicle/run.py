@@ -197,6 +197,9 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.debug:  # one line per HTTP request (every inbox poll) is noise, not news
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         asyncio.run(serve(args))
     except TetherError as exc:

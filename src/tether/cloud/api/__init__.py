@@ -35,6 +35,10 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
             "device key (docs/cloud.md)."
         ),
         lifespan=lifespan,
+        # Swagger UI and ReDoc load from a CDN, so they are blank offline and reach outside:
+        # the document itself is served (/openapi.json); open it in any OpenAPI viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.hub = hub
     for module in (cars, sharing, commands, fleets, home):
