@@ -3,6 +3,8 @@ before it binds the requested key, so the genuine file still works; a key can be
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from tether.phone.wallet import PhoneWallet
 from tether.protocol.credentials import Limits
 from tether.protocol.crypto import SystemEntropy
 
-from .procs import tether
+from .procs import CLI, tether
 
 
 def test_a_flipped_byte_is_refused_and_the_genuine_grant_still_works(tmp_path: Path) -> None:
@@ -57,3 +59,39 @@ def test_a_flipped_byte_is_refused_and_the_genuine_grant_still_works(tmp_path: P
     assert '"car"' in keys.stdout and "unlock" in keys.stdout
     tether("phone", "keys", "remove", "--dir", friend, "--car", "Ada's car")
     assert '"keys": []' in tether("phone", "keys", "--dir", friend, "--json").stdout
+
+
+def test_links_survive_copy_and_paste_and_qr_codes_fit(tmp_path: Path) -> None:
+    """Issue 19, item 4: a key request as a link and a QR code, a grant link that a terminal or a
+    mail client wrapped into lines, an invitation pasted where a grant was expected."""
+    owner = PhoneWallet.create(tmp_path / "ada", name="Ada", passphrase="correct horse battery")
+    owner.add_car(
+        name="car",
+        vehicle_key=SystemEntropy().new_private_key().public_key,
+        vehicle_name="Ada's car",
+        address="tcp://127.0.0.1:7300",
+        endpoint_key=SystemEntropy().new_private_key(),
+        role="owner",
+        now=time.time(),
+    )
+    owner.close()
+    friend, ada = str(tmp_path / "bea"), str(tmp_path / "ada")
+    tether("phone", "init", "--dir", friend, "--name", "Bea")
+    made = tether("phone", "key-request", "--dir", friend, "--qr-file", str(tmp_path / "r.png"))
+    [request_link] = [line[6:] for line in made.stdout.splitlines() if line.startswith("Link: ")]
+    assert request_link.startswith("tether://key-request/")
+    assert (tmp_path / "r.png").read_bytes().startswith(b"\x89PNG")
+    shared = subprocess.run(
+        [*CLI, "phone", "share", "--dir", ada, "--request", request_link,
+         "--until", "2099-01-01T00:00", "--out", str(tmp_path / "g")],
+        capture_output=True, text=True, check=True, timeout=60,
+        env={**os.environ, "COLUMNS": "80", "TETHER_PASSPHRASE": "correct horse battery"},
+    )  # fmt: skip
+    lines = shared.stdout.splitlines()
+    # In an 80-column terminal nothing but the link is wider (a too-wide QR is not printed).
+    assert all(len(line) <= 80 for line in lines if not line.startswith("Link: ")), lines
+    [grant_link] = [line[6:] for line in lines if line.startswith("Link: ")]
+    wrapped = "\n".join(grant_link[i : i + 76] for i in range(0, len(grant_link), 76))
+    tether("phone", "accept", "--dir", friend, wrapped)
+    invitation = tether("phone", "accept", "--dir", friend, "tether://invite/abc#x", check=False)
+    assert invitation.returncode == 2 and "request-key" in invitation.stderr

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
-from tether.cli.output import Table, emit_json, err, out, styled, when
+from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
 from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
 from tether.phone import cloud
@@ -61,6 +61,9 @@ def invite(
     vehicle: str | None = typer.Option(None, "--vehicle", help="Which car (your owner key)."),
     label: str = typer.Option("", "--name", help="Who the invitation is for."),
     show_qr: bool = typer.Option(True, "--qr/--no-qr", help="Print the link as a QR code."),
+    qr_file: Path | None = typer.Option(
+        None, "--qr-file", help="Also write the QR code to this .png or .svg file."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """(Owner) A single-use invitation link for a friend, through the server."""
@@ -70,11 +73,7 @@ def invite(
     if as_json:
         emit_json({"link": link})
         return
-    if show_qr:
-        import segno
-
-        segno.make(link, error="l").terminal(compact=True)
-    out.print(f"Invitation: {link}")
+    hand_over(link, what="invitation", qr_file=qr_file, show_qr=show_qr)
 
 
 @app.command("request-key")
@@ -87,13 +86,15 @@ def request_key(
     """(Friend) Answer an invitation: a new key for that car, its request sent to the owner."""
     answer = _with_wallet(
         directory,
-        lambda wallet: cloud.request_key(wallet, link, label=label or wallet.name, now=time.time()),
+        lambda wallet: cloud.request_key(
+            wallet, read_link(link), label=label or wallet.name, now=time.time()
+        ),
     )
     if as_json:
         emit_json(answer)
     else:
         out.print(
-            f"Key request sent for [bold]{answer['vehicle_name']}[/bold] (key id "
+            f"Key request sent for [bold]{escape(str(answer['vehicle_name']))}[/bold] (key id "
             f"{answer['key_id'][:16]}); run `phone fetch --server {answer['server']}` once granted."
         )
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import typer
 from rich.markup import escape
 
-from tether.cli.output import Table, emit_json, err, out, styled, when
+from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
 from tether.errors import PairingError, PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
 from tether.phone import wallet as wallet_module
@@ -278,19 +278,35 @@ def keys(
         out.print(shared)
 
 
+QrFileOption = typer.Option(
+    None, "--qr-file", help="Also write the QR code to this .png or .svg file."
+)
+
+
 @app.command("key-request")
 def key_request(
     directory: Path = DirOption,
-    out_path: Path = typer.Option(..., "--out", help="Where to write the request file."),
+    out_path: Path | None = typer.Option(None, "--out", help="Also write the request to a file."),
     label: str = typer.Option("", "--name", help="Your name, as the owner will see it."),
+    show_qr: bool = typer.Option(True, "--qr/--no-qr", help="Print the request as a QR code."),
+    qr_file: Path | None = QrFileOption,
+    as_json: bool = JsonOption,
 ) -> None:
-    """(Friend) Make a new key and a request to send to the car's owner."""
+    """(Friend) Make a new key and a request for the car's owner: a link, a QR code, a file."""
     wallet = _open(directory)
     key = SystemEntropy().new_private_key()
+    data = sharing.make_request(key.public_key, label or wallet.name)
+    if out_path is not None:
+        out_path.write_bytes(data)
     wallet.add_request(key, now=time.time())
-    out_path.write_bytes(sharing.make_request(key.public_key, label or wallet.name))
     wallet.close()
-    out.print(f"Key request written to {out_path} (key id {key.public_key.key_id.hex()})")
+    link = sharing.request_link(data)
+    if as_json:
+        emit_json({"key_id": key.public_key.key_id.hex(), "link": link, "file": str(out_path)})
+        return
+    where = f" and written to {out_path}" if out_path is not None else ""
+    out.print(f"Key request made (key id {key.public_key.key_id.hex()}){where}.")
+    hand_over(link, what="key request", qr_file=qr_file, show_qr=show_qr)
 
 
 def _time(text: str | None, default: float) -> float:
@@ -338,7 +354,9 @@ def _days(text: str | None) -> frozenset[int] | None:
 def share(
     directory: Path = DirOption,
     vehicle: str | None = typer.Option(None, "--vehicle", help="Which car key to share from."),
-    request: Path = typer.Option(..., "--request", help="The friend's key request file."),
+    request: str = typer.Option(
+        ..., "--request", help="The friend's key request: a file, or its tether:// link."
+    ),
     rights: str = typer.Option("unlock,lock", "--rights", help="Comma-separated rights."),
     until: str = typer.Option(..., "--until", help="End of validity, e.g. 2026-12-24T18:00."),
     start: str | None = typer.Option(None, "--from", help="Start of validity (default: now)."),
@@ -346,6 +364,7 @@ def share(
     days: str | None = typer.Option(None, "--days", help="Days, e.g. mon-fri or sat,sun."),
     out_path: Path = typer.Option(..., "--out", help="Where to write the grant file."),
     show_qr: bool = typer.Option(True, "--qr/--no-qr", help="Print the grant as a QR code."),
+    qr_file: Path | None = QrFileOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Sign a grant for a friend's key (owner, or a key holding `share`)."""
@@ -357,10 +376,13 @@ def share(
         raise UsageError(
             f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
         )
-    try:
-        friend = sharing.read_request(request.read_bytes())
-    except OSError as exc:
-        raise UsageError(f"cannot read {request}: {exc.strerror}") from None
+    if request.strip().startswith("tether://"):
+        friend = sharing.read_request(read_link(request))
+    else:
+        try:
+            friend = sharing.read_request(Path(request).read_bytes())
+        except OSError as exc:
+            raise UsageError(f"cannot read {request}: {exc.strerror}") from None
     now = time.time()
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
     if exp <= max(nbf, int(now)):
@@ -389,15 +411,12 @@ def share(
             }
         )
         return
+    who = escape(friend.label or "a friend")
     out.print(
-        f"Grant {serial.hex()[:16]} for [bold]{friend.label or 'a friend'}[/bold]: "
-        f"{','.join(sorted(wanted))} on {car.name} until {when(exp)} → {out_path}"
+        f"Grant {serial.hex()[:16]} for [bold]{who}[/bold]: "
+        f"{','.join(sorted(wanted))} on {escape(car.name)} until {when(exp)} → {out_path}"
     )
-    if show_qr:
-        import segno
-
-        segno.make(link, error="l").terminal(compact=True)
-    out.print(f"Link: {link}")
+    hand_over(link, what="grant", qr_file=qr_file, show_qr=show_qr)
 
 
 @app.command()
@@ -408,8 +427,8 @@ def accept(
     as_json: bool = JsonOption,
 ) -> None:
     """(Friend) Store a grant you received, for the key you requested."""
-    if grant.startswith(sharing.LINK_PREFIX):
-        bundle = sharing.read_bundle(grant)
+    if grant.strip().startswith("tether://"):
+        bundle = sharing.read_bundle(read_link(grant))
     else:
         try:
             bundle = sharing.read_bundle(Path(grant).read_bytes())

@@ -86,11 +86,28 @@ def _load(data: bytes, kind: str, what: str) -> dict[str, Any]:
     return obj
 
 
+REQUEST_LINK_PREFIX = "tether://key-request/"
+
+
 def make_request(key: PublicKey, label: str) -> bytes:
     return cbor2.dumps({"kind": REQUEST_KIND, "v": 1, "key": key.encoded, "label": label[:64]})
 
 
-def read_request(data: bytes) -> KeyRequest:
+def request_link(data: bytes) -> str:
+    """A key request as a link (for a message or a QR code)."""
+    return REQUEST_LINK_PREFIX + base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def read_request(data: bytes | str) -> KeyRequest:
+    """A key request from a file's bytes or a tether://key-request/ link."""
+    if isinstance(data, str):
+        if not data.startswith(REQUEST_LINK_PREFIX):
+            raise UsageError("a key request link starts with tether://key-request/")
+        encoded = data[len(REQUEST_LINK_PREFIX) :]
+        try:
+            data = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+        except ValueError:
+            raise UsageError("the key request link is damaged") from None
     obj = _load(data, REQUEST_KIND, "key request")
     label = obj.get("label", "")
     try:
@@ -105,6 +122,10 @@ def read_request(data: bytes) -> KeyRequest:
 def read_bundle(data: bytes | str) -> Bundle:
     """A grant bundle from a file's bytes or a tether:// link."""
     if isinstance(data, str):
+        if data.startswith("tether://invite/"):
+            raise UsageError(
+                "this is an invitation, not a grant: answer it with `phone request-key LINK`"
+            )
         if not data.startswith(LINK_PREFIX):
             raise UsageError("a grant link starts with tether://grant/")
         encoded = data[len(LINK_PREFIX) :]
