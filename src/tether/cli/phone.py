@@ -633,8 +633,10 @@ def data_import(
 
     wallet = _open(directory)
     vault = Vault(wallet)
-    totals: dict[str, int] = {}
+    now = datetime.datetime.now(datetime.UTC)
+    staged = None
     try:
+        # Every file is read and checked first; the vault is written once, all or nothing.
         with Progress(transient=True, disable=as_json) as progress:
             for path in files:
                 try:
@@ -642,27 +644,33 @@ def data_import(
                 except (OSError, UnicodeDecodeError) as exc:
                     raise UsageError(f"cannot read {path}: {exc}") from None
                 task = progress.add_task(
-                    f"Importing {path.name}", total=text.count("BEGIN:VCARD") or None
+                    f"Reading {path.name}", total=text.count("BEGIN:VCARD") or None
                 )
 
                 def advance(n: int, task: TaskID = task) -> None:
                     progress.update(task, completed=n)
 
-                counts = vault.import_text(
-                    text, now=datetime.datetime.now(datetime.UTC), progress=advance
-                )
-                for category, n in counts.items():
-                    totals[category] = totals.get(category, 0) + n
+                try:
+                    staged = vault.stage(text, now=now, progress=advance, into=staged)
+                except UsageError as exc:
+                    raise UsageError(f"{path}: {exc.message} (nothing was imported)") from None
+        if staged is not None:
+            vault.commit(staged)
     finally:
         wallet.close()
+    totals = staged.counts if staged is not None else {}
+    past = staged.past if staged is not None else 0
     if as_json:
-        emit_json({"imported": totals})
-    else:
-        out.print(
-            "Imported " + ", ".join(f"{n} {c}" for c, n in totals.items())
-            if totals
-            else "Nothing new"
-        )
+        emit_json({"imported": totals, "past_events_skipped": past})
+        return
+    gained = {c: n for c, n in totals.items() if n}
+    out.print(
+        "Imported " + ", ".join(f"{n} {c}" for c, n in gained.items())
+        if gained
+        else "Nothing new (everything in these files is already in the vault)"
+    )
+    if past:
+        out.print(f"{past} past calendar events were not imported (the car shows what is ahead).")
 
 
 @data_app.command("show")
@@ -688,15 +696,33 @@ def data_show(
         return
     for name, value in document.items():
         if isinstance(value, dict):
-            out.print(f"[bold]{escape(str(name))}[/bold]: {escape(str(value or '-'))}")
+            table = Table("setting", "value", title=f"{name}")
+            for key, setting in sorted(value.items()):
+                table.add_row(str(key), _cell(setting))
+            out.print(table if value else f"{name}: -")
             continue
         table = Table(title=f"{name} ({len(value)})")
-        columns = sorted({k for item in value[:200] for k in item})
+        columns = [c for c in _COLUMN_ORDER if any(c in i for i in value[:200])]
+        columns += sorted({k for item in value[:200] for k in item} - set(columns))
         for column in columns:
             table.add_column(column)
         for item in value[:200]:
-            table.add_row(*(str(item.get(c, "")) for c in columns))
+            table.add_row(*(_cell(item.get(c, "")) for c in columns))
         out.print(table)
+        if len(value) > 200:
+            out.print(f"... and {len(value) - 200} more (--json shows all)")
+
+
+_COLUMN_ORDER = ("name", "title", "start", "end", "location", "phones", "emails")
+
+
+def _cell(value: object) -> str:
+    """A value as a person reads it: lists joined, maps as key=value, never a Python repr."""
+    if isinstance(value, list):
+        return ", ".join(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)
 
 
 @consent_app.command("show")

@@ -9,6 +9,7 @@ profile; the format is told from the content. Queries answer the car's data requ
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime
 import json
 from collections.abc import Callable, Iterable
@@ -59,6 +60,23 @@ def _as_datetime(value: Any) -> datetime.datetime:
     if isinstance(value, datetime.datetime):
         return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
     return datetime.datetime.combine(value, datetime.time(), tzinfo=datetime.UTC)
+
+
+def past_events(text: str, *, now: datetime.datetime) -> int:
+    """How many events of the file lie wholly before ``now`` (not imported: counted and said)."""
+    import icalendar
+    import recurring_ical_events
+
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+        earliest = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+        return sum(
+            1
+            for e in recurring_ical_events.of(calendar).between(earliest, now)
+            if _as_datetime(e.decoded("DTEND") if "DTEND" in e else e.decoded("DTSTART")) < now
+        )
+    except Exception:  # the import itself reports a broken file
+        return 0
 
 
 def parse_icalendar(text: str, *, now: datetime.datetime) -> list[Record]:
@@ -117,6 +135,15 @@ def detect(text: str) -> str:
     raise UsageError("not a vCard, iCalendar or tether JSON file")
 
 
+@dataclasses.dataclass(slots=True)
+class Staged:
+    """An import not yet written: each category's new value, what it gained, past events."""
+
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    past: int = 0
+
+
 class Vault:
     """The categories of one wallet, decrypted on demand and kept in memory while open."""
 
@@ -145,26 +172,71 @@ class Vault:
         self, text: str, *, now: datetime.datetime, progress: Callable[[int], None] | None = None
     ) -> dict[str, int]:
         """Import one file's content; returns how many records each category gained."""
+        staged = self.stage(text, now=now, progress=progress)
+        self.commit(staged)
+        return staged.counts
+
+    def stage(
+        self,
+        text: str,
+        *,
+        now: datetime.datetime,
+        progress: Callable[[int], None] | None = None,
+        into: Staged | None = None,
+    ) -> Staged:
+        """Parse one file and merge it into ``into`` (or the vault as it is), writing nothing.
+
+        Merging is idempotent: a record already held (the same contact, event, favourite) is
+        not added again, so importing a file twice changes nothing the second time.
+        """
+        staged = into or Staged()
         kind = detect(text)
+
+        def current(category: str) -> Any:
+            return staged.values.get(category, self.get(category))
+
+        def add(category: str, records: list[Record]) -> None:
+            held = current(category)
+            seen = {json.dumps(r, sort_keys=True) for r in held}
+            fresh = []
+            for record in records:
+                key = json.dumps(record, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(record)
+            merged = [*held, *fresh]
+            if category == "calendar":
+                merged.sort(key=lambda e: str(e["start"]))
+            staged.values[category] = merged
+            staged.counts[category] = staged.counts.get(category, 0) + len(fresh)
+
         if kind == "vcard":
-            contacts = parse_vcards(text, progress)
-            known = {(c["name"], tuple(c["phones"])) for c in self.get("contacts")}
-            fresh = [c for c in contacts if (c["name"], tuple(c["phones"])) not in known]
-            self.put("contacts", [*self.get("contacts"), *fresh])
-            return {"contacts": len(fresh)}
-        if kind == "icalendar":
-            events = parse_icalendar(text, now=now)
-            self.put("calendar", sorted([*self.get("calendar"), *events], key=lambda e: e["start"]))
-            return {"calendar": len(events)}
-        counts = {}
-        for category, value in parse_json(text).items():
-            if category == "profile":
-                self.put("profile", {**self.get("profile"), **value})
-                counts["profile"] = len(value)
-            else:
-                self.put(category, [*self.get(category), *value])
-                counts[category] = len(value)
-        return counts
+            add("contacts", parse_vcards(text, progress))
+        elif kind == "icalendar":
+            add("calendar", parse_icalendar(text, now=now))
+            staged.past += past_events(text, now=now)
+        else:
+            for category, value in parse_json(text).items():
+                if category == "profile":
+                    before = current("profile")
+                    merged = {**before, **value}
+                    staged.values["profile"] = merged
+                    changed = sum(1 for k in merged if before.get(k) != merged[k])
+                    staged.counts["profile"] = staged.counts.get("profile", 0) + changed
+                else:
+                    add(category, value)
+        return staged
+
+    def commit(self, staged: Staged) -> None:
+        """Write every staged category in one transaction."""
+        if not staged.values:
+            return
+        self._wallet.write_sealed_many(
+            {f"vault {c}": json.dumps(v).encode() for c, v in staged.values.items()}
+        )
+        self._cache.update(staged.values)
+        if "contacts" in staged.values:
+            self._names = None
 
     def query(self, category: str, query: dict[str, Any]) -> Any:
         """What a data request for ``category`` with ``query`` may see (before consent)."""

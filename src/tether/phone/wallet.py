@@ -432,12 +432,19 @@ class PhoneWallet:
         return None if row is None else self._sealer.open(bytes(row[0]), name.encode())
 
     def write_sealed(self, name: str, plaintext: bytes) -> None:
+        self.write_sealed_many({name: plaintext})
+
+    def write_sealed_many(self, blobs: dict[str, bytes]) -> None:
+        """Write several sealed blobs in one transaction: all of them, or none."""
         import time
 
         with storage.write(self._conn) as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO blobs (name, sealed, updated_at) VALUES (?, ?, ?)",
-                (name, self._sealer.seal(plaintext, name.encode()), time.time()),
+                [
+                    (name, self._sealer.seal(plaintext, name.encode()), time.time())
+                    for name, plaintext in blobs.items()
+                ],
             )
 
     def consent_rules(self) -> dict[tuple[str, str], str]:
