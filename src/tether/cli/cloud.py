@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
+from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
 from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
@@ -21,7 +22,11 @@ from tether.protocol.commands import Command
 from tether.protocol.remote import REMOTE_COMMANDS
 
 ServerOption = typer.Option(
-    ..., "--server", envvar="TETHER_SERVER", help="The tether server, http://HOST:PORT."
+    None,
+    "--server",
+    envvar="TETHER_SERVER",
+    help="The tether server, http://HOST:PORT [default: the config file's `server`].",
+    callback=defaults.server,
 )
 T = TypeVar("T")
 fleet_app = typer.Typer(help="(Operator) A fleet of cars: bulk grants for renters, revocation.")

@@ -17,7 +17,7 @@ app = typer.Typer(
     name="tether",
     help="The phone is the key to the car and the vault of its driver's data.",
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
 )
 err = Console(stderr=True)
 _state = {"debug": False}

@@ -14,6 +14,7 @@ from typing import TypeVar
 import typer
 from rich.markup import escape
 
+from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
 from tether.errors import PairingError, PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
@@ -28,7 +29,14 @@ from tether.transport import tcp
 app = typer.Typer(help="A phone: its wallet of car keys, pairing, commands, sharing.")
 T = TypeVar("T")
 
-DirOption = typer.Option(..., "--dir", help="The phone's directory.", file_okay=False)
+DirOption = typer.Option(
+    None,
+    "--dir",
+    envvar="TETHER_PHONE_DIR",
+    help="The phone's directory [default: $XDG_DATA_HOME/tether/phone, or the config file's].",
+    file_okay=False,
+    callback=defaults.phone_dir,
+)
 JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 _DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -207,14 +215,12 @@ def keys_remove(
 @keys_app.callback()
 def keys(
     ctx: typer.Context,
-    directory: Path = typer.Option(None, "--dir", help="The phone's directory.", file_okay=False),
+    directory: Path = DirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """The keys this phone holds (rights, window, status) and the grants it issued."""
     if ctx.invoked_subcommand is not None:
         return
-    if directory is None:
-        raise UsageError("--dir is required: the phone's directory")
     wallet = _open(directory)
     cars, issued = wallet.cars(), wallet.issued()
     wallet.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
+from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, out, styled, when
 from tether.errors import UsageError
 from tether.protocol.crypto import SystemEntropy
@@ -16,7 +17,14 @@ from tether.vehicle.keystore import VehicleStore
 
 app = typer.Typer(help="The car: identity, pairing codes, the agent, state and audit log.")
 
-DirOption = typer.Option(..., "--dir", help="The car's directory.", file_okay=False)
+DirOption = typer.Option(
+    None,
+    "--dir",
+    envvar="TETHER_CAR_DIR",
+    help="The car's directory [default: $XDG_DATA_HOME/tether/car, or the config file's].",
+    file_okay=False,
+    callback=defaults.car_dir,
+)
 JsonOption = typer.Option(False, "--json", help="Print one JSON document instead of a table.")
 
 

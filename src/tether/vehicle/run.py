@@ -24,10 +24,16 @@ log = logging.getLogger("tether.vehicle")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tether vehicle run", description="Serve phones for the car in --dir."
+        prog="tether vehicle run",
+        description="Serve phones for the car in --dir.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--dir", required=True, type=Path, help="the car's directory (vehicle init)"
+        "--dir",
+        type=Path,
+        default=None,
+        help="the car's directory (vehicle init); default: $TETHER_CAR_DIR, the config file's"
+        " car_dir, or $XDG_DATA_HOME/tether/car",
     )
     parser.add_argument(
         "--listen", default="tcp://127.0.0.1:7300", help="tcp://HOST:PORT (port 0: any free port)"
@@ -192,6 +198,16 @@ async def _serve_headunit(
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.dir is None:  # the same default as every other `tether vehicle` command
+        import os
+
+        from tether.cli.defaults import data_dir  # no typer or rich: only os, tomllib, pathlib
+
+        args.dir = (
+            Path(os.environ["TETHER_CAR_DIR"])
+            if os.environ.get("TETHER_CAR_DIR")
+            else (data_dir("car"))
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
