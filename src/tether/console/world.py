@@ -179,6 +179,7 @@ class DemoWorld:
                 await asyncio.wait_for(task, 5)
         await self.link.stop()
         await self.listener.close()
+        await self.agent.stop()  # open sessions end before the store they write to is closed
         await self.body.close()
         self.store.close()
         for phone in self.phones.values():

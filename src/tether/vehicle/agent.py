@@ -326,9 +326,13 @@ class VehicleAgent:
                 log.exception("the store could not be read")
 
     async def stop(self) -> None:
-        """End every connection and write what is still counted (a clean stop)."""
+        """End every connection, wait (2 s at most) until their handlers have finished with the
+        store, and write what is still counted: after this the caller may close the store."""
+        ending = [c.task for c in self._connections if c.task is not None]
         for conn in list(self._connections):
             self._end(conn, "stopping")
+        if ending:
+            await asyncio.wait(ending, timeout=2.0)
         self.flush_summaries(force=True)
 
     async def _serve(self, conn: _Connection) -> None:
