@@ -284,6 +284,16 @@ def keys(
         out.print(shared)
 
 
+def _link_or_file(given: str) -> str | bytes:
+    """A pasted tether:// link (line breaks removed), or the bytes of the file it names."""
+    if given.strip().startswith("tether://"):
+        return read_link(given)
+    try:
+        return Path(given).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {given}: {exc.strerror}") from None
+
+
 QrFileOption = typer.Option(
     None, "--qr-file", help="Also write the QR code to this .png or .svg file."
 )
@@ -382,13 +392,7 @@ def share(
         raise UsageError(
             f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
         )
-    if request.strip().startswith("tether://"):
-        friend = sharing.read_request(read_link(request))
-    else:
-        try:
-            friend = sharing.read_request(Path(request).read_bytes())
-        except OSError as exc:
-            raise UsageError(f"cannot read {request}: {exc.strerror}") from None
+    friend = sharing.read_request(_link_or_file(request))
     now = time.time()
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
     if exp <= max(nbf, int(now)):
@@ -433,13 +437,7 @@ def accept(
     as_json: bool = JsonOption,
 ) -> None:
     """(Friend) Store a grant you received, for the key you requested."""
-    if grant.strip().startswith("tether://"):
-        bundle = sharing.read_bundle(read_link(grant))
-    else:
-        try:
-            bundle = sharing.read_bundle(Path(grant).read_bytes())
-        except OSError as exc:
-            raise UsageError(f"cannot read {grant}: {exc.strerror}") from None
+    bundle = sharing.read_bundle(_link_or_file(grant))
     wallet = _open(directory)
     try:
         car = sharing.accept(wallet, bundle, name=name, now=time.time())

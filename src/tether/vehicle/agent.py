@@ -291,16 +291,18 @@ class VehicleAgent:
                 session.close()
             await asyncio.wait_for(self._flush(conn.transport, session.data_to_send()), 1.0)
 
-    def end_revoked_sessions(self) -> int:
+    def end_revoked_sessions(self, *, spare: bytes | None = None) -> int:
         """End at once every open session of a key that is now revoked; how many ended.
 
         Called after every revocation, whatever path it came by (a session, the cloud, or
-        ``tether vehicle revoke`` in another process, which :meth:`watch` notices).
+        ``tether vehicle revoke`` in another process, which :meth:`watch` notices). Sessions of
+        ``spare`` are left to their caller (a phone that revoked itself is answered first).
         """
         ended = 0
         for conn in list(self._connections):
-            if conn.key_id is not None and self._key_closed(conn.key_id):
-                self.headunit.forget(conn.key_id.hex(), "key revoked")
+            key_id = conn.key_id
+            if key_id is not None and key_id != spare and self._key_closed(key_id):
+                self.headunit.forget(key_id.hex(), "key revoked")
                 self._end(conn, "revoked")
                 ended += 1
         for shown in self.headunit.screens():
@@ -686,13 +688,7 @@ class VehicleAgent:
         self._emit(AgentEvent(kind="revoked", key_id=via.hex() if via else ""))
         # Every open session of a revoked key ends now (the caller's own, if it revoked itself,
         # is closed by the caller after it has been answered).
-        for conn in list(self._connections):
-            if conn.key_id is not None and conn.key_id != via and self._key_closed(conn.key_id):
-                self.headunit.forget(conn.key_id.hex(), "key revoked")
-                self._end(conn, "revoked")
-        for shown in self.headunit.screens():
-            if self._key_closed(bytes.fromhex(shown)):
-                self.headunit.forget(shown, "key revoked")
+        self.end_revoked_sessions(spare=via)
         return RevocationOutcome(
             ok=True,
             seq=seq,
