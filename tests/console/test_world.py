@@ -67,3 +67,24 @@ async def test_a_consent_prompt_waits_for_the_person_and_the_answer_reaches_the_
     assert screen["denied"] == ["calendar"] and screen["data"]["seat"] is not None
     assert world.snapshot()["phones"]["friend"]["prompts"] == []
     await world.act("command", "friend", command="stop")
+
+
+async def test_the_story_plays_twice_and_a_reshare_replaces_the_revoked_key(
+    world: DemoWorld,
+) -> None:
+    from tether.console import story
+    from tether.phone.wallet import KeyStatus
+
+    for round_ in (1, 2):
+        results = await story.play(world)
+        wrong = [(beat.label, step.outcome) for beat, step, good in results if not good]
+        assert wrong == [], f"round {round_}: {wrong}"
+        # One key for Bea, refused by the car after the revoke: never a second "active" one.
+        keys = world.phones["friend"].wallet.cars()
+        assert [(k.name, k.status) for k in keys] == [("Demo car", KeyStatus.REVOKED)]
+    # Shared again after the revoke: the new key takes the dead one's place, and it works.
+    assert (await world.act("share", "owner", rights="unlock,lock")).done
+    keys = world.phones["friend"].wallet.cars()
+    assert [(k.name, k.status) for k in keys] == [("Demo car", KeyStatus.ACTIVE)]
+    step = await world.act("command", "friend", command="unlock")
+    assert step.done, step.outcome

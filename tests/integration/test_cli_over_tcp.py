@@ -38,6 +38,10 @@ def test_pair_unlock_lock_start_over_tcp(tmp_path: Path) -> None:
         keys = tether_json("phone", "keys", "--dir", str(phone))["keys"]
         assert keys[0]["fast_ready"] and keys[0]["transactions"] == 4
 
+        # locate says where the car is, not only "done".
+        located = tether("phone", "locate", "--dir", str(phone))
+        assert "done" in located.stdout and "the car is at 48.13715, 11.5" in located.stdout
+
         status = tether_json("vehicle", "status", "--dir", str(car))
         assert status["state"]["Vehicle.LowVoltageSystemState"] == "ON"
         assert [k["role"] for k in status["keys"]] == ["owner"]

@@ -114,6 +114,8 @@ def test_invite_grant_unlock_remote_revoke_by_cli(tmp_path: Path) -> None:
         # The owner is away: a remote lock, then a remote revocation of Bea's grant.
         locked = tether_json("phone", "remote", "--dir", str(owner), "--server", server.url, "lock")
         assert locked["ok"]
+        found = tether("phone", "remote", "--dir", str(owner), "--server", server.url, "locate")
+        assert "the car is at 48.13715, 11.5" in found.stdout  # signed by the car, not the server
         tether(
             "phone",
             "revoke-remote",
@@ -138,7 +140,7 @@ def test_invite_grant_unlock_remote_revoke_by_cli(tmp_path: Path) -> None:
         audit = tether_json("vehicle", "audit", "--dir", str(car), "--verify")
         assert audit["verified"]
         remote_entries = [e for e in audit["entries"] if e["detail"] == "remote"]
-        assert [e["command"] for e in remote_entries] == ["lock"]
+        assert [e["command"] for e in remote_entries] == ["lock", "locate"]
     finally:
         if agent is not None:
             agent.stop()

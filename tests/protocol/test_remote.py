@@ -154,6 +154,15 @@ def test_result_binds_car_and_command() -> None:
         remote.verify_result(forged, vehicle_key=CAR.public_key, envelope_raw=raw)
 
 
+def test_a_locate_result_carries_the_signed_position() -> None:
+    raw = envelope()
+    where = {"Vehicle.CurrentLocation.Latitude": 48.1, "Vehicle.CurrentLocation.Longitude": 11.5}
+    signed = remote.sign_result(CAR, raw, ok=True, reason="", message="Done.", now=NOW, state=where)
+    assert remote.verify_result(signed, vehicle_key=CAR.public_key, envelope_raw=raw).state == where
+    plain = remote.sign_result(CAR, raw, ok=True, reason="", message="Done.", now=NOW)
+    assert remote.verify_result(plain, vehicle_key=CAR.public_key, envelope_raw=raw).state == {}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -162,6 +171,9 @@ def test_result_binds_car_and_command() -> None:
         {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": 1, "at": 1},
         {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": "1"},
         {"aud": VID, "ok": True},
+        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "state": [1]},
+        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "state": {1: 2}},
+        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "x": 1},
     ],
 )
 def test_malformed_results(body: dict[str, object]) -> None:

@@ -17,7 +17,7 @@ from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
-from tether.protocol import credentials
+from tether.protocol import credentials, vss
 from tether.protocol.commands import Command
 from tether.protocol.remote import REMOTE_COMMANDS
 
@@ -288,6 +288,7 @@ def remote(
                 "ok": result.ok,
                 "reason": result.reason,
                 "message": result.message,
+                "state": result.state,
                 "ms": round(ms, 1),
             }
         )
@@ -295,6 +296,9 @@ def remote(
         out.print(
             f"[green]✓[/green] {which.value} on {car.name} (remote, signed by the car, {ms:.0f} ms)"
         )
+        where = vss.position(result.state)
+        if where is not None:
+            out.print(f"  the car is at {where}", highlight=False)
     else:
         err.print(
             f"[red]✗[/red] {which.value} on {car.name} refused ({result.reason}): {result.message}"

@@ -19,8 +19,8 @@ from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, 
 from tether.errors import PairingError, PeerError, UsageError, peer_text
 from tether.phone import client, consent, sharing
 from tether.phone import wallet as wallet_module
-from tether.phone.wallet import PASSPHRASE_ENV, CarKey, PhoneWallet
-from tether.protocol import credentials
+from tether.phone.wallet import PASSPHRASE_ENV, CarKey, KeyStatus, PhoneWallet
+from tether.protocol import credentials, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.pairing import VehiclePaired, check_code
@@ -178,8 +178,8 @@ def _window(car: CarKey) -> str:
 
 
 def _status(car: CarKey, now: float) -> str:
-    if car.status != "active":
-        return car.status
+    if car.status is KeyStatus.REVOKED:
+        return "revoked or unknown to the car"
     if car.not_after is not None and now >= car.not_after:
         return "expired"
     if car.not_before is not None and now < car.not_before:
@@ -549,7 +549,7 @@ def _command(
         )
     except PeerError as exc:
         if exc.code in ("unknown_key", "grant_revoked"):
-            wallet.set_status(car.name, "revoked or unknown to the car")
+            wallet.set_status(car.name, KeyStatus.REVOKED)
         raise
     finally:
         wallet.close()
@@ -574,6 +574,9 @@ def _command(
         out.print(
             f"[green]✓[/green] {command.value} on {escape(car.name)}: done ({kind}, {ms:.1f} ms)"
         )
+        where = vss.position(result.state or {}) if command is Command.LOCATE else None
+        if where is not None:
+            out.print(f"  the car is at {where}", highlight=False)
     else:
         out.print(
             f"[red]✗[/red] {command.value} on {car.name} refused ({result.reason}): "

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import cbor2
 
 from tether.errors import AuthenticationFailed, UsageError
+from tether.protocol import vss
 from tether.protocol.crypto import PrivateKey, PublicKey
 
 PREFIX = "tether/v1"
@@ -31,8 +32,8 @@ TELEMETRY_SIGNALS = (
     "Vehicle.Powertrain.Type",
     "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current",
     "Vehicle.Speed",
-    "Vehicle.CurrentLocation.Latitude",
-    "Vehicle.CurrentLocation.Longitude",
+    vss.LATITUDE,
+    vss.LONGITUDE,
 )
 
 
@@ -166,8 +167,8 @@ def ha_payload(signals: dict[str, Any]) -> bytes:
         "door_open": bool(signals.get("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", False)),
         "trunk_open": bool(signals.get("Vehicle.Body.Trunk.Rear.IsOpen", False)),
         "battery": signals.get("Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"),
-        "latitude": signals.get("Vehicle.CurrentLocation.Latitude"),
-        "longitude": signals.get("Vehicle.CurrentLocation.Longitude"),
+        "latitude": signals.get(vss.LATITUDE),
+        "longitude": signals.get(vss.LONGITUDE),
         "speed": signals.get("Vehicle.Speed", 0),
     }
     return json.dumps(state, sort_keys=True).encode()

@@ -26,11 +26,11 @@ class Beat:
 STORY = (
     Beat("Ada pairs her phone with the code on the dashboard", "pair", "owner"),
     Beat(
-        "Ada unlocks (standard transaction: ECDH + signatures)",
+        "Ada unlocks (the first time a standard transaction: ECDH + signatures)",
         "command",
         "owner",
         (("command", "unlock"),),
-        says="standard",
+        says="done",
     ),
     Beat(
         "Ada locks (fast transaction: MACs only)",

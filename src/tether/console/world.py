@@ -23,7 +23,7 @@ from tether.cloud.server import Server, ServerSettings
 from tether.errors import ProtocolError, TetherError
 from tether.phone import client, cloud, consent
 from tether.phone.vault import Vault
-from tether.phone.wallet import CarKey, PhoneWallet
+from tether.phone.wallet import CarKey, KeyStatus, PhoneWallet
 from tether.protocol import codec, credentials
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
@@ -350,7 +350,9 @@ class DemoWorld:
             raise TetherError(
                 f"{self.phones[phone].name} has no key to this car yet", code="no_key"
             )
-        return cars[0]
+        # The newest usable key (a re-share after a revoke brings a new one); else the last.
+        active = [c for c in cars if c.status is KeyStatus.ACTIVE]
+        return (active or cars)[-1]
 
     async def _connect(self) -> Transport:
         log: list[bytes] = []
@@ -388,6 +390,11 @@ class DemoWorld:
         if phone != "owner":
             return Step(
                 action="pair", phone=phone, done=False, outcome="only the owner pairs with the code"
+            )
+        if self.phones["owner"].wallet.cars():
+            # The story played again: the code was spent on the first pairing, the key is held.
+            return Step(
+                action="pair", phone=phone, done=True, outcome="already paired: Ada holds the key"
             )
         key = self.entropy.new_private_key()
         transport = await tcp.connect(self.listener.address)
@@ -458,7 +465,7 @@ class DemoWorld:
             (outcome,) = await outcomes
         except ProtocolError as exc:
             if exc.code in ("unknown_key", "grant_revoked"):
-                wallet.set_status(key.name, "revoked")
+                wallet.set_status(key.name, KeyStatus.REVOKED)
             raise
         kind = "fast" if outcome.fast else "standard"
         result = outcome.result
@@ -613,7 +620,7 @@ class DemoWorld:
 
         pump(car_session, phone_session, on_events=on_events)
         measured = state.ranger.measure(secret, nonce=nonce, reply_ns=replies[0])
-        rights = key.rights if key.status != "revoked" else frozenset()
+        rights = key.rights if key.status is KeyStatus.ACTIVE else frozenset()
         return Reading(key_id=key.endpoint_id.hex(), location=locate(measured), rights=rights)
 
     async def walk(self, phone: str, to: str) -> Step:

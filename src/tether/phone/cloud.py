@@ -142,12 +142,7 @@ async def fetch_grants(wallet: PhoneWallet, server: str, *, now: float) -> list[
             bundle = sharing.read_bundle(unb64(item["bundle"]))
             if bundle.leaf.grantee.key_id != key.public_key.key_id:
                 continue  # not ours: the server may not slip us another key's grant
-            taken = {c.name for c in wallet.cars()}
-            name = bundle.vehicle_name
-            suffix = 2
-            while name in taken:
-                name, suffix = f"{bundle.vehicle_name} ({suffix})", suffix + 1
-            accepted.append(sharing.accept(wallet, bundle, name=name, now=now))
+            accepted.append(sharing.accept(wallet, bundle, name="", now=now))
             break
     return accepted
 

@@ -10,7 +10,7 @@ from typing import Any
 import cbor2
 
 from tether.errors import MalformedMessage, UsageError
-from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
+from tether.phone.wallet import CarKey, IssuedGrant, KeyStatus, PhoneWallet
 from tether.protocol.credentials import (
     MAX_CHAIN,
     SERIAL_SIZE,
@@ -264,8 +264,10 @@ def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> Car
     key = wallet.take_request(leaf.grantee.key_id)
     if key is None:
         raise UsageError("this grant is for a key this phone did not request (a foreign grant)")
+    name, replaces = _name_for(wallet, bundle, name)
     car = wallet.add_car(
-        name=name or bundle.vehicle_name,
+        name=name,
+        replaces=replaces,
         vehicle_key=bundle.vehicle_key,
         vehicle_name=bundle.vehicle_name,
         address=bundle.address,
@@ -280,6 +282,29 @@ def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> Car
     )
     wallet.drop_request(leaf.grantee.key_id)
     return car
+
+
+def _name_for(wallet: PhoneWallet, bundle: Bundle, wanted: str) -> tuple[str, str | None]:
+    """The new key's name, and the refused key of the same car it replaces (if any).
+
+    A key the car refused (revoked) can never work again, so a new grant for that car takes its
+    place instead of sitting beside it as a second key; otherwise a default name gets a suffix.
+    """
+    cars = {c.name: c for c in wallet.cars()}
+    base = wanted or bundle.vehicle_name
+    dead = cars.get(base)
+    if (
+        dead is not None
+        and dead.status is KeyStatus.REVOKED
+        and dead.vehicle_key.encoded == bundle.vehicle_key.encoded
+    ):
+        return base, base
+    if wanted:
+        return wanted, None  # a name the person chose: add_car says if it is taken
+    name, suffix = base, 2
+    while name in cars:
+        name, suffix = f"{base} ({suffix})", suffix + 1
+    return name, None
 
 
 def check_bundle(bundle: Bundle, *, now: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import json
 import os
 import sqlite3
@@ -90,6 +91,18 @@ CREATE TABLE IF NOT EXISTS issued (
 """
 
 
+class KeyStatus(enum.StrEnum):
+    """What this phone knows of one of its keys: usable, or refused by the car (revoked/unknown)."""
+
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+    @classmethod
+    def read(cls, stored: str) -> KeyStatus:
+        # Older wallets stored a sentence for a refused key; anything but "active" is refused.
+        return cls.ACTIVE if stored == cls.ACTIVE.value else cls.REVOKED
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CarKey:
     """Everything the phone holds for one key to one car."""
@@ -109,7 +122,7 @@ class CarKey:
     limits: Limits = dataclasses.field(default_factory=Limits)
     credential: bytes | None = None
     enrolled: bool = True
-    status: str = "active"
+    status: KeyStatus = KeyStatus.ACTIVE
 
     @property
     def vehicle_id(self) -> bytes:
@@ -339,7 +352,7 @@ class PhoneWallet:
                 else None
             ),
             ratchet=ratchet,
-            status=status,
+            status=KeyStatus.read(status),
             added_at=added,
         )
 
@@ -384,11 +397,15 @@ class PhoneWallet:
         not_after: float | None = None,
         limits: Limits | None = None,
         credential: bytes | None = None,
+        replaces: str | None = None,
     ) -> CarKey:
-        if any(c.name == name for c in self.cars()):
+        """Store a new key; ``replaces`` names a dead key it takes the place of (at once)."""
+        if any(c.name == name and c.name != replaces for c in self.cars()):
             raise UsageError(f"this phone already has a key called {name!r}; pick another name")
         label = name.encode()
         with storage.write(self._conn) as conn:
+            if replaces is not None:
+                conn.execute("DELETE FROM cars WHERE name = ?", (replaces,))
             try:
                 conn.execute(
                     f"INSERT INTO cars ({_COLUMNS})"
@@ -422,9 +439,9 @@ class PhoneWallet:
                 (self._sealer.seal(key, b"persistent " + name.encode()), name),
             )
 
-    def set_status(self, name: str, status: str) -> None:
+    def set_status(self, name: str, status: KeyStatus) -> None:
         with storage.write(self._conn) as conn:
-            conn.execute("UPDATE cars SET status = ? WHERE name = ?", (status, name))
+            conn.execute("UPDATE cars SET status = ? WHERE name = ?", (status.value, name))
 
     # -- sealed blobs (the vault) and consent
     def read_sealed(self, name: str) -> bytes | None:

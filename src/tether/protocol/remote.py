@@ -64,6 +64,8 @@ class Result:
     message: str
     at: int
     raw: bytes
+    #: Signals the answer reports (a ``locate`` carries the position); empty for most commands.
+    state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,10 +183,17 @@ def verify_envelope(
 
 # -- results ---------------------------------------------------------------------------------------
 def sign_result(
-    vehicle: PrivateKey, envelope_raw: bytes, *, ok: bool, reason: str, message: str, now: int
+    vehicle: PrivateKey,
+    envelope_raw: bytes,
+    *,
+    ok: bool,
+    reason: str,
+    message: str,
+    now: int,
+    state: dict[str, Any] | None = None,
 ) -> bytes:
     """The car signs its answer to one envelope (or to garbage: then ``request`` is its hash)."""
-    body = {
+    body: dict[str, Any] = {
         "aud": vehicle.public_key.key_id,
         "req": sha256(envelope_raw),
         "ok": ok,
@@ -192,6 +201,8 @@ def sign_result(
         "msg": message[:200],
         "at": now,
     }
+    if state:
+        body["state"] = state
     return sign1(vehicle, cbor2.dumps(body, canonical=True))
 
 
@@ -199,7 +210,9 @@ def verify_result(data: bytes, *, vehicle_key: PublicKey, envelope_raw: bytes) -
     """The phone checks that *its car* answered *its command*."""
     code = "result_malformed"
     _, body = _load(data, "command result", code)
-    if set(body) != {"aud", "req", "ok", "reason", "msg", "at"}:
+    if set(body) - {"state"} != {"aud", "req", "ok", "reason", "msg", "at"}:
+        raise RemoteError("command result is malformed", code=code)
+    if "state" in body and not _signals(body["state"]):
         raise RemoteError("command result is malformed", code=code)
     if type(body["ok"]) is not bool or type(body["reason"]) is not str:
         raise RemoteError("command result is malformed", code=code)
@@ -216,6 +229,7 @@ def verify_result(data: bytes, *, vehicle_key: PublicKey, envelope_raw: bytes) -
         message=body["msg"],
         at=body["at"],
         raw=data,
+        state=body.get("state", {}),
     )
 
 
@@ -293,14 +307,19 @@ def _signal_value(value: object) -> bool:
     return type(value) in (bool, int) or (type(value) is str and len(value) <= 256)
 
 
+def _signals(value: object) -> bool:
+    """A map of VSS names to signal values, as a state or a result carries it."""
+    return type(value) is dict and all(
+        type(k) is str and len(k) <= 128 and _signal_value(v) for k, v in value.items()
+    )
+
+
 def verify_state(data: bytes, *, vehicle_key: PublicKey) -> State:
     code = "state_malformed"
     _, body = _load(data, "vehicle state", code)
     if set(body) != {"aud", "at", "state"} or type(body["at"]) is not int:
         raise RemoteError("vehicle state is malformed", code=code)
-    if type(body["state"]) is not dict or not all(
-        type(k) is str and len(k) <= 128 and _signal_value(v) for k, v in body["state"].items()
-    ):
+    if not _signals(body["state"]):
         raise RemoteError("vehicle state is malformed", code=code)
     if body["aud"] != vehicle_key.key_id:
         raise RemoteError("this state is from another car", code="state_mismatch")

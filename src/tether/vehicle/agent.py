@@ -47,6 +47,7 @@ from tether.protocol.transaction import (
     PersistentKeyChanged,
     VehicleTransaction,
 )
+from tether.protocol.vss import LATITUDE, LONGITUDE
 from tether.transport.base import Transport, TransportClosed
 from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, BodyFault, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
@@ -738,7 +739,15 @@ class VehicleAgent:
             reason=reason.value if reason else "",
             message="Done." if reason is None else explain(reason),
             now=int(now),
+            state=self._answer_state(envelope.command) if reason is None else None,
         )
+
+    def _answer_state(self, command: Command) -> Signals | None:
+        """What a signed remote answer reports besides ok: the position, for a ``locate``."""
+        if command is not Command.LOCATE:
+            return None
+        signals = self.body.state()
+        return {name: signals[name] for name in (LATITUDE, LONGITUDE) if name in signals}
 
     def _authorize(
         self, endpoint_id: bytes, command: Command, *, over_ble: bool = False

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from tether.errors import TetherError
 from tether.protocol.commands import Command
+from tether.protocol.vss import LATITUDE, LONGITUDE
 
 Signals = dict[str, bool | int | float | str]
 
@@ -21,8 +22,6 @@ TRUNK_LOCKED = "Vehicle.Body.Trunk.Rear.IsLocked"
 POWER = "Vehicle.LowVoltageSystemState"  # OFF / ACC / ON / START
 POWERTRAIN = "Vehicle.Powertrain.Type"
 SPEED = "Vehicle.Speed"
-LATITUDE = "Vehicle.CurrentLocation.Latitude"
-LONGITUDE = "Vehicle.CurrentLocation.Longitude"
 HORN = "Vehicle.Body.Horn.IsActive"
 HAZARD = "Vehicle.Body.Lights.Hazard.IsSignaling"
 BATTERY = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"  # percent
