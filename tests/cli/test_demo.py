@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
 import sys
 
@@ -17,8 +19,13 @@ def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str
     )
 
 
-def test_demo_script_plays_the_whole_story() -> None:
-    result = run_cli("demo", "--script", "--port", "0")
+def test_demo_script_plays_the_whole_story_even_when_8080_is_busy() -> None:
+    with contextlib.ExitStack() as stack:
+        busy = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # taken already by something else: busy all the same
+            busy.bind(("127.0.0.1", 8080))
+            busy.listen()
+        result = run_cli("demo", "--script")
     assert result.returncode == 0, result.stdout + result.stderr
     out = " ".join(result.stdout.split())  # rich wraps at the terminal width
     assert "console at http://127.0.0.1:" in out and "pairing code" in out

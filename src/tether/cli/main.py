@@ -47,7 +47,12 @@ def _root(
 
 @app.command()
 def demo(
-    port: int = typer.Option(8080, "--port", help="The console's port (0: any free port)."),
+    port: int | None = typer.Option(
+        None,
+        "--port",
+        help="The console's port (0: any free one). Default: 8080; any free one with --script.",
+        show_default=False,
+    ),
     browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the console."),
     script: bool = typer.Option(
         False, "--script", help="Play the whole story unattended; exit 0 only if all behaved."
@@ -56,7 +61,9 @@ def demo(
     """A server, a virtual car, two phones and a live web console; click through the story."""
     from tether.cli.demo import run_demo
 
-    ok = run_demo(port=port, browser=browser, script=script)
+    # Played unattended, nobody needs a known address: a busy 8080 must not fail the story.
+    chosen = port if port is not None else (0 if script else 8080)
+    ok = run_demo(port=chosen, browser=browser, script=script)
     raise typer.Exit(EXIT_OK if ok else EXIT_REFUSED)
 
 
