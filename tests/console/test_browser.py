@@ -9,6 +9,7 @@ unit's questions on the page while her start waits for them.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,38 @@ async def click(page: Page, testid: str) -> None:
 
 async def last_step(page: Page, text: str) -> None:
     await expect(page.get_by_test_id("steps").locator("li").last).to_contain_text(text)
+
+
+async def dots_apart(page: Page) -> None:
+    """Ada's and Bea's dots never cover each other, wherever each one stands."""
+    await page.wait_for_timeout(700)  # the dots glide (.6 s)
+    a = await page.locator("#phone-owner circle").bounding_box()
+    b = await page.locator("#phone-friend circle").bounding_box()
+    assert a is not None and b is not None
+    apart = (
+        a["x"] + a["width"] <= b["x"]
+        or b["x"] + b["width"] <= a["x"]
+        or a["y"] + a["height"] <= b["y"]
+        or b["y"] + b["height"] <= a["y"]
+    )
+    assert apart, f"Ada's dot {a} and Bea's dot {b} overlap"
+
+
+def _luminance(rgb: str) -> float:
+    channels = [int(c) / 255 for c in rgb[rgb.index("(") + 1 : rgb.index(")")].split(",")[:3]]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+async def hover_contrast(page: Page, testid: str) -> float:
+    """The WCAG contrast ratio of a button's text on its background while the pointer is on it."""
+    await page.get_by_test_id(testid).hover()
+    await page.wait_for_timeout(100)
+    fg, bg = await page.get_by_test_id(testid).evaluate(
+        "b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]"
+    )
+    light, dark = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 @pytest.mark.parametrize("width", [1280, 390], ids=["desktop", "phone"])
@@ -93,6 +126,36 @@ async def test_story_in_the_browser(world: DemoWorld, tmp_path: Path, width: int
                 "replay a recorded unlock — refused"
             )
             await expect(page.get_by_test_id("audit")).to_contain_text("unknown_key")
+            for attack in ("attack-replay", "attack-relay", "attack-tamper"):
+                assert await hover_contrast(page, attack) >= 4.5, f"{attack} unreadable on hover"
+
+            # Shared again after the revoke: Bea holds one working key, not a second dead one.
+            await click(page, "owner-share")
+            keys = page.get_by_test_id("friend-keys").locator("li")
+            await expect(keys).to_have_count(1)
+            await expect(keys).to_contain_text("active")
+            await click(page, "friend-unlock")
+            await last_step(page, "Bea: unlock — done")
+
+            # Where the dots stand: both far, Ada away, Ada at the door with Bea far.
+            await dots_apart(page)
+            await click(page, "owner-walk-away")
+            await dots_apart(page)
+            await click(page, "owner-walk-door")
+            await dots_apart(page)
+
+            # Step numbers from 10 on show every digit (text, inside the list's box).
+            tenth = page.get_by_test_id("steps").locator("li .n").nth(9)
+            await expect(tenth).to_have_text("10.")
+            clipped = await tenth.evaluate(
+                "n => n.getBoundingClientRect().left < n.closest('ol').getBoundingClientRect().left"
+            )
+            assert not clipped, "the step number is cut off on the left"
+            # The audit table fits its box at this width: no sideways scrolling.
+            wide = await page.locator(".audit .scroll").evaluate(
+                "b => b.scrollWidth - b.clientWidth"
+            )
+            assert wide <= 0, f"the audit table is {wide} px wider than its box"
             # Everything fits the screen's width (wide tables scroll inside their own box).
             overflow = await page.evaluate("document.documentElement.scrollWidth - innerWidth")
             assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
@@ -126,6 +189,15 @@ async def test_bea_answers_the_head_units_questions_while_her_start_waits(
             await expect(prompts).to_have_count(1)  # one question, three categories
             await expect(prompts.locator(".ask")).to_have_count(3)
             await expect(page.locator("body")).to_have_attribute("data-busy", "1")
+            # The page says why the other buttons wait, whose answer it waits for and how long.
+            waiting = page.get_by_test_id("waiting")
+            await expect(waiting).to_be_visible()
+            await expect(waiting).to_contain_text("asks Bea for profile, contacts, calendar")
+            await expect(waiting).to_contain_text(re.compile(r"\(\d+ s left; no answer means no\)"))
+            await expect(page.get_by_test_id("owner-unlock")).to_be_disabled()
+            await expect(page.get_by_test_id("owner-unlock")).to_have_attribute(
+                "title", re.compile("waits")
+            )
             for category, decision in (
                 ("profile", "allow"),
                 ("contacts", "allow"),
@@ -137,6 +209,7 @@ async def test_bea_answers_the_head_units_questions_while_her_start_waits(
                 ).click()
             await expect(page.locator("body")).to_have_attribute("data-busy", "0", timeout=20_000)
             await last_step(page, "Bea: start — done")
+            await expect(waiting).to_be_hidden()
             await expect(page.get_by_test_id("headunit")).to_contain_text("Hello Bea")
             await expect(page.get_by_test_id("friend-prompts").locator(".prompt")).to_have_count(0)
         finally:

@@ -131,6 +131,7 @@ class DemoWorld:
         self.mount: Callable[[Any], None] | None = None
         self._drives: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._names: dict[str, str] = {}  # key id prefix -> whose phone held it
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -225,11 +226,12 @@ class DemoWorld:
             }
             for e in self.store.audit_entries(last=40)
         ]
-        owner_id = {k.endpoint_id.hex()[:8]: "Ada" for k in self.phones["owner"].wallet.cars()}
-        friend_id = {k.endpoint_id.hex()[:8]: "Bea" for k in self.phones["friend"].wallet.cars()}
-        names = {**owner_id, **friend_id}
+        # Every key a phone ever held keeps its person's name (a replaced key is still Bea's).
+        for phone in self.phones.values():
+            for k in phone.wallet.cars():
+                self._names[k.endpoint_id.hex()[:8]] = phone.name
         for entry in audit:
-            entry["who"] = names.get(str(entry["key"]), str(entry["key"]) or "-")
+            entry["who"] = self._names.get(str(entry["key"]), str(entry["key"]) or "-")
         return {
             "car": {
                 "id": self.store.vehicle_id.hex(),
@@ -240,7 +242,12 @@ class DemoWorld:
             "phones": phones,
             "screen": self.screen,
             "audit": audit,
-            "steps": [s.to_json() for s in self.steps[-60:]],
+            # Numbered from the first step, whatever the page is sent of them.
+            "steps": [
+                {**s.to_json(), "n": n}
+                for n, s in enumerate(self.steps, start=1)
+                if n > len(self.steps) - 60
+            ],
             "grant": self.grant_serial.hex() if self.grant_serial else None,
             "server": self.url,
         }
@@ -370,6 +377,8 @@ class DemoWorld:
                 "purpose": purpose,
                 "car": car.name,
                 "live": True,
+                # When an unanswered question counts as "no" (the page counts down to it).
+                "expires": time.time() + consent.ASK_TIMEOUT,
             }
             state.prompts.append(prompt)
             state.answers.setdefault(category, []).append(answer)

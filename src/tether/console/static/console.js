@@ -3,9 +3,16 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
-const PLACES = { far: [20, 170], away: [40, 175], door: [175, 38], inside: [188, 100] };
+// Where each phone's dot stands, per role: two phones in the same place stand side by side, and
+// no place of one is within a dot's width of any place of the other.
+const PLACES = {
+  owner: { far: [24, 160], away: [70, 178], door: [172, 34], inside: [168, 100] },
+  friend: { far: [24, 184], away: [96, 178], door: [196, 34], inside: [194, 100] },
+};
 const LOCKED = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked";
 let busy = false;
+let working = "";  // what the running action is, said while the page waits for it
+let lastState = null;
 
 function text(el, value) { if (el) el.textContent = value; }
 
@@ -46,8 +53,9 @@ function renderCar(car) {
 
 function renderPhones(phones) {
   for (const [role, phone] of Object.entries(phones)) {
-    const [x, y] = PLACES[phone.place] || PLACES.far;
-    $(`#phone-${role}`).setAttribute("transform", `translate(${x + (role === "friend" ? 22 : 0)} ${y})`);
+    const places = PLACES[role] || PLACES.owner;
+    const [x, y] = places[phone.place] || places.far;
+    $(`#phone-${role}`).setAttribute("transform", `translate(${x} ${y})`);
     const list = $(`[data-testid="${role}-keys"]`);
     list.replaceChildren(...(phone.keys.length ? phone.keys.map((k) => el("li", {},
       `${k.car} `, el("span", { class: "tag" + (k.status === "active" ? "" : " revoked") }, k.status),
@@ -102,12 +110,37 @@ function renderAudit(audit) {
 
 function stepItem(step) {
   const good = step.done;
-  return el("li", { class: good ? "ok" : "no" },
+  // The number is text, not a list marker: a marker's digits are clipped from 10 on.
+  return el("li", { class: good ? "ok" : "no" }, el("span", { class: "n" }, `${step.n}.`),
     `${good ? "✓" : "✗"} ${step.phone === "attacker" ? "Attacker" : step.phone === "friend" ? "Bea" : "Ada"}: ${step.action} — ${step.outcome}`,
     step.ms != null ? ` (${step.ms.toFixed(1)} ms)` : "");
 }
 
+function renderWaiting() {
+  // While an action runs the other buttons wait; the page says what for (and, when a phone's
+  // question holds it up, whose answer and how long until no answer counts as "no").
+  const box = $("#waiting");
+  box.hidden = !busy;
+  if (!busy) return;
+  const asked = [];
+  for (const phone of Object.values(lastState ? lastState.phones : {})) {
+    const live = phone.prompts.filter((p) => p.live);
+    if (live.length) asked.push([phone.name, live]);
+  }
+  if (!asked.length) {
+    box.textContent = `Working: ${working}… the other buttons wait until it is done.`;
+    return;
+  }
+  const [name, live] = asked[0];
+  const left = Math.max(0, Math.round(Math.min(...live.map((p) => p.expires)) - Date.now() / 1000));
+  box.textContent = `${live[0].car} asks ${name} for ${live.map((p) => p.category).join(", ")}: ` +
+    `answer on ${name}'s phone below. The other buttons wait for the answer ` +
+    `(${left} s left; no answer means no).`;
+}
+
 function render(state) {
+  lastState = state;
+  renderWaiting();
   renderCar(state.car);
   renderPhones(state.phones);
   renderScreen(state.screen);
@@ -136,8 +169,10 @@ async function act(button) {
   }
   if (!answering) {
     busy = true;
+    working = `${panel ? panel.querySelector("h2").firstChild.textContent.trim() : ""} ${button.textContent}`.trim();
     document.body.dataset.busy = "1";
-    $$("button").forEach((b) => { b.disabled = true; });
+    $$("button").forEach((b) => { b.disabled = true; b.title = "waits for the running action (see the top of the page)"; });
+    renderWaiting();
   }
   try {
     const response = await fetch("/console/act", {
@@ -153,7 +188,8 @@ async function act(button) {
     if (!answering) {
       busy = false;
       document.body.dataset.busy = "0";
-      $$("button").forEach((b) => { b.disabled = false; });
+      $$("button").forEach((b) => { b.disabled = false; b.removeAttribute("title"); });
+      renderWaiting();
     }
   }
 }
@@ -172,4 +208,5 @@ document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-action]");
   if (button) act(button);
 });
+setInterval(() => { if (busy) renderWaiting(); }, 1000);  // the countdown
 connect();
