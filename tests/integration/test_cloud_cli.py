@@ -38,10 +38,11 @@ class ServerProc:
             raise AssertionError(f"server did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
         self.url = line.split()[1]
 
-    def stop(self) -> None:
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> str:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        self.proc.communicate(timeout=20)
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=20)
+        return err
 
 
 def _until_applied(owner: Path, url: str) -> list[dict[str, object]]:
@@ -145,3 +146,17 @@ def test_invite_grant_unlock_remote_revoke_by_cli(tmp_path: Path) -> None:
         if agent is not None:
             agent.stop()
         server.stop()
+
+
+def test_stopping_the_server_under_a_connected_car_warns_of_nothing(tmp_path: Path) -> None:
+    server = ServerProc(tmp_path / "server")
+    car = tmp_path / "car"
+    tether("vehicle", "init", "--dir", str(car), "--name", "Ada's car")
+    agent = Agent(car, "--server", server.url)
+    try:
+        time.sleep(3)  # the car registers and joins the broker, with its last will
+        err = server.stop(signal.SIGINT)
+    finally:
+        agent.stop()
+    # A car's last will queued at shutdown is nothing to warn about, and never twice.
+    assert "not broadcasted" not in err and "WARNING" not in err, err

@@ -91,10 +91,39 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         if self._broker is not None:
-            await self._broker.shutdown()
+            # amqtt warns twice, in its own words, of messages queued when it stops (a closing
+            # car's last will, with nobody left to hear it): say it once, in ours.
+            unsent = _Unsent()
+            amqtt_log = logging.getLogger("amqtt.broker")
+            amqtt_log.addFilter(unsent)
+            try:
+                await self._broker.shutdown()
+            finally:
+                amqtt_log.removeFilter(unsent)
+            if unsent.count:
+                log.info(
+                    "broker stopped; %d queued message(s) had no one left to deliver to",
+                    unsent.count,
+                )
             self._broker = None
         for writer in list(self._writers):
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
         self._writers.clear()
+
+
+class _Unsent(logging.Filter):
+    """Drops amqtt's "N messages not broadcasted" warnings at shutdown, keeping their count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text.endswith("messages not broadcasted"):
+            head = text.split(" ", 1)[0]
+            self.count = max(self.count, int(head) if head.isdigit() else 1)
+            return False
+        return True
