@@ -20,7 +20,6 @@ from tether.protocol.commands import Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.messages import (
     Error,
-    FastHello,
     FastProof,
     PairChallenge,
     Record,
@@ -81,6 +80,7 @@ def test_parallel_pairing_guesses_get_no_more_tries_than_serial_ones(tmp_path: P
                 entropy=SystemEntropy(),
             )
             machine.start()
+            machine.receive(await transport.receive(5.0))  # the car's greeting
             for data in machine.data_to_send():
                 await transport.send(data)
             conns.append(transport)
@@ -139,10 +139,11 @@ async def _holder(address: str, stop: asyncio.Event) -> None:
             await asyncio.sleep(0.05)
             continue
         try:
-            await transport.send(codec.encode(FastHello(nonce=os.urandom(16))))
-            await transport.receive(5.0)
-            await transport.send(codec.encode(FastProof(cryptogram=os.urandom(32))))
-            await transport.receive(5.0)
+            await transport.receive(5.0)  # the car's greeting
+            await transport.send(
+                codec.encode(FastProof(nonce=os.urandom(16), cryptogram=os.urandom(32)))
+            )
+            await transport.receive(5.0)  # Fallback
             while not stop.is_set():
                 await transport.send(codec.encode(Record(ciphertext=os.urandom(48))))
                 await asyncio.sleep(0.2)
@@ -180,10 +181,9 @@ def test_the_owner_gets_in_during_a_flood_that_holds_every_slot(tmp_path: Path) 
             times.append(time.perf_counter() - started)
         # A junk connection holds its slot for the handshake deadline at most (5 s).
         probe = await tcp.connect(agent.address)
-        await probe.send(codec.encode(FastHello(nonce=os.urandom(16))))
-        await probe.receive(5.0)
-        await probe.send(codec.encode(FastProof(cryptogram=os.urandom(32))))
-        await probe.receive(5.0)
+        await probe.receive(5.0)  # the car's greeting
+        await probe.send(codec.encode(FastProof(nonce=os.urandom(16), cryptogram=os.urandom(32))))
+        await probe.receive(5.0)  # Fallback
         held = time.perf_counter()
         try:
             while True:

@@ -19,7 +19,7 @@ from tether.phone.wallet import CarKey
 from tether.protocol import codec
 from tether.protocol.commands import Command
 from tether.protocol.crypto import SystemEntropy
-from tether.protocol.messages import FastHello, StandardHello
+from tether.protocol.messages import FastProof, StandardHello
 from tether.transport import tcp
 from tether.transport.base import MAX_FRAME
 from tether.vehicle.keystore import VehicleStore
@@ -72,8 +72,8 @@ async def junk(address: str, kind: int) -> None:
                 writer.write(bytes([b]))
                 await writer.drain()
                 await asyncio.sleep(0.2)
-        elif kind == 5:  # a valid hello, then never answer
-            payload = codec.encode(FastHello(nonce=os.urandom(16)))
+        elif kind == 5:  # a well-formed fast proof that matches nothing, then never answer
+            payload = codec.encode(FastProof(nonce=os.urandom(16), cryptogram=os.urandom(32)))
             writer.write(struct.pack(">I", len(payload)) + payload)
         elif kind == 6:  # an invalid ephemeral key
             payload = codec.encode(StandardHello(ephemeral=b"\x04" + b"\x01" * 64, nonce=b"n" * 16))

@@ -28,7 +28,8 @@ def value_strategy(spec: FieldSpec) -> st.SearchStrategy[Any]:
     if spec.kind is Kind.UINT:
         return st.integers(min_value=0, max_value=spec.max_value)
     if spec.kind is Kind.TEXT:
-        return st.text(max_size=min(spec.max_size or 64, 64))
+        limit = spec.max_size or 64
+        return st.text(max_size=min(limit, 64)).map(lambda t: codec.clip(t, limit))
     if spec.kind is Kind.BOOL:
         return st.booleans()
     scalar = st.one_of(
@@ -89,30 +90,30 @@ def body(msg: Message) -> Any:
     ("raw", "fragment"),
     [
         (b"", "empty"),
-        (cbor2.dumps([1, 60, {1: "a", 2: "b"}]) + b"\x00", "deterministic"),
-        (b"\x83\x01\x19\x00\x3c\xa2\x01\x61a\x02\x61b", "deterministic"),  # 60 in 3 bytes
-        (b"\x9f\x01\x18\x3c\xa2\x01\x61a\x02\x61b\xff", "deterministic"),  # indefinite array
-        (b"\x83\x01\x18\x3c\xa2\x02\x61b\x01\x61a", "deterministic"),  # keys out of order
-        (b"\x83\x01\x18\x3c\xa3\x01\x61a\x01\x61c\x02\x61b", "deterministic"),  # duplicate key
-        (cbor2.dumps([1, 999, {}]), "unknown message type"),
-        (cbor2.dumps([1, 60, {1: "a"}]), "missing field"),
-        (cbor2.dumps([1, 60, {1: "a", 2: "b", 9: 1}]), "unknown field"),
-        (cbor2.dumps([1, 60, {1: b"a", 2: "b"}]), "must be text"),
-        (cbor2.dumps([1, 60, {1: "a" * 65, 2: "b"}]), "longer than"),
-        (cbor2.dumps([1, 60]), "array of version"),
+        (cbor2.dumps([2, 60, {1: "a", 2: "b"}]) + b"\x00", "deterministic"),
+        (b"\x83\x02\x19\x00\x3c\xa2\x01\x61a\x02\x61b", "deterministic"),  # 60 in 3 bytes
+        (b"\x9f\x02\x18\x3c\xa2\x01\x61a\x02\x61b\xff", "deterministic"),  # indefinite array
+        (b"\x83\x02\x18\x3c\xa2\x02\x61b\x01\x61a", "deterministic"),  # keys out of order
+        (b"\x83\x02\x18\x3c\xa3\x01\x61a\x01\x61c\x02\x61b", "deterministic"),  # duplicate key
+        (cbor2.dumps([2, 999, {}]), "unknown message type"),
+        (cbor2.dumps([2, 60, {1: "a"}]), "missing field"),
+        (cbor2.dumps([2, 60, {1: "a", 2: "b", 9: 1}]), "unknown field"),
+        (cbor2.dumps([2, 60, {1: b"a", 2: "b"}]), "must be text"),
+        (cbor2.dumps([2, 60, {1: "a" * 65, 2: "b"}]), "longer than"),
+        (cbor2.dumps([2, 60]), "array of version"),
         (cbor2.dumps({"a": 1}), "array of version"),
         (cbor2.dumps([True, 60, {}]), "version must be"),
-        (cbor2.dumps([1, -1, {}]), "type must be"),
-        (cbor2.dumps([1, 60, []]), "fields must be a map"),
-        (cbor2.dumps([1, 30, {1: b"x" * 64, 2: b"n" * 16}]), "must be 65 bytes"),
-        (cbor2.dumps([1, 71, {1: True, 2: True, 4: "m"}]), "integer"),
-        (cbor2.dumps([1, 71, {1: 2**32, 2: True, 4: "m"}]), "integer"),
-        (cbor2.dumps([1, 71, {1: 1, 2: 1, 4: "m"}]), "true or false"),
-        (cbor2.dumps([1, 71, {1: 1, 2: True, 4: "m", 5: []}]), "must be a map"),
-        (cbor2.dumps([1, 71, {1: 1, 2: True, 4: "m", 5: {1: 1}}]), "short text"),
-        (cbor2.dumps([1, 71, {1: 1, 2: True, 4: "m", 5: {"a": [1]}}]), "scalar"),
-        (b"\x83\x01\x18\x3c\xa2\xe1\x61a\x02\x61b", "keys must be"),  # simple(1) as a key
-        (cbor2.dumps([1, 60, {1.0: "a", 2: "b"}]), "keys must be"),
+        (cbor2.dumps([2, -1, {}]), "type must be"),
+        (cbor2.dumps([2, 60, []]), "fields must be a map"),
+        (cbor2.dumps([2, 30, {1: b"x" * 64, 2: b"n" * 16}]), "must be 65 bytes"),
+        (cbor2.dumps([2, 71, {1: True, 2: True, 4: "m"}]), "integer"),
+        (cbor2.dumps([2, 71, {1: 2**32, 2: True, 4: "m"}]), "integer"),
+        (cbor2.dumps([2, 71, {1: 1, 2: 1, 4: "m"}]), "true or false"),
+        (cbor2.dumps([2, 71, {1: 1, 2: True, 4: "m", 5: []}]), "must be a map"),
+        (cbor2.dumps([2, 71, {1: 1, 2: True, 4: "m", 5: {1: 1}}]), "short text"),
+        (cbor2.dumps([2, 71, {1: 1, 2: True, 4: "m", 5: {"a": [1]}}]), "scalar"),
+        (b"\x83\x02\x18\x3c\xa2\xe1\x61a\x02\x61b", "keys must be"),  # simple(1) as a key
+        (cbor2.dumps([2, 60, {1.0: "a", 2: "b"}]), "keys must be"),
         (
             b"\xff",
             "CBOR|array",
@@ -125,9 +126,11 @@ def test_malformed_inputs_are_refused(raw: bytes, fragment: str) -> None:
         codec.decode(raw)
 
 
-def test_wrong_version_is_its_own_error() -> None:
-    with pytest.raises(UnsupportedVersion, match="version 2"):
-        codec.decode(cbor2.dumps([2, 60, {1: "a", 2: "b"}]))
+@pytest.mark.parametrize("version", [1, 3])
+def test_any_other_version_is_its_own_error(version: int) -> None:
+    # Version 1 (whose fast unlock took two round trips) is refused like any unknown version.
+    with pytest.raises(UnsupportedVersion, match=f"version {version}"):
+        codec.decode(cbor2.dumps([version, 60, {1: "a", 2: "b"}]))
 
 
 def test_oversized_message_is_refused_before_decoding() -> None:
@@ -190,3 +193,21 @@ def test_registration_refuses_duplicates() -> None:
         class SameKey(Message):
             a: bytes = codec.bstr(1)
             b: bytes = codec.bstr(1)
+
+
+def test_text_bounds_count_utf8_bytes_not_characters() -> None:
+    # Error.code is tstr[..64]: 33 two-byte characters are 33 characters but 66 bytes.
+    raw = cbor2.dumps([codec.PROTOCOL_VERSION, Error.TYPE, {1: "é" * 33, 2: ""}])
+    with pytest.raises(MalformedMessage, match="longer than 64"):
+        codec.decode(raw)
+    ok = cbor2.dumps([codec.PROTOCOL_VERSION, Error.TYPE, {1: "é" * 32, 2: ""}])
+    assert codec.decode_as(ok, Error).code == "é" * 32
+
+
+@given(st.text(max_size=300), st.integers(0, 600))
+def test_clip_fits_the_byte_bound_and_never_splits_a_character(text: str, limit: int) -> None:
+    clipped = codec.clip(text, limit)
+    assert len(clipped.encode("utf-8")) <= limit
+    assert text.startswith(clipped)
+    if len(text.encode("utf-8")) <= limit:
+        assert clipped == text

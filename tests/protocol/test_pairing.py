@@ -130,25 +130,26 @@ def test_failed_machine_refuses_further_input() -> None:
     with pytest.raises(PairingError):
         pump(phone, car)
     with pytest.raises(LocalProtocolError, match="failed"):
-        car.receive(codec.encode(PairRequest(pake=b"\x00" * 33)))
+        car.receive(codec.encode(PairRequest(share=b"\x00" * 65)))
 
 
 def test_bad_pake_point_is_a_typed_error() -> None:
     _, car = pairing_pair()
     with pytest.raises(PairingError) as info:
-        car.receive(codec.encode(PairRequest(pake=b"A" + b"\xff" * 32)))
+        car.receive(codec.encode(PairRequest(share=b"\x04" + b"\xff" * 64)))
     assert info.value.code == "bad_pake_message"
 
 
 def test_reflected_pake_message_is_refused() -> None:
     phone, car = pairing_pair()
     phone.start()
+    phone.receive(car.data_to_send()[0])  # the car's greeting
     (request,) = phone.data_to_send()
     car.receive(request)
     (challenge,) = car.data_to_send()
     # Reflect the phone's own message back to it as if it were the car's.
     reflected = codec.encode(
-        type(codec.decode(challenge))(pake=codec.decode_as(request, PairRequest).pake)  # type: ignore[call-arg]
+        type(codec.decode(challenge))(share=codec.decode_as(request, PairRequest).share)  # type: ignore[call-arg]
     )
     with pytest.raises(PairingError):
         phone.receive(reflected)
@@ -193,6 +194,7 @@ def test_any_flipped_bit_in_any_pairing_message_is_refused(index: int, data: st.
 def test_tampered_sealed_enrolment_is_refused() -> None:
     phone, car = pairing_pair()
     phone.start()
+    phone.receive(car.data_to_send()[0])  # the car's greeting
     car.receive(phone.data_to_send()[0])
     phone.receive(car.data_to_send()[0])
     confirm = codec.decode_as(phone.data_to_send()[0], PairConfirm)

@@ -287,9 +287,42 @@ def test_data_requests_and_answers_round_trip_and_refuse_garbage() -> None:
         (cbor2.dumps({}), cbor2.dumps([1])),
     ):
         phone, car = sessions()
-        phone._send(DataResponse(request_id=1, granted=granted, denied=denied))
-        with pytest.raises(MalformedMessage):
+        asked_id = car.request_data([DataItem(category="profile")], purpose="p")
+        phone._send(DataResponse(request_id=asked_id, granted=granted, denied=denied))
+        with pytest.raises(MalformedMessage, match=r"data response|granted data|denied list"):
             car.receive(phone.data_to_send()[0])
+
+
+def test_request_ids_increase_and_each_open_request_is_answered_once() -> None:
+    from tether.protocol.messages import DataResponse, RangingReady
+    from tether.protocol.session import DataItem
+
+    phone, car = sessions()
+    assert roundtrip(phone, car, "lock").request_id == 1
+    phone._next_id = 1  # a phone that repeats its request id
+    phone.request("unlock")
+    with pytest.raises(MalformedMessage, match="does not increase"):
+        car.receive(phone.data_to_send()[0])
+    assert car.state is SessionState.FAILED
+
+    phone, car = sessions()
+    phone._send(DataResponse(request_id=1, granted=b"\xa0", denied=b"\x80"))
+    with pytest.raises(MalformedMessage, match="not an open request"):
+        car.receive(phone.data_to_send()[0])  # the car asked nothing
+
+    phone, car = sessions()
+    asked = car.request_data([DataItem(category="profile")], purpose="p")
+    phone.respond_data(asked, granted={}, denied=["profile"])
+    car.receive(phone.data_to_send()[0])
+    phone.respond_data(asked, granted={}, denied=["profile"])  # answered twice
+    with pytest.raises(MalformedMessage, match="not an open request"):
+        car.receive(phone.data_to_send()[0])
+
+    phone, car = sessions()
+    ranging_id = car.request_ranging(nonce=b"N" * 16, anchors=2)
+    phone._send(RangingReady(request_id=ranging_id + 1, reply_ns=1))
+    with pytest.raises(MalformedMessage, match="not an open request"):
+        car.receive(phone.data_to_send()[0])
 
 
 def test_both_ends_export_the_same_secret_and_it_is_no_channel_key() -> None:

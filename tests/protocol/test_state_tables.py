@@ -69,7 +69,9 @@ def walk(scenario: Scenario, role: str) -> list[tuple[enum.Enum, bytes | None]]:
     if role == "phone":
         seen.append((phone.state, None))  # before start(): nothing may arrive yet
     phone.start()  # type: ignore[attr-defined]
-    queue: list[tuple[Machine, bytes]] = [(car, d) for d in phone.data_to_send()]
+    # The car speaks first (its greeting, queued when it was made), then the phone.
+    queue: list[tuple[Machine, bytes]] = [(phone, d) for d in car.data_to_send()]
+    queue += [(car, d) for d in phone.data_to_send()]
     while queue:
         dst, data = queue.pop(0)
         if dst.state.name in ("ESTABLISHED", "DONE"):
@@ -92,7 +94,9 @@ def reach(scenario: Scenario, role: str, index: int) -> Machine:
         return me
     phone.start()  # type: ignore[attr-defined]
     steps = 1 if role == "phone" else 0
-    queue: list[tuple[Machine, bytes]] = [(car, d) for d in phone.data_to_send()]
+    # The car speaks first (its greeting, queued when it was made), then the phone.
+    queue: list[tuple[Machine, bytes]] = [(phone, d) for d in car.data_to_send()]
+    queue += [(car, d) for d in phone.data_to_send()]
     while steps < index:
         dst, data = queue.pop(0)
         if dst.state.name in ("ESTABLISHED", "DONE"):

@@ -9,7 +9,7 @@ import pytest
 from . import build
 
 
-@pytest.mark.parametrize("name", ["pairing.json", "transactions.json", "grant.json"])
+@pytest.mark.parametrize("name", ["pairing.json", "transactions.json", "grant.json", "remote.json"])
 def test_vectors_match_the_code(name: str) -> None:
     stored = json.loads((build.HERE / name).read_text())
     assert build.build()[name] == stored, "regenerate with: python tests/vectors/build.py --write"

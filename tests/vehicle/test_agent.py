@@ -12,7 +12,7 @@ from tether.phone import client
 from tether.protocol import codec
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy
-from tether.protocol.messages import Error, FastHello, PairRequest, Record
+from tether.protocol.messages import Error, PairRequest, Record, VehicleHello
 from tether.transport.base import TransportClosed
 from tether.transport.memory import MemoryListener
 from tether.vehicle.agent import VehicleAgent
@@ -110,7 +110,9 @@ async def test_revoked_phone_is_refused_even_fast(rig: Rig) -> None:
 
 
 async def _raw(rig: Rig, *messages: bytes, wait: bool = True) -> list[bytes]:
+    """Send ``messages`` on a new connection; the replies after the car's greeting."""
     transport = await rig.listener.connect()
+    assert isinstance(codec.decode(await transport.receive(1)), VehicleHello)
     for m in messages:
         await transport.send(m)
     replies = []
@@ -146,8 +148,7 @@ async def test_wrong_version_is_refused(rig: Rig) -> None:
 
 async def test_silent_peer_is_dropped_after_the_deadline(rig: Rig) -> None:
     transport = await rig.listener.connect()
-    await transport.send(codec.encode(FastHello(nonce=b"n" * 16)))
-    await transport.receive(1)  # the challenge
+    await transport.receive(1)  # the greeting
     with pytest.raises(TransportClosed):
         await transport.receive(2)  # the agent gives up after its 0.5 s deadline
     assert rig.agent.errors["timeout"] == 1
@@ -185,7 +186,7 @@ async def test_garbage_inside_a_session_closes_it_and_is_audited(rig: Rig) -> No
 
 async def test_pairing_garbage_is_audited(rig: Rig) -> None:
     rig.store.new_pairing_code(now=1000.0)
-    replies = await _raw(rig, codec.encode(PairRequest(pake=b"A" + b"\xff" * 32)))
+    replies = await _raw(rig, codec.encode(PairRequest(share=b"\x04" + b"\xff" * 64)))
     assert codec.decode(replies[0]).code == "bad_pake_message"  # type: ignore[attr-defined]
     assert rig.store.audit_entries()[-1].reason == "bad_pake_message"
 
@@ -198,12 +199,14 @@ async def test_connection_cap_evicts_the_oldest_unauthenticated(tmp_path: Path) 
     )
     listener = MemoryListener(agent.handle)
     idle = [await listener.connect() for _ in range(2)]
-    await asyncio.sleep(0.01)
+    for t in idle:
+        await t.receive(1)  # the greeting
     extra = await listener.connect()  # the cap is reached: the oldest idle one makes room
+    await extra.receive(1)
     with pytest.raises(TransportClosed):
         await idle[0].receive(1)
     assert agent.errors["evicted"] == 1 and agent.active_connections == 2
-    await extra.send(codec.encode(PairRequest(pake=b"A" + b"\xff" * 32)))
+    await extra.send(codec.encode(PairRequest(share=b"\x04" + b"\xff" * 64)))
     reply = codec.decode(await extra.receive(1))  # the newcomer is served
     assert reply.code == "no_code"  # type: ignore[attr-defined]
     for t in [*idle, extra]:

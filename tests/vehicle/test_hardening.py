@@ -16,8 +16,8 @@ from tether.phone import client
 from tether.phone.wallet import CarKey
 from tether.protocol import codec, credentials
 from tether.protocol.commands import Command
-from tether.protocol.crypto import PrivateKey
-from tether.protocol.messages import Error, FastHello
+from tether.protocol.crypto import PrivateKey, SystemEntropy
+from tether.protocol.messages import Error, StandardHello
 from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
 from tether.transport.base import Transport, TransportClosed
 from tether.vehicle.body.base import SPEED, SPEED_LIMIT
@@ -134,8 +134,12 @@ async def test_a_peers_error_text_is_never_stored(rig: Rig) -> None:
     markup = "[/red][bold]owned[/bold]\x1b[2J"
     for i in range(50):  # unique codes, each with hostile text
         transport = await rig.listener.connect()
-        await transport.send(codec.encode(FastHello(nonce=os.urandom(16))))
-        await transport.receive(1.0)  # the car's challenge
+        await transport.receive(1.0)  # the car's greeting
+        hello = StandardHello(
+            ephemeral=SystemEntropy().new_private_key().public_bytes, nonce=os.urandom(16)
+        )
+        await transport.send(codec.encode(hello))
+        await transport.receive(1.0)  # VehicleAuth: the phone's Error comes mid-handshake
         await transport.send(codec.encode(Error(code=f"x{i}" + "[/red]", message=markup)))
         with pytest.raises(TransportClosed):  # the car hangs up
             await transport.receive(1.0)

@@ -15,7 +15,7 @@ from tether.protocol.messages import Record
 
 #: Far below AES-GCM's limits; a session is a handful of commands.
 MAX_RECORDS = 2**32
-_AAD = b"tether/1 record"
+_AAD = b"tether/2 record"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

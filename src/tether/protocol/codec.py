@@ -19,7 +19,7 @@ import cbor2
 
 from tether.errors import MalformedMessage, UnsupportedVersion
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 #: No tether message comes close; the limit bounds the work a hostile peer can cause.
 MAX_MESSAGE_SIZE = 64 * 1024
 _MAX_TEXT = 1024
@@ -151,6 +151,11 @@ def encode(msg: Message) -> bytes:
     return cbor2.dumps([PROTOCOL_VERSION, msg.TYPE, body], canonical=msg._CANONICAL)
 
 
+def clip(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never inside a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
 def _check_size(name: str, spec: FieldSpec, length: int) -> None:
     if spec.size is not None and length != spec.size:
         raise MalformedMessage(f"field {name!r} must be {spec.size} bytes, got {length}")
@@ -177,7 +182,8 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
     if kind is Kind.TEXT:
         if type(value) is not str:
             raise MalformedMessage(f"field {name!r} must be text")
-        _check_size(name, spec, len(value))
+        # tstr[..n] bounds the UTF-8 encoding, as CBOR's own length does (§2), not characters.
+        _check_size(name, spec, len(value.encode("utf-8")))
         return value
     if kind is Kind.BOOL:
         if type(value) is not bool:

@@ -1,9 +1,9 @@
 """Every cryptographic operation of tether, named by intent; the only module that imports hazmat.
 
 P-256 ECDH and ECDSA (deterministic, RFC 6979; signatures as 64-byte r||s), HKDF-SHA256,
-HMAC-SHA256, AES-256-GCM, SHA-256 and SPAKE2 (the ``spake2`` package). Randomness comes from an
-injected :class:`Entropy`, so the protocol core is deterministic under test; library exceptions
-are turned into tether's own here and nowhere else.
+HMAC-SHA256, AES-256-GCM, SHA-256 and PBKDF2 (SPAKE2+'s point arithmetic is in ``spake2plus``).
+Randomness comes from an injected :class:`Entropy`, so the protocol core is deterministic under
+test; library exceptions are turned into tether's own here and nowhere else.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from tether.errors import AuthenticationFailed, MalformedMessage, PairingError
+from tether.errors import AuthenticationFailed, MalformedMessage
 
 PUBLIC_KEY_SIZE = 65  # SEC1 uncompressed point: 0x04 || X || Y
 SIGNATURE_SIZE = 64  # r || s, 32 bytes each, as in COSE ES256
@@ -55,6 +56,14 @@ def key_id(public_key_bytes: bytes) -> bytes:
 def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
     """HKDF-SHA256 (RFC 5869), extract with ``salt`` then expand with ``info``."""
     return HKDF(algorithm=_SHA256, length=length, salt=salt, info=info).derive(ikm)
+
+
+def pbkdf2(secret: bytes, *, salt: bytes, iterations: int, length: int) -> bytes:
+    """PBKDF2-HMAC-SHA256 (RFC 8018): turns a pairing code into SPAKE2+ scalars (§5).
+
+    WebCrypto has it too, so a phone in a browser derives the same scalars without a library.
+    """
+    return PBKDF2HMAC(_SHA256, length, salt, iterations).derive(secret)
 
 
 def mac(key: bytes, data: bytes) -> bytes:
@@ -228,31 +237,3 @@ class Aead:
             return self._aead.decrypt(nonce, ciphertext, aad)
         except InvalidTag:
             raise AuthenticationFailed("ciphertext does not authenticate", code="bad_tag") from None
-
-
-PAKE_PHONE_ID = b"tether/1 phone"
-PAKE_VEHICLE_ID = b"tether/1 vehicle"
-
-
-class Pake:
-    """One side of SPAKE2 (Ed25519 group, ``spake2`` package) over the pairing code."""
-
-    def __init__(self, *, phone: bool, code: str, entropy: Entropy) -> None:
-        import spake2  # imported here: pure-Python group setup that only pairing needs
-
-        side = spake2.SPAKE2_A if phone else spake2.SPAKE2_B
-        self._state = side(
-            code.encode("ascii"),
-            idA=PAKE_PHONE_ID,
-            idB=PAKE_VEHICLE_ID,
-            entropy_f=entropy.random_bytes,
-        )
-        self.message: bytes = self._state.start()
-
-    def finish(self, peer_message: bytes) -> bytes:
-        """The 32-byte shared key; a malformed, reflected or same-side message is refused."""
-        try:
-            key: bytes = self._state.finish(peer_message)
-        except Exception as exc:  # spake2 raises its own, ValueError, NotOnCurve...: all ours now
-            raise PairingError("pairing message refused", code="bad_pake_message") from exc
-        return key

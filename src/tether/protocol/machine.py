@@ -81,4 +81,6 @@ class StateMachine(Generic[S]):
     def _fail(self, exc: ProtocolError) -> None:
         self.state = self.FAILED  # type: ignore[assignment]
         if not isinstance(exc, PeerError):
-            self._outbox.append(codec.encode(Error(code=exc.code, message=exc.message[:512])))
+            self._outbox.append(
+                codec.encode(Error(code=exc.code, message=codec.clip(exc.message, 512)))
+            )

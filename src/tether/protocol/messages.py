@@ -10,23 +10,23 @@ from tether.protocol.codec import Message, boolean, bstr, message, signals, tstr
 from tether.protocol.crypto import MAC_SIZE, PUBLIC_KEY_SIZE, SIGNATURE_SIZE
 
 NONCE_SIZE = 16
-PAKE_MESSAGE_SIZE = 33
+SHARE_SIZE = 65  # a SPAKE2+ share: an uncompressed P-256 point
 _SEALED_MAX = 2048
 
 
 # -- owner pairing (§5) -------------------------------------------------------------------------
 @message(10)
 class PairRequest(Message):
-    """Phone -> vehicle: the phone's SPAKE2 message."""
+    """Phone -> vehicle: the phone's SPAKE2+ share (RFC 9383 shareP)."""
 
-    pake: bytes = bstr(1, size=PAKE_MESSAGE_SIZE)
+    share: bytes = bstr(1, size=SHARE_SIZE)
 
 
 @message(11)
 class PairChallenge(Message):
-    """Vehicle -> phone: the vehicle's SPAKE2 message."""
+    """Vehicle -> phone: the vehicle's SPAKE2+ share (RFC 9383 shareV)."""
 
-    pake: bytes = bstr(1, size=PAKE_MESSAGE_SIZE)
+    share: bytes = bstr(1, size=SHARE_SIZE)
 
 
 @message(12)
@@ -95,26 +95,20 @@ class Finished(Message):
     mac: bytes = bstr(1, size=MAC_SIZE)
 
 
-# -- fast transaction (§6.3) --------------------------------------------------------------------
-@message(34)
-class FastHello(Message):
-    """Phone -> vehicle: asks for a fast transaction; carries only a fresh nonce."""
-
-    nonce: bytes = bstr(1, size=NONCE_SIZE)
-
-
-@message(35)
-class FastChallenge(Message):
-    """Vehicle -> phone: the vehicle's fresh nonce."""
+# -- the car's greeting (§4) and the fast transaction (§6.3) ------------------------------------
+@message(37)
+class VehicleHello(Message):
+    """Vehicle -> phone, first on every connection: a fresh nonce that freshens a fast proof."""
 
     nonce: bytes = bstr(1, size=NONCE_SIZE)
 
 
 @message(36)
 class FastProof(Message):
-    """Phone -> vehicle: a MAC under the phone's current persistent key; names no key."""
+    """Phone -> vehicle: its own nonce and a MAC under its current persistent key; names no key."""
 
-    cryptogram: bytes = bstr(1, size=MAC_SIZE)
+    nonce: bytes = bstr(1, size=NONCE_SIZE)
+    cryptogram: bytes = bstr(2, size=MAC_SIZE)
 
 
 @message(38)

@@ -1,11 +1,11 @@
-"""Owner pairing (docs/protocol.md §5): SPAKE2 over a one-time code, key confirmation, key exchange.
+"""Owner pairing (docs/protocol.md §5): SPAKE2+ over a one-time code, then keys are exchanged.
 
-Flow (phone P, vehicle V)::
+Flow (phone P = RFC 9383 Prover, vehicle V = Verifier)::
 
-    P -> V  PairRequest   {pake_P}
-    V -> P  PairChallenge {pake_V}
-    P -> V  PairConfirm   {HMAC(kc_P, TH), AEAD_kp(PhoneEnrollment)}     P proves the code first
-    V -> P  PairAccept    {HMAC(kc_V, TH), AEAD_kv(VehicleIdentity)}
+    P -> V  PairRequest   {shareP}
+    V -> P  PairChallenge {shareV}
+    P -> V  PairConfirm   {confirmP, AEAD_ks_P(PhoneEnrollment)}     P proves the code first
+    V -> P  PairAccept    {confirmV, AEAD_ks_V(VehicleIdentity)}
 
 The phone proves knowledge of the code before the vehicle reveals anything that could test a guess,
 so each online attempt tests one code and is counted by the vehicle's caller. Confirmation is an
@@ -17,29 +17,40 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 from collections.abc import Callable
 from typing import ClassVar
 
 from tether.errors import LocalProtocolError, PairingError
-from tether.protocol import codec, crypto
+from tether.protocol import codec, crypto, spake2plus
 from tether.protocol.codec import Message
-from tether.protocol.crypto import Aead, Entropy, Pake, PrivateKey, PublicKey
+from tether.protocol.crypto import Aead, Entropy, PrivateKey, PublicKey
 from tether.protocol.machine import Handler, StateMachine
 from tether.protocol.messages import (
+    NONCE_SIZE,
     PairAccept,
     PairChallenge,
     PairConfirm,
     PairRequest,
     PhoneEnrollment,
+    VehicleHello,
     VehicleIdentity,
 )
 
 MIN_CODE_DIGITS = 8
 _ZERO_NONCE = bytes(12)  # each sealing key is used exactly once
-_LABEL_TRANSCRIPT = b"tether/1 pairing transcript"
-_LABEL_KEYS = b"tether/1 pairing keys"
-_LABEL_PHONE_SIG = b"tether/1 pairing phone"
-_LABEL_VEHICLE_SIG = b"tether/1 pairing vehicle"
+_LABEL_TRANSCRIPT = b"tether/2 pairing transcript"
+_LABEL_KEYS = b"tether/2 pairing keys"
+_LABEL_PHONE_SIG = b"tether/2 pairing phone"
+_LABEL_VEHICLE_SIG = b"tether/2 pairing vehicle"
+# SPAKE2+ parameters (§5): the transcript's context and identities, and the code's PBKDF. The
+# code lives minutes and is spent after one pairing, and SPAKE2+ gives an eavesdropper nothing to
+# test offline; the PBKDF only slows a search of a stolen verifier record within that lifetime.
+PAKE_IDS = spake2plus.Ids(
+    context=b"tether/2 pairing", prover=b"tether/2 phone", verifier=b"tether/2 vehicle"
+)
+PBKDF_SALT = b"tether/2 pairing code"
+PBKDF_ITERATIONS = 20_000
 
 
 def check_code(code: str) -> str:
@@ -51,6 +62,26 @@ def check_code(code: str) -> str:
     return code
 
 
+@functools.lru_cache(maxsize=8)
+def code_secret(code: str) -> spake2plus.ProverSecret:
+    """``w0`` and ``w1`` from a pairing code: PBKDF2 over RFC 9383's PBKDF input (§5).
+
+    Memoised: the car derives its verifier once per code, not once per (possibly hostile) attempt.
+    """
+    material = crypto.pbkdf2(
+        spake2plus.password_input(check_code(code).encode("ascii"), PAKE_IDS),
+        salt=PBKDF_SALT,
+        iterations=PBKDF_ITERATIONS,
+        length=80,
+    )
+    return spake2plus.split_w(material)
+
+
+def _scalar(entropy: Entropy) -> int:
+    """A fresh SPAKE2+ scalar in [1, order), drawn as an ephemeral private key is."""
+    return int.from_bytes(entropy.new_private_key().scalar(), "big")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _PairingKeys:
     transcript: bytes
@@ -60,10 +91,10 @@ class _PairingKeys:
     seal_vehicle: bytes
 
 
-def _derive(pake_key: bytes, pake_phone: bytes, pake_vehicle: bytes) -> _PairingKeys:
-    th = crypto.sha256(_LABEL_TRANSCRIPT + pake_phone + pake_vehicle)
-    okm = crypto.hkdf(pake_key, salt=th, info=_LABEL_KEYS, length=128)
-    return _PairingKeys(th, okm[:32], okm[32:64], okm[64:96], okm[96:])
+def _derive(greeting: bytes, outcome: spake2plus.Outcome) -> _PairingKeys:
+    th = crypto.sha256(_LABEL_TRANSCRIPT + greeting + outcome.share_p + outcome.share_v)
+    okm = crypto.hkdf(outcome.shared_key, salt=th, info=_LABEL_KEYS, length=64)
+    return _PairingKeys(th, outcome.confirm_p, outcome.confirm_v, okm[:32], okm[32:])
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +126,7 @@ class VehiclePaired:
 
 class PairingState(enum.Enum):
     START = "start"
+    AWAIT_GREETING = "await_greeting"
     SENT_REQUEST = "sent_request"
     SENT_CHALLENGE = "sent_challenge"
     SENT_CONFIRM = "sent_confirm"
@@ -109,6 +141,7 @@ class PhonePairing(StateMachine[PairingState]):
     """The phone's side of owner pairing."""
 
     TRANSITIONS: ClassVar = {
+        (_S.AWAIT_GREETING, VehicleHello): frozenset({_S.SENT_REQUEST}),
         (_S.SENT_REQUEST, PairChallenge): frozenset({_S.SENT_CONFIRM}),
         (_S.SENT_CONFIRM, PairAccept): frozenset({_S.DONE}),
     }
@@ -116,24 +149,32 @@ class PhonePairing(StateMachine[PairingState]):
 
     def __init__(self, *, code: str, endpoint_key: PrivateKey, name: str, entropy: Entropy) -> None:
         super().__init__(_S.START)
-        self._pake = Pake(phone=True, code=check_code(code), entropy=entropy)
+        self._pake = spake2plus.Prover(code_secret(code), PAKE_IDS, _scalar(entropy))
         self._endpoint_key = endpoint_key
         self._name = name
         self._keys: _PairingKeys | None = None
+        self._greeting = b""
 
     def start(self) -> None:
-        """Queue the first message."""
+        """Arm the machine: the phone speaks only after the car's greeting (§4)."""
         if self.state is not _S.START:
             raise LocalProtocolError("pairing already started")
-        self._send(PairRequest(pake=self._pake.message))
-        self.state = _S.SENT_REQUEST
+        self.state = _S.AWAIT_GREETING
 
     def _handler(self, msg: Message) -> Handler:
+        if isinstance(msg, VehicleHello):
+            return self._on_greeting
         return self._on_challenge if isinstance(msg, PairChallenge) else self._on_accept
+
+    def _on_greeting(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        assert isinstance(msg, VehicleHello)
+        self._greeting = msg.nonce  # bound into TH, as everything the car sent
+        self._send(PairRequest(share=self._pake.share))
+        return [], _S.SENT_REQUEST
 
     def _on_challenge(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, PairChallenge)
-        keys = _derive(self._pake.finish(msg.pake), self._pake.message, msg.pake)
+        keys = _derive(self._greeting, self._pake.finish(msg.share))
         self._keys = keys
         enrollment = PhoneEnrollment(
             public_key=self._endpoint_key.public_key.encoded,
@@ -141,15 +182,13 @@ class PhonePairing(StateMachine[PairingState]):
             signature=self._endpoint_key.sign(_LABEL_PHONE_SIG + keys.transcript),
         )
         sealed = Aead(keys.seal_phone).seal(_ZERO_NONCE, codec.encode(enrollment), keys.transcript)
-        self._send(
-            PairConfirm(confirm=crypto.mac(keys.confirm_phone, keys.transcript), sealed=sealed)
-        )
+        self._send(PairConfirm(confirm=keys.confirm_phone, sealed=sealed))
         return [], _S.SENT_CONFIRM
 
     def _on_accept(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, PairAccept) and self._keys is not None
         keys = self._keys
-        if not crypto.equal(msg.confirm, crypto.mac(keys.confirm_vehicle, keys.transcript)):
+        if not crypto.equal(msg.confirm, keys.confirm_vehicle):
             raise PairingError("the car did not confirm the code", code="bad_confirmation")
         plain = Aead(keys.seal_vehicle).open(_ZERO_NONCE, msg.sealed, keys.transcript)
         identity = codec.decode_as(plain, VehicleIdentity)
@@ -184,15 +223,22 @@ class VehiclePairing(StateMachine[PairingState]):
         name: str,
         entropy: Entropy,
         reserve_guess: Callable[[], int],
+        greeting: bytes | None = None,
     ) -> None:
+        """``greeting``: the nonce of the VehicleHello the caller already sent on this connection
+        (the agent greets before it knows what the phone wants); without it the machine draws
+        one and queues the greeting itself."""
         super().__init__(_S.START)
+        if greeting is None:
+            greeting = entropy.random_bytes(NONCE_SIZE)
+            self._send(VehicleHello(nonce=greeting))
+        self._greeting = greeting
         self._reserve_guess = reserve_guess
         self._code = code
         self._now = now
         self._vehicle_key = vehicle_key
         self._name = name
         self._entropy = entropy
-        self._pake: Pake | None = None
         self._keys: _PairingKeys | None = None
 
     def _handler(self, msg: Message) -> Handler:
@@ -210,10 +256,11 @@ class VehiclePairing(StateMachine[PairingState]):
             )
         if self._now >= code.expires_at:
             raise PairingError("the pairing code has expired", code="code_expired")
-        self._pake = Pake(phone=False, code=code.code, entropy=self._entropy)
-        pake_key = self._pake.finish(msg.pake)
-        self._keys = _derive(pake_key, msg.pake, self._pake.message)
-        self._send(PairChallenge(pake=self._pake.message))
+        pake = spake2plus.Verifier(
+            code_secret(code.code).verifier(), PAKE_IDS, _scalar(self._entropy)
+        )
+        self._keys = _derive(self._greeting, pake.finish(msg.share))
+        self._send(PairChallenge(share=pake.share))
         return [], _S.SENT_CHALLENGE
 
     def _on_confirm(self, msg: Message) -> tuple[list[object], enum.Enum]:
@@ -222,7 +269,7 @@ class VehiclePairing(StateMachine[PairingState]):
         # The guess is spent (atomically, by the caller's store) before it is tested: the state
         # read at PairRequest is no bound when many attempts are in flight at once.
         left = self._reserve_guess()
-        if not crypto.equal(msg.confirm, crypto.mac(keys.confirm_phone, keys.transcript)):
+        if not crypto.equal(msg.confirm, keys.confirm_phone):
             if left == 0:
                 raise PairingError(
                     "wrong pairing code; no tries left: pairing is locked until the car shows a"
@@ -243,7 +290,5 @@ class VehiclePairing(StateMachine[PairingState]):
             ),
         )
         sealed = Aead(keys.seal_vehicle).seal(_ZERO_NONCE, codec.encode(identity), keys.transcript)
-        self._send(
-            PairAccept(confirm=crypto.mac(keys.confirm_vehicle, keys.transcript), sealed=sealed)
-        )
+        self._send(PairAccept(confirm=keys.confirm_vehicle, sealed=sealed))
         return [PhoneEnrolled(public_key=phone_key, name=enrollment.name)], _S.DONE

@@ -25,7 +25,7 @@ SPEED_OF_LIGHT = 299_792_458.0  # m/s
 ROUNDS = 5
 RESPONSE_BITS = 8
 NONCE_SIZE = 16
-_LABEL = b"tether/1 ranging"
+_LABEL = b"tether/2 ranging"
 
 
 def ranging_key(exporter: bytes) -> bytes:

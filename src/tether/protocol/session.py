@@ -178,7 +178,7 @@ class _Session:
             p2v, v2p = (
                 (keys.send_key, keys.recv_key) if self._PHONE else (keys.recv_key, keys.send_key)
             )
-            self._exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/1 exporter", length=32)
+            self._exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/2 exporter", length=32)
         return self._exporter
 
     def data_to_send(self) -> list[bytes]:
@@ -223,6 +223,25 @@ class VehicleSession(_Session):
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
         super().__init__(keys, endpoint_id=endpoint_id, fast=fast)
         self._next_request = 1
+        self._last_phone_request = 0
+        self._outstanding: set[int] = set()  # the car's requests the phone has yet to answer
+
+    def _phone_request(self, request_id: int) -> None:
+        """§8: the phone's request ids increase strictly within a session; a repeat is refused."""
+        if request_id <= self._last_phone_request:
+            self.state = SessionState.FAILED
+            raise MalformedMessage(
+                f"request id {request_id} does not increase (the last was"
+                f" {self._last_phone_request})"
+            )
+        self._last_phone_request = request_id
+
+    def _answer(self, request_id: int) -> None:
+        """§8: a response names one of the car's open requests, and answers it once."""
+        if request_id not in self._outstanding:
+            self.state = SessionState.FAILED
+            raise MalformedMessage(f"request id {request_id} is not an open request of the car")
+        self._outstanding.discard(request_id)
 
     def receive(self, data: bytes) -> list[object]:
         """Feed one record; return CommandReceived / CommandRefused / SessionClosed events."""
@@ -230,10 +249,13 @@ class VehicleSession(_Session):
         if isinstance(msg, Close):
             return [SessionClosed()]
         if isinstance(msg, RevocationRequest):
+            self._phone_request(msg.request_id)
             return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)]
         if isinstance(msg, RangingReady):
+            self._answer(msg.request_id)
             return [RangingReadied(request_id=msg.request_id, reply_ns=msg.reply_ns)]
         if isinstance(msg, DataResponse):
+            self._answer(msg.request_id)
             granted, denied = _cbor(msg.granted, "granted data"), _cbor(msg.denied, "denied list")
             if (
                 type(granted) is not dict
@@ -246,6 +268,7 @@ class VehicleSession(_Session):
         if not isinstance(msg, CommandRequest):
             self.state = SessionState.FAILED
             raise MalformedMessage(f"a phone may not send {type(msg).__name__} in a session")
+        self._phone_request(msg.request_id)
         try:
             command = Command(msg.command)
         except ValueError:
@@ -276,7 +299,7 @@ class VehicleSession(_Session):
                 request_id=request_id,
                 ok=ok,
                 reason=reason.value if reason else None,
-                message=text,
+                message=codec.clip(text, 512),
                 state=state,
             )
         )
@@ -285,6 +308,7 @@ class VehicleSession(_Session):
         """Set up a ranging measurement; ``nonce`` comes from the caller's randomness."""
         request_id = self._next_request
         self._next_request += 1
+        self._outstanding.add(request_id)
         self._send(RangingRequest(request_id=request_id, nonce=nonce, anchors=anchors))
         return request_id
 
@@ -292,6 +316,7 @@ class VehicleSession(_Session):
         """Ask the phone for data; the car never intends to retain it (``retain`` is false)."""
         request_id = self._next_request
         self._next_request += 1
+        self._outstanding.add(request_id)
         payload = [{"category": i.category, "query": i.query} for i in items]
         self._send(
             DataRequest(
@@ -310,7 +335,13 @@ class VehicleSession(_Session):
         if ok == (reason is not None):
             raise LocalProtocolError("a result carries a reason exactly when it is a refusal")
         self._send(
-            RevocationResult(request_id=request_id, ok=ok, seq=seq, reason=reason, message=message)
+            RevocationResult(
+                request_id=request_id,
+                ok=ok,
+                seq=seq,
+                reason=reason,
+                message=codec.clip(message, 512),
+            )
         )
 
 

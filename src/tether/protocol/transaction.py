@@ -10,12 +10,12 @@ Standard (SIGMA-I; both sides generate fresh ephemerals)::
 The phone may send its first commands as channel records right behind PhoneAuth or FastProof
 (saving a round trip); the car reads them only once it accepted the proof.
 
-Fast (symmetric only; needs the persistent key of an earlier transaction)::
+Fast (symmetric only; needs the persistent key of an earlier transaction), in one round trip
+because the car's greeting already carried its fresh nonce::
 
-    P -> V  FastHello     {nP}
-    V -> P  FastChallenge {nV}
-    P -> V  FastProof     {HMAC(Kp, "fast-phone" || TH)}                names no key
-    V -> P  Finished      {HMAC(kf, TH || cryptogram)}                 or Fallback -> standard
+    V -> P  VehicleHello  {nV}                                  first on every connection
+    P -> V  FastProof     {nP, HMAC(Kp, "fast-phone" || TH)}    names no key; commands right behind
+    V -> P  Finished      {HMAC(kf, TH || cryptogram)}          or Fallback -> standard
 
 The vehicle finds the phone's key by trying its stored persistent keys, most recently used first.
 Each fast transaction replaces Kp by a one-way successor on both sides, so a key stolen today
@@ -46,25 +46,24 @@ from tether.protocol.machine import Handler, StateMachine
 from tether.protocol.messages import (
     NONCE_SIZE,
     Fallback,
-    FastChallenge,
-    FastHello,
     FastProof,
     Finished,
     PhoneAuth,
     Record,
     StandardHello,
     VehicleAuth,
+    VehicleHello,
 )
 from tether.protocol.session import PhoneSession, VehicleSession
 
 _ZERO_NONCE = bytes(12)  # each handshake key seals exactly one message
-_STANDARD = b"tether/1 standard"
-_FAST = b"tether/1 fast"
-_STANDARD_KEYS = b"tether/1 standard keys"
-_FAST_SESSION = b"tether/1 fast session"
-_VEHICLE_SIG = b"tether/1 vehicle-auth"
-_PHONE_SIG = b"tether/1 phone-auth"
-_FAST_PHONE = b"tether/1 fast-phone"
+_STANDARD = b"tether/2 standard"
+_FAST = b"tether/2 fast"
+_STANDARD_KEYS = b"tether/2 standard keys"
+_FAST_SESSION = b"tether/2 fast session"
+_VEHICLE_SIG = b"tether/2 vehicle-auth"
+_PHONE_SIG = b"tether/2 phone-auth"
+_FAST_PHONE = b"tether/2 fast-phone"
 _SESSION_KEYS_SIZE = 32 + 32 + 12 + 12 + 32 + 32
 _PROOF_SIZE = KEY_ID_SIZE + SIGNATURE_SIZE
 _ALL_KEYS_SIZE = 32 + 32 + _SESSION_KEYS_SIZE
@@ -106,6 +105,11 @@ def _standard_keys(shared: bytes, th1: bytes) -> tuple[bytes, bytes, _SessionSec
     """
     okm = crypto.hkdf(shared, salt=th1, info=_STANDARD_KEYS, length=_ALL_KEYS_SIZE)
     return okm[:32], okm[32:64], _SessionSecrets.split(okm[64:])
+
+
+def fast_transcript(nonce_v: bytes, nonce_p: bytes, vehicle_id: bytes) -> bytes:
+    """TH of a fast transaction: the car's greeting nonce first, so the car chose freshness."""
+    return crypto.sha256(_FAST + nonce_v + nonce_p + vehicle_id)
 
 
 class EndpointDirectory(Protocol):
@@ -185,11 +189,10 @@ class Established:
 
 class TxState(enum.Enum):
     START = "start"
+    AWAIT_GREETING = "await_greeting"
     SENT_STANDARD_HELLO = "sent_standard_hello"
-    SENT_FAST_HELLO = "sent_fast_hello"
     SENT_VEHICLE_AUTH = "sent_vehicle_auth"
     SENT_PHONE_AUTH = "sent_phone_auth"
-    SENT_FAST_CHALLENGE = "sent_fast_challenge"
     SENT_FAST_PROOF = "sent_fast_proof"
     AWAIT_STANDARD = "await_standard"
     ESTABLISHED = "established"
@@ -203,9 +206,9 @@ class PhoneTransaction(StateMachine[TxState]):
     """The phone's side: fast when it holds a persistent key (and may), otherwise standard."""
 
     TRANSITIONS: ClassVar = {
+        (_T.AWAIT_GREETING, VehicleHello): frozenset({_T.SENT_STANDARD_HELLO, _T.SENT_FAST_PROOF}),
         (_T.SENT_STANDARD_HELLO, VehicleAuth): frozenset({_T.SENT_PHONE_AUTH}),
         (_T.SENT_PHONE_AUTH, Finished): frozenset({_T.ESTABLISHED}),
-        (_T.SENT_FAST_HELLO, FastChallenge): frozenset({_T.SENT_FAST_PROOF}),
         (_T.SENT_FAST_PROOF, Finished): frozenset({_T.ESTABLISHED}),
         (_T.SENT_FAST_PROOF, Fallback): frozenset({_T.SENT_STANDARD_HELLO}),
     }
@@ -234,20 +237,32 @@ class PhoneTransaction(StateMachine[TxState]):
         self._want_fast = fast and persistent_key is not None
         self._eph: PrivateKey | None = None
         self._nonce = b""
+        self._greeting = b""
         self._transcript = b""
         self._secrets: _SessionSecrets | None = None
 
     def start(self) -> None:
-        """Queue the first message."""
+        """Arm the machine: the phone speaks only after the car's greeting (§4)."""
         if self.state is not _T.START:
             raise LocalProtocolError("transaction already started")
-        if self._want_fast:
-            self._nonce = self._entropy.random_bytes(NONCE_SIZE)
-            self._send(FastHello(nonce=self._nonce))
-            self.state = _T.SENT_FAST_HELLO
-        else:
+        self.state = _T.AWAIT_GREETING
+
+    def _on_greeting(self, msg: Message) -> tuple[list[object], enum.Enum]:
+        """Fast proof (with the early commands behind it) at once, or a standard hello."""
+        assert isinstance(msg, VehicleHello)
+        self._greeting = msg.nonce
+        if not self._want_fast:
             self._send_standard_hello()
-            self.state = _T.SENT_STANDARD_HELLO
+            return [], _T.SENT_STANDARD_HELLO
+        assert self._persistent is not None
+        self._nonce = self._entropy.random_bytes(NONCE_SIZE)
+        th = fast_transcript(msg.nonce, self._nonce, self._vehicle_key.key_id)
+        cryptogram = crypto.mac(self._persistent, _FAST_PHONE + th)
+        self._send(FastProof(nonce=self._nonce, cryptogram=cryptogram))
+        self._transcript = th + cryptogram
+        self._secrets = _SessionSecrets.derive(self._persistent, th, _FAST_SESSION)
+        self._open_session(fast=True)
+        return [], _T.SENT_FAST_PROOF
 
     def _send_standard_hello(self) -> None:
         self._eph = self._entropy.new_private_key()
@@ -257,8 +272,8 @@ class PhoneTransaction(StateMachine[TxState]):
     def _handler(self, msg: Message) -> Handler:
         if type(msg) is VehicleAuth:
             return self._on_vehicle_auth
-        if type(msg) is FastChallenge:
-            return self._on_fast_challenge
+        if type(msg) is VehicleHello:
+            return self._on_greeting
         return self._on_fallback if type(msg) is Fallback else self._on_finished
 
     def _on_vehicle_auth(self, msg: Message) -> tuple[list[object], enum.Enum]:
@@ -266,6 +281,7 @@ class PhoneTransaction(StateMachine[TxState]):
         eph_v = PublicKey(msg.ephemeral)
         th1 = crypto.sha256(
             _STANDARD
+            + self._greeting
             + self._eph.public_bytes
             + self._nonce
             + msg.ephemeral
@@ -283,16 +299,6 @@ class PhoneTransaction(StateMachine[TxState]):
         self._secrets = secrets
         self._open_session(fast=False)
         return [], _T.SENT_PHONE_AUTH
-
-    def _on_fast_challenge(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, FastChallenge) and self._persistent is not None
-        th = crypto.sha256(_FAST + self._nonce + msg.nonce + self._vehicle_key.key_id)
-        cryptogram = crypto.mac(self._persistent, _FAST_PHONE + th)
-        self._send(FastProof(cryptogram=cryptogram))
-        self._transcript = th + cryptogram
-        self._secrets = _SessionSecrets.derive(self._persistent, th, _FAST_SESSION)
-        self._open_session(fast=True)
-        return [], _T.SENT_FAST_PROOF
 
     def _open_session(self, *, fast: bool) -> None:
         """Make the session now and send the early commands right behind the proof.
@@ -335,9 +341,8 @@ class VehicleTransaction(StateMachine[TxState]):
 
     TRANSITIONS: ClassVar = {
         (_T.START, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
-        (_T.START, FastHello): frozenset({_T.SENT_FAST_CHALLENGE}),
+        (_T.START, FastProof): frozenset({_T.ESTABLISHED, _T.AWAIT_STANDARD}),
         (_T.SENT_VEHICLE_AUTH, PhoneAuth): frozenset({_T.ESTABLISHED}),
-        (_T.SENT_FAST_CHALLENGE, FastProof): frozenset({_T.ESTABLISHED, _T.AWAIT_STANDARD}),
         (_T.AWAIT_STANDARD, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
         # Early commands the phone sent behind a fast proof that did not match: discarded.
         (_T.AWAIT_STANDARD, Record): frozenset({_T.AWAIT_STANDARD}),
@@ -351,7 +356,11 @@ class VehicleTransaction(StateMachine[TxState]):
         directory: EndpointDirectory,
         entropy: Entropy,
         now: float = 0.0,
+        greeting: bytes | None = None,
     ) -> None:
+        """``greeting``: the nonce of the VehicleHello the caller already sent on this connection
+        (the agent greets before it knows what the phone wants); without it the machine draws
+        one and queues the greeting itself."""
         super().__init__(_T.START)
         self._now = now
         self._vehicle_key = vehicle_key
@@ -362,14 +371,14 @@ class VehicleTransaction(StateMachine[TxState]):
         self._secrets: _SessionSecrets | None = None
         self._sealed_v = b""
         self._hs_p2v = b""
-        self._nonce_p = b""
-        self._nonce_v = b""
+        if greeting is None:
+            greeting = self._entropy.random_bytes(NONCE_SIZE)
+            self._send(VehicleHello(nonce=greeting))
+        self._greeting = greeting
 
     def _handler(self, msg: Message) -> Handler:
         if type(msg) is StandardHello:
             return self._on_standard_hello
-        if type(msg) is FastHello:
-            return self._on_fast_hello
         if type(msg) is Record:
             return self._on_discarded_record
         return self._on_phone_auth if type(msg) is PhoneAuth else self._on_fast_proof
@@ -383,7 +392,13 @@ class VehicleTransaction(StateMachine[TxState]):
         eph = self._entropy.new_private_key()
         nonce = self._entropy.random_bytes(NONCE_SIZE)
         th1 = crypto.sha256(
-            _STANDARD + msg.ephemeral + msg.nonce + eph.public_bytes + nonce + self._vehicle_id
+            _STANDARD
+            + self._greeting
+            + msg.ephemeral
+            + msg.nonce
+            + eph.public_bytes
+            + nonce
+            + self._vehicle_id
         )
         hs_v2p, self._hs_p2v, self._secrets = _standard_keys(eph.exchange(eph_p), th1)
         signature = self._vehicle_key.sign(_VEHICLE_SIG + th1)
@@ -430,16 +445,9 @@ class VehicleTransaction(StateMachine[TxState]):
         events += self._established(endpoint_id, self._secrets, fast=False)
         return events, _T.ESTABLISHED
 
-    def _on_fast_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, FastHello)
-        self._nonce_p = msg.nonce
-        self._nonce_v = self._entropy.random_bytes(NONCE_SIZE)
-        self._send(FastChallenge(nonce=self._nonce_v))
-        return [], _T.SENT_FAST_CHALLENGE
-
     def _on_fast_proof(self, msg: Message) -> tuple[list[object], enum.Enum]:
         assert isinstance(msg, FastProof)
-        th = crypto.sha256(_FAST + self._nonce_p + self._nonce_v + self._vehicle_id)
+        th = fast_transcript(self._greeting, msg.nonce, self._vehicle_id)
         message = _FAST_PHONE + th
         for endpoint_id, key in self._directory.persistent_keys():
             if crypto.equal(crypto.mac(key, message), msg.cryptogram):

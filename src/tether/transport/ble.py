@@ -28,6 +28,9 @@ SERVICE_UUID = "6b7a0001-3c1f-4d8a-9b1e-6e5f7a2b9c01"
 RX_UUID = "6b7a0002-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # phone -> car (write)
 TX_UUID = "6b7a0003-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # car -> phone (notify)
 PREFERRED_MTU = 247
+#: A phone that connects but never subscribes to TX cannot hear the car's greeting (§4): it is
+#: disconnected after this long, as an unfinished handshake is.
+SUBSCRIBE_TIMEOUT = 5.0
 _LAST, _MORE = b"\x01", b"\x00"
 _END: Any = object()  # marks the end of the inbox
 
@@ -128,6 +131,8 @@ class BleCarService:
         )
         device.add_service(Service(SERVICE_UUID, [self.rx, self.tx]))
         device.on(device.EVENT_CONNECTION, self._on_connection)
+        self.tx.on(self.tx.EVENT_SUBSCRIPTION, self._on_subscription)
+        self._waiting: dict[int, tuple[BleTransport, asyncio.TimerHandle]] = {}
 
     def _on_connection(self, connection: Connection) -> None:
         async def send(fragment: bytes) -> None:
@@ -143,10 +148,39 @@ class BleCarService:
 
         def lost(*_: object) -> None:
             self._transports.pop(connection.handle, None)
+            waiting = self._waiting.pop(connection.handle, None)
+            if waiting is not None:
+                waiting[1].cancel()
             transport.connection_lost()
 
         connection.on(connection.EVENT_DISCONNECTION, lost)
-        task = asyncio.get_running_loop().create_task(self._serve(transport))
+        # The car speaks first (its greeting), so the session starts only once the phone listens.
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(SUBSCRIBE_TIMEOUT, self._give_up, connection.handle)
+        self._waiting[connection.handle] = (transport, timer)
+
+    def _give_up(self, handle: int) -> None:
+        waiting = self._waiting.pop(handle, None)
+        if waiting is not None:
+            self._spawn(waiting[0].close())
+
+    def _on_subscription(self, bearer: object, notify_enabled: bool, *_: object) -> None:
+        connection = (
+            bearer if isinstance(bearer, Connection) else getattr(bearer, "connection", None)
+        )
+        if connection is None or not notify_enabled:
+            return
+        waiting = self._waiting.pop(connection.handle, None)
+        if waiting is not None:
+            transport, timer = waiting
+            timer.cancel()
+            self._spawn(self._serve(transport))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.get_running_loop().create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -167,6 +201,9 @@ class BleCarService:
         await self.device.start_advertising(auto_restart=True)
 
     async def close(self) -> None:
+        for _, timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
 

@@ -28,7 +28,14 @@ from tether.errors import (
 from tether.protocol import codec, credentials, remote
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
-from tether.protocol.messages import Error, FastHello, PairRequest, StandardHello
+from tether.protocol.messages import (
+    NONCE_SIZE,
+    Error,
+    FastProof,
+    PairRequest,
+    StandardHello,
+    VehicleHello,
+)
 from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
 from tether.protocol.session import (
     CommandReceived,
@@ -48,7 +55,7 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.protocol.vss import LATITUDE, LONGITUDE
-from tether.transport.base import Transport, TransportClosed
+from tether.transport.base import FrameTooLarge, Transport, TransportClosed
 from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, BodyFault, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
 from tether.vehicle.headunit import HeadUnit, profile_signals
@@ -257,6 +264,14 @@ class VehicleAgent:
                 task.uncancel()
         except TransportClosed:
             pass
+        except FrameTooLarge as exc:
+            # A frame header the car cannot honour (a length prefix of the wrong width or byte
+            # order reads as a huge length): the peer hears why, the refusal is audited
+            # (summarised, as any stranger's), and nothing after the header is read.
+            with contextlib.suppress(TransportError):
+                await self._refuse(
+                    transport, ProtocolError(exc.message, code="malformed"), command="connect"
+                )
         except TransportError as exc:
             self.errors[exc.code] += 1
             log.info("dropped %s: %s", transport.peer, exc.message)
@@ -341,6 +356,10 @@ class VehicleAgent:
     async def _serve(self, conn: _Connection) -> None:
         transport = conn.transport
         deadline = time.monotonic() + self.handshake_timeout
+        # Every connection opens with the car's greeting (§4): its nonce freshens a fast proof
+        # sent at once, so a fast unlock takes one round trip.
+        greeting = self.entropy.random_bytes(NONCE_SIZE)
+        await transport.send(codec.encode(VehicleHello(nonce=greeting)))
         first = await transport.receive(self.handshake_timeout)
         self.store.refresh()  # pick up revocations or codes written by an admin command
         try:
@@ -349,9 +368,9 @@ class VehicleAgent:
             await self._refuse(transport, exc, command="connect")
             return
         if kind is PairRequest:
-            await self._pair(transport, first, deadline)
-        elif kind in (StandardHello, FastHello):
-            await self._transact(conn, first, deadline)
+            await self._pair(transport, first, deadline, greeting)
+        elif kind in (StandardHello, FastProof):
+            await self._transact(conn, first, deadline, greeting)
         else:
             await self._refuse(
                 transport,
@@ -436,15 +455,18 @@ class VehicleAgent:
     async def _refuse(self, transport: Transport, exc: ProtocolError, *, command: str) -> None:
         self._record(exc, command=command, key_id=None)
         code = WireCode.parse(exc.code).value
-        await transport.send(codec.encode(Error(code=code, message=exc.message[:512])))
+        await transport.send(codec.encode(Error(code=code, message=codec.clip(exc.message, 512))))
 
     async def _flush(self, transport: Transport, outbox: list[bytes]) -> None:
         for data in outbox:
             await transport.send(data)
 
     # -- owner pairing --------------------------------------------------------------------------
-    async def _pair(self, transport: Transport, first: bytes, deadline: float) -> None:
+    async def _pair(
+        self, transport: Transport, first: bytes, deadline: float, greeting: bytes
+    ) -> None:
         machine = VehiclePairing(
+            greeting=greeting,
             code=self.store.pairing_code(),
             now=self.now(),
             vehicle_key=self.store.identity,
@@ -490,9 +512,12 @@ class VehicleAgent:
             data = await self._receive_by(transport, deadline)
 
     # -- transactions and sessions ----------------------------------------------------------------
-    async def _transact(self, conn: _Connection, first: bytes, deadline: float) -> None:
+    async def _transact(
+        self, conn: _Connection, first: bytes, deadline: float, greeting: bytes
+    ) -> None:
         transport = conn.transport
         machine = VehicleTransaction(
+            greeting=greeting,
             vehicle_key=self.store.identity,
             directory=self.store,
             entropy=self.entropy,
