@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from tether.phone.wallet import CarKey
 from tether.protocol import codec, credentials
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, SystemEntropy
-from tether.protocol.messages import Error, StandardHello
+from tether.protocol.messages import Error, StandardHello, VehicleHello
 from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
 from tether.transport.base import Transport, TransportClosed
 from tether.vehicle.body.base import SPEED, SPEED_LIMIT
@@ -205,3 +206,34 @@ async def test_an_unknown_command_name_is_not_stored(rig: Rig) -> None:
     last = rig.store.audit_entries()[-1]
     assert last.command == "unknown" and last.reason == "unknown_command"
     await transport.close()
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (200).to_bytes(4, "little"),  # a little-endian prefix reads as 3.3 GB
+        (200).to_bytes(2, "big") + b"\x83\x02",  # a 2-byte prefix and the message's first bytes
+        bytes(4),  # an empty frame
+    ],
+)
+async def test_a_frame_header_of_the_wrong_shape_gets_an_error_and_an_audit_entry(
+    rig: Rig, header: bytes
+) -> None:
+    from tether.transport import tcp
+
+    listener = await tcp.listen("tcp://127.0.0.1:0", rig.agent.handle)
+    host, port = listener.address.removeprefix("tcp://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        (size,) = struct.unpack(">I", await reader.readexactly(4))
+        assert isinstance(codec.decode(await reader.readexactly(size)), VehicleHello)
+        writer.write(header + bytes(16))
+        await writer.drain()
+        (size,) = struct.unpack(">I", await asyncio.wait_for(reader.readexactly(4), 5))
+        error = codec.decode_as(await reader.readexactly(size), Error)
+        assert error.code == "malformed" and "frame" in error.message
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # then the car hangs up
+    finally:
+        writer.close()
+        await listener.close()
+    assert any(e.reason == "malformed" for e in rig.store.audit_entries())
