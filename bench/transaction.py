@@ -3,7 +3,10 @@
 The floor is what a standard transaction cannot avoid: on each side one P-256 key generation, one
 ECDH, one ECDSA sign and one ECDSA verify, timed directly with ``cryptography``. Samples of the
 floor, standard and fast transactions are interleaved so that machine noise hits all three alike.
-Ends with exactly one line: ``standard_over_floor=R1 fast_over_standard=R2``.
+It also counts, for each flow, the on-air flights (runs of messages one way) and the round trips
+after the car's greeting until the phone holds the command's result (or, for pairing, the car's
+identity), by running the machines in lock step. Ends with exactly one line:
+``standard_over_floor=R1 fast_over_standard=R2 fast_round_trips=N1 standard_round_trips=N2``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ from rich.console import Console
 from rich.table import Table
 
 from tether.protocol import codec
-from tether.protocol.crypto import PublicKey, SystemEntropy
+from tether.protocol.crypto import DeterministicEntropy, PublicKey, SystemEntropy
+from tether.protocol.messages import Record
+from tether.protocol.pairing import CodeState, PhonePairing, VehiclePaired, VehiclePairing
 from tether.protocol.pump import pump
+from tether.protocol.session import CommandReceived, ResultReceived
 from tether.protocol.transaction import (
     Established,
     MemoryDirectory,
@@ -91,6 +97,91 @@ class _Pair:
             if isinstance(event, Established):
                 established += 1
         return established == 2
+
+
+class _Lockstep:
+    """Run a phone and a car one flight at a time (all one side has to send, then the other)."""
+
+    def __init__(
+        self, phone: object, car: object, directory: MemoryDirectory | None = None
+    ) -> None:
+        self.ends: dict[str, object] = {"phone": phone, "car": car}
+        self.sessions: dict[str, object] = {}
+        self.flights: list[tuple[str, int]] = []  # (sender, messages in the flight)
+        self.directory = directory
+        self.phone_persistent: bytes | None = None
+
+    def _outbox(self, side: str) -> list[bytes]:
+        out: list[bytes] = self.ends[side].data_to_send()  # type: ignore[attr-defined]
+        if side in self.sessions:
+            out += self.sessions[side].data_to_send()  # type: ignore[attr-defined]
+        return out
+
+    def run(self, done: type) -> tuple[int, int]:
+        """Flights in all, and round trips after the greeting, until the phone sees ``done``."""
+        sender = "car"
+        pending = self._outbox(sender)
+        while pending:
+            self.flights.append((sender, len(pending)))
+            receiver = "phone" if sender == "car" else "car"
+            for data in pending:
+                target = self.ends[receiver]
+                if receiver in self.sessions and type(codec.decode(data)) is Record:
+                    target = self.sessions[receiver]
+                for event in target.receive(data):  # type: ignore[attr-defined]
+                    if isinstance(event, Established):
+                        self.sessions[receiver] = event.session
+                    if isinstance(event, PersistentKeyChanged):  # persisted as a runtime would
+                        if receiver == "phone":
+                            self.phone_persistent = event.key
+                        elif self.directory is not None:
+                            self.directory.persistent[event.endpoint_id] = event.key
+                    if isinstance(event, CommandReceived):
+                        self.sessions["car"].respond(event.request_id, ok=True)  # type: ignore[attr-defined]
+                    if receiver == "phone" and isinstance(event, done):
+                        flights = len(self.flights)
+                        return flights, (flights - 1) // 2
+            sender = receiver
+            pending = self._outbox(sender)
+        raise SystemExit(f"the flow ended before the phone saw {done.__name__}")
+
+
+def _flows() -> dict[str, tuple[int, int, int]]:
+    """(flights, messages, round trips after the greeting) of each flow, counted in lock step."""
+    entropy = DeterministicEntropy(b"bench flights")
+    vehicle, phone = entropy.new_private_key(), entropy.new_private_key()
+    out: dict[str, tuple[int, int, int]] = {}
+    pairing_phone = PhonePairing(code="12345678", endpoint_key=phone, name="p", entropy=entropy)
+    pairing_phone.start()
+    pairing_car = VehiclePairing(
+        code=CodeState(code="12345678", expires_at=1.0, used=False, failures=0),
+        now=0.0,
+        vehicle_key=vehicle,
+        name="c",
+        entropy=entropy,
+        reserve_guess=lambda: 4,
+    )
+    step = _Lockstep(pairing_phone, pairing_car)
+    flights, trips = step.run(VehiclePaired)
+    out["pairing (until the car's identity)"] = (flights, sum(n for _, n in step.flights), trips)
+    directory = _Directory(phone.public_key)
+    persistent: bytes | None = None
+    for name, fast in (("standard unlock", False), ("fast unlock", True)):
+        tx = PhoneTransaction(
+            endpoint_key=phone,
+            vehicle_key=vehicle.public_key,
+            persistent_key=persistent,
+            entropy=entropy,
+            fast=fast,
+            early_commands=["unlock"],
+        )
+        tx.start()
+        car = VehicleTransaction(vehicle_key=vehicle, directory=directory, entropy=entropy)
+        step = _Lockstep(tx, car, directory)
+        flights, trips = step.run(ResultReceived)
+        out[f"{name} (until its result)"] = (flights, sum(n for _, n in step.flights), trips)
+        persistent = step.phone_persistent
+    return out
 
 
 def _floor_sample(
@@ -209,10 +300,22 @@ def main() -> None:
         ("fast transaction", med_fast),
     ):
         table.add_row(name, f"{value * 1e6:.1f}", f"{value / med_floor:.2f}")
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    flows = _flows()
+    on_air = Table(title="On the air: flights and round trips (counted in lock step)")
+    on_air.add_column("flow")
+    on_air.add_column("flights", justify="right")
+    on_air.add_column("messages", justify="right")
+    on_air.add_column("round trips after the greeting", justify="right")
+    for name, (flights, messages, trips) in flows.items():
+        on_air.add_row(name, str(flights), str(messages), str(trips))
+    console.print(on_air)
     print(
         f"standard_over_floor={med_standard / med_floor:.2f} "
-        f"fast_over_standard={med_fast / med_standard:.2f}"
+        f"fast_over_standard={med_fast / med_standard:.2f} "
+        f"fast_round_trips={flows['fast unlock (until its result)'][2]} "
+        f"standard_round_trips={flows['standard unlock (until its result)'][2]}"
     )
 
 

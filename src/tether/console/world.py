@@ -427,7 +427,7 @@ class DemoWorld:
             action="pair",
             phone=phone,
             done=True,
-            outcome=f"paired with code {self.code} (SPAKE2, then long-term keys)",
+            outcome=f"paired with code {self.code} (SPAKE2+, then long-term keys)",
         )
 
     async def command(self, phone: str, command: str) -> Step:
