@@ -113,8 +113,14 @@ def test_no_code_at_all() -> None:
 
 @pytest.mark.parametrize("code", ["1234567", "12345678a", "１２３４５６７８", ""])
 def test_code_format(code: str) -> None:
-    with pytest.raises(PairingError, match="at least 8 digits"):
+    with pytest.raises(PairingError, match="at least 8 digits") as refused:
         check_code(code)
+    assert refused.value.code == "invalid_code"
+    # §5: the phone refuses before it sends anything; no machine exists to send a share.
+    entropy = DeterministicEntropy(b"short")
+    with pytest.raises(PairingError) as local:
+        PhonePairing(code=code, endpoint_key=entropy.new_private_key(), name="p", entropy=entropy)
+    assert local.value.code == "invalid_code"
 
 
 def test_start_twice_is_a_local_error() -> None:
