@@ -71,15 +71,7 @@ async def test_pair_and_command_over_ble_with_and_without_ranging(tmp_path: Path
     rng = random.Random(1)
     sim = SimulatedRanger(phone=(-1.6, 0.4), rng=rng, secrets_source=rng.randbytes)
     location = locate(sim.measure(ranging_key(b"\x01" * 32)))
-    await agent.hands_free(
-        [
-            Reading(
-                key_id=car.endpoint_id.hex(),
-                location=location,
-                rights=frozenset({"unlock", "lock"}),
-            )
-        ]
-    )
+    await agent.hands_free([Reading(key_id=car.endpoint_id.hex(), location=location)])
     assert await command(Command.LOCK) is None  # lock never needs ranging
     assert await command(Command.UNLOCK) is None  # measured at the door just now
     entries = [(e.command, e.result, e.reason) for e in store.audit_entries()]

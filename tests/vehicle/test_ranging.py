@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import pytest
 
 from tether.protocol import ranging
-from tether.protocol.commands import DenialReason
+from tether.protocol.commands import Command, DenialReason
 from tether.protocol.ranging import Round
-from tether.vehicle.hands_free import HandsFree, Reading, may_start
+from tether.vehicle.hands_free import HandsFree, Reading, placed_for
 from tether.vehicle.ranging import (
     CAR_ANCHORS,
     EarlyAnswer,
@@ -58,15 +59,11 @@ def test_honest_phone_zones_and_accuracy() -> None:
 def test_owner_outside_and_friend_inside_are_told_apart() -> None:
     owner, friend = at(-1.6, 0.5, seed=3), at(0.2, -0.4, seed=4)
     assert owner.zone is Zone.DOOR and friend.zone is Zone.INSIDE
-    assert (
-        may_start(Reading(key_id="o", location=owner, rights=frozenset({"drive"})))
-        is DenialReason.RANGING_REQUIRED
-    )
-    assert may_start(Reading(key_id="f", location=friend, rights=frozenset({"drive"}))) is None
-    assert (
-        may_start(Reading(key_id="f", location=friend, rights=frozenset({"unlock"})))
-        is DenialReason.NO_RIGHT
-    )
+    assert placed_for(Command.START, owner) is DenialReason.RANGING_REQUIRED
+    assert placed_for(Command.START, friend) is None
+    assert placed_for(Command.UNLOCK, owner) is None  # at the driver door
+    assert placed_for(Command.UNLOCK, at(0, 12)) is DenialReason.RANGING_REQUIRED  # away
+    assert placed_for(Command.START, None) is DenialReason.RANGING_REQUIRED
 
 
 def test_relays_never_give_entry_or_start() -> None:
@@ -181,28 +178,28 @@ def test_locate_fails_closed() -> None:
     assert locate({}) is None
 
 
+def car(locked: bool, *, ok: bool = True) -> dict[str, Any]:
+    """What the policy asks the car: whether it is locked, and whether the key may unlock."""
+    return {"locked": locked, "may_unlock": lambda reading: ok}
+
+
 def test_hands_free_walk_up_get_in_walk_away() -> None:
     policy = HandsFree()
-    rights = frozenset({"unlock", "lock", "drive"})
     locked, t = True, 0.0
     unlocked_at = None
     for step, y in enumerate([12, 8, 5, 3, 2.2, 1.6]):  # walking toward the driver door
         loc = where(-0.95 - y, 0.4, seed=step)
-        for d in policy.observe(
-            t, [Reading(key_id="ada", location=loc, rights=rights)], locked=locked
-        ):
+        for d in policy.observe(t, [Reading(key_id="ada", location=loc)], **car(locked)):
             if d.action == "unlock":
                 locked, unlocked_at = False, d.distance_m
         t += 1
     assert not locked and unlocked_at is not None and unlocked_at <= 2.0
     inside = at(-0.3, 0.4, seed=20)
-    assert may_start(Reading(key_id="ada", location=inside, rights=rights)) is None
+    assert placed_for(Command.START, inside) is None
     lock_time = None
     for step, y in enumerate([1, 3, 6, 7, 8, 9, 10, 11]):  # walking away, one step a second
         loc = where(-0.95 - y, 0.4, seed=100 + step)
-        for d in policy.observe(
-            t, [Reading(key_id="ada", location=loc, rights=rights)], locked=locked
-        ):
+        for d in policy.observe(t, [Reading(key_id="ada", location=loc)], **car(locked)):
             if d.action == "lock":
                 locked, lock_time = True, t
         t += 1
@@ -210,9 +207,11 @@ def test_hands_free_walk_up_get_in_walk_away() -> None:
     # A relay from 30 m never unlocks it again.
     for step in range(5):
         loc = where(0, 30, seed=200 + step, attacker=Relay(extra_path_m=1.0))
-        assert not policy.observe(
-            t + step, [Reading(key_id="ada", location=loc, rights=rights)], locked=True
-        )
+        assert not policy.observe(t + step, [Reading(key_id="ada", location=loc)], **car(True))
+    # A key the car's authority refuses never opens it, at the very door.
+    door = where(-1.9, 0.4, seed=300)
+    refused = policy.observe(t, [Reading(key_id="ada", location=door)], **car(True, ok=False))
+    assert not [d for d in refused if d.action == "unlock"]
 
 
 def test_anchors_form_a_sane_car() -> None:

@@ -75,7 +75,7 @@ class _Recording:
     """A transport that remembers what the phone sent (what an eavesdropper would capture)."""
 
     def __init__(self, inner: Transport, log: list[bytes]) -> None:
-        self._inner, self._log, self.peer = inner, log, inner.peer
+        self._inner, self._log, self.peer, self.kind = inner, log, inner.peer, inner.kind
 
     async def send(self, message: bytes) -> None:
         self._log.append(message)
@@ -629,8 +629,8 @@ class DemoWorld:
 
         pump(car_session, phone_session, on_events=on_events)
         measured = state.ranger.measure(secret, nonce=nonce, reply_ns=replies[0])
-        rights = key.rights if key.status is KeyStatus.ACTIVE else frozenset()
-        return Reading(key_id=key.endpoint_id.hex(), location=locate(measured), rights=rights)
+        # A place only: whether this key may open or start the car is the car's own store's say.
+        return Reading(key_id=key.endpoint_id.hex(), location=locate(measured))
 
     async def walk(self, phone: str, to: str) -> Step:
         state = self.phones[phone]

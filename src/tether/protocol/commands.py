@@ -35,6 +35,7 @@ class DenialReason(enum.StrEnum):
     VEHICLE_STATE = "vehicle_state"
     RANGING_REQUIRED = "ranging_required"
     BODY_FAULT = "body_fault"
+    UNKNOWN_KEY = "unknown_key"
 
 
 def explain(reason: DenialReason) -> str:
@@ -56,4 +57,5 @@ _SENTENCES = {
     DenialReason.VEHICLE_STATE: "The car's current state does not allow this command.",
     DenialReason.RANGING_REQUIRED: "The phone must be measured close to the car for this.",
     DenialReason.BODY_FAULT: "The car could not carry out the command.",
+    DenialReason.UNKNOWN_KEY: "The car does not know this key.",
 }

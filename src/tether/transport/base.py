@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -10,6 +11,20 @@ from tether.protocol.codec import MAX_MESSAGE_SIZE
 
 #: The largest message a transport carries (the protocol's own limit).
 MAX_FRAME = MAX_MESSAGE_SIZE
+
+
+class LinkKind(enum.StrEnum):
+    """What carries a connection: the car's decisions depend on it (BLE means the phone is near)."""
+
+    TCP = "tcp"
+    BLE = "ble"
+    WEBSOCKET = "ws"
+    MEMORY = "memory"
+
+    @property
+    def near(self) -> bool:
+        """A short-range radio: the phone is at the car (ranging still decides how near)."""
+        return self is LinkKind.BLE
 
 
 class TransportClosed(TransportError):
@@ -37,8 +52,10 @@ def check_outgoing(message: bytes, *, closed: bool) -> None:
 class Transport(Protocol):
     """A connection that carries whole messages in order, both ways."""
 
-    #: Who is on the other end, for logs ("tcp:127.0.0.1:51234", "memory:3").
+    #: Who is on the other end, for logs ("tcp:127.0.0.1:51234", "memory:3"); never for decisions.
     peer: str
+    #: What carries this connection, set by the transport itself.
+    kind: LinkKind
 
     async def send(self, message: bytes) -> None:
         """Send one message; raises TransportError if it cannot."""

@@ -22,7 +22,14 @@ from bumble.device import Connection, Device, Peer
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from tether.errors import TransportError
-from tether.transport.base import MAX_FRAME, FrameTooLarge, Handler, TransportClosed, check_outgoing
+from tether.transport.base import (
+    MAX_FRAME,
+    FrameTooLarge,
+    Handler,
+    LinkKind,
+    TransportClosed,
+    check_outgoing,
+)
 
 SERVICE_UUID = "6b7a0001-3c1f-4d8a-9b1e-6e5f7a2b9c01"
 RX_UUID = "6b7a0002-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # phone -> car (write)
@@ -47,6 +54,7 @@ class BleTransport:
         disconnect: Callable[[], Awaitable[None]],
     ) -> None:
         self.peer = peer
+        self.kind = LinkKind.BLE
         self._mtu = mtu
         self._send_fragment = send_fragment
         self._disconnect = disconnect

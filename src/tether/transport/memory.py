@@ -8,6 +8,7 @@ import itertools
 from tether.errors import TransportError
 from tether.transport.base import (
     Handler,
+    LinkKind,
     TransportClosed,
     check_outgoing,
 )
@@ -25,6 +26,7 @@ class MemoryTransport:
         self._inbox = inbox
         self._outbox = outbox
         self.peer = peer
+        self.kind = LinkKind.MEMORY
         self._closed = False
         self._eof = False
 

@@ -12,6 +12,7 @@ from tether.transport.base import (
     MAX_FRAME,
     FrameTooLarge,
     Handler,
+    LinkKind,
     TransportClosed,
     check_outgoing,
 )
@@ -40,6 +41,7 @@ class TcpTransport:
         self._writer = writer
         peer = writer.get_extra_info("peername")
         self.peer = f"tcp:{peer[0]}:{peer[1]}" if peer else "tcp:?"
+        self.kind = LinkKind.TCP
         self._closed = False
 
     async def send(self, message: bytes) -> None:

@@ -55,13 +55,12 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.protocol.vss import LATITUDE, LONGITUDE
-from tether.transport.base import FrameTooLarge, Transport, TransportClosed
-from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, BodyFault, Signals
-from tether.vehicle.hands_free import Decision, HandsFree, Reading, may_start
+from tether.transport.base import FrameTooLarge, LinkKind, Transport, TransportClosed
+from tether.vehicle.authority import Authority, Entry, Request
+from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, Signals
+from tether.vehicle.hands_free import Decision, HandsFree, Reading
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
-from tether.vehicle.policy import authorize
-from tether.vehicle.ranging import Zone
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,6 @@ SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
 SUMMARY_INTERVAL = 60.0  # refusals of unauthenticated peers: one audit entry per kind and interval
 WATCH_INTERVAL = 0.25  # how often the agent looks for revocations written by another process
-RANGING_FRESH_S = 5.0  # how recent a ranging must be for an app command with the switch on
 _DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
 HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
@@ -86,6 +84,14 @@ def _headunit_items(now: float) -> list[DataItem]:
     ]
 
 
+def _key_id(hex_id: str) -> bytes:
+    """A reading's key id as bytes; anything that is not one names no key (b"")."""
+    try:
+        return bytes.fromhex(hex_id)
+    except ValueError:
+        return b""
+
+
 def _command_name(text: str) -> str:
     """A command's name as the audit log keeps it: one of ours, or "unknown" (never the peer's)."""
     return text if text in Command._value2member_map_ else "unknown"
@@ -97,7 +103,7 @@ class _PendingStart:
 
     command: CommandReceived
     deadline: float
-    over_ble: bool = False
+    link: LinkKind
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -177,54 +183,82 @@ class VehicleAgent:
         self.active_connections = 0
         self.headunit = HeadUnit()
         self._hands_free = HandsFree()
-        #: The owner's switch: app commands over BLE need the phone measured at the car too.
-        self.ranging_for_app = ranging_for_app or store.setting("ranging_for_app") == "on"
-        self._seen: dict[str, tuple[float, Reading]] = {}  # key id -> (when, latest ranging)
+        #: Every decision to change the car: the key from the car's own store, never the caller.
+        self.authority = Authority(
+            store,
+            body,
+            now=self.now,
+            ranging_for_app=ranging_for_app or store.setting("ranging_for_app") == "on",
+        )
         self.data_timeout = DATA_TIMEOUT
+
+    @property
+    def ranging_for_app(self) -> bool:
+        """The owner's switch: app commands over a near link need the phone measured at the car."""
+        return self.authority.ranging_for_app
+
+    @ranging_for_app.setter
+    def ranging_for_app(self, on: bool) -> None:
+        self.authority.ranging_for_app = on
 
     # -- hands-free (ranging) -------------------------------------------------------------------
     async def hands_free(self, readings: list[Reading]) -> list[Decision]:
-        """Feed every keyed phone's latest ranging; carry out and audit what the policy says."""
-        now = self.now()
+        """Feed every keyed phone's latest ranging; the authority carries out what is decided.
+
+        A reading names a key and a place; only keys the car's store backs (known, unrevoked, in
+        their window) count at all, and each decision is checked again before it runs.
+        """
+        backed = []
         for reading in readings:
-            self._seen[reading.key_id] = (now, reading)
+            key_id = _key_id(reading.key_id)
+            lock = Request(key_id=key_id, command=Command.LOCK, entry=Entry.PASSIVE_LOCK)
+            if key_id and self.authority.check(lock) is None:
+                self.authority.saw(reading)
+                backed.append(reading)
+
+        def may_unlock(reading: Reading) -> bool:
+            unlock = Request(
+                key_id=_key_id(reading.key_id),
+                command=Command.UNLOCK,
+                entry=Entry.PASSIVE_UNLOCK,
+                reading=reading,
+            )
+            return self.authority.check(unlock) is None
+
         locked = bool(self.body.state().get(_DRIVER_DOOR, True))
-        decisions = self._hands_free.observe(now, readings, locked=locked)
-        for d in decisions:
-            command = Command.UNLOCK if d.action == "unlock" else Command.LOCK
-            await self.body.execute(command)
+        done = []
+        for d in self._hands_free.observe(self.now(), backed, locked=locked, may_unlock=may_unlock):
+            reading = next(r for r in backed if r.key_id == d.key_id)
             distance = f"{d.distance_m:.2f} m" if d.distance_m is not None else "not measurable"
-            self.store.audit(
-                now=now,
-                key_id=bytes.fromhex(d.key_id),
-                command=f"passive {d.action}",
-                result="ok",
+            unlock = d.action == "unlock"
+            request = Request(
+                key_id=_key_id(d.key_id),
+                command=Command.UNLOCK if unlock else Command.LOCK,
+                entry=Entry.PASSIVE_UNLOCK if unlock else Entry.PASSIVE_LOCK,
+                reading=reading,
                 detail=f"{distance}, {d.where}",
             )
-            if d.action == "lock":
-                self.headunit.forget_all("phone out of range")
-            self._emit(AgentEvent(kind="command", key_id=d.key_id, command=f"passive {d.action}"))
-        return decisions
+            if await self._act(request) is None:
+                done.append(d)
+                if not unlock:
+                    self.headunit.forget_all("phone out of range")
+        return done
 
     async def push_button_start(self, reading: Reading) -> DenialReason | None:
-        """The start button: only a phone holding ``drive`` measured inside the cabin starts it."""
-        reason = may_start(reading)
+        """The start button: only a key with ``drive`` whose phone is measured in the cabin."""
         where = (
             f"{reading.location.zone.value}, {reading.location.closest:.2f} m from nearest anchor"
             if reading.location is not None
             else "not measurable"
         )
-        if reason is None:
-            await self.body.execute(Command.START)
-        self.store.audit(
-            now=self.now(),
-            key_id=bytes.fromhex(reading.key_id),
-            command="push-button start",
-            result="ok" if reason is None else "denied",
-            reason=reason.value if reason else "",
+        request = Request(
+            key_id=_key_id(reading.key_id),
+            command=Command.START,
+            entry=Entry.PUSH_BUTTON,
+            reading=reading,
             detail=where,
         )
-        return reason
+        return await self._act(request)
 
     def now(self) -> float:
         """The car's time: its clock, but never before the latest time it has recorded."""
@@ -554,11 +588,9 @@ class VehicleAgent:
             self._end(conn, "revoked")
             return
         self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
-        await self._session(transport, session, over_ble=transport.peer.startswith("ble:"))
+        await self._session(transport, session)
 
-    async def _session(
-        self, transport: Transport, session: VehicleSession, *, over_ble: bool = False
-    ) -> None:
+    async def _session(self, transport: Transport, session: VehicleSession) -> None:
         key_id = session.endpoint_id
         pending: dict[int, _PendingStart] = {}
         late: set[int] = set()  # starts that went ahead before the phone answered
@@ -590,7 +622,7 @@ class VehicleAgent:
                     return
                 for event in events:
                     if isinstance(event, CommandReceived):
-                        await self._command(session, event, pending, over_ble=over_ble)
+                        await self._command(session, event, pending, link=transport.kind)
                     elif isinstance(event, DataReceived):
                         waiting = pending.pop(event.request_id, None)
                         if waiting is not None:
@@ -751,11 +783,8 @@ class VehicleAgent:
                 message=exc.message,
                 now=int(now),
             )
-        reason = await self._carry_out(
-            envelope.key_id,
-            envelope.command,
-            self._authorize(envelope.key_id, envelope.command),
-            detail="remote",
+        reason = await self._act(
+            Request(key_id=envelope.key_id, command=envelope.command, entry=Entry.REMOTE)
         )
         return remote.sign_result(
             self.store.identity,
@@ -774,36 +803,10 @@ class VehicleAgent:
         signals = self.body.state()
         return {name: signals[name] for name in (LATITUDE, LONGITUDE) if name in signals}
 
-    def _authorize(
-        self, endpoint_id: bytes, command: Command, *, over_ble: bool = False
-    ) -> DenialReason | None:
-        self.store.refresh()  # a revocation written a moment ago by another process counts now
-        now = self.now()
-        endpoint = self.store.endpoint(endpoint_id)
-        assert endpoint is not None  # transactions and envelopes only verify for enrolled keys
-        local = time.localtime(now)
-        reason = authorize(
-            endpoint,
-            command,
-            now=now,
-            local_hour=local.tm_hour,
-            local_weekday=local.tm_wday,
-            signals=self.body.state(),
-        )
-        if reason is None and over_ble and self.ranging_for_app:
-            reason = self._ranging_check(endpoint_id.hex(), command, now)
-        return reason
-
-    def _ranging_check(self, key_id: str, command: Command, now: float) -> DenialReason | None:
-        """With the owner's switch on: the phone must have been measured at the car just now."""
-        if command not in (Command.UNLOCK, Command.TRUNK, Command.START):
-            return None
-        seen = self._seen.get(key_id)
-        if seen is None or now - seen[0] > RANGING_FRESH_S or seen[1].location is None:
-            return DenialReason.RANGING_REQUIRED
-        zone = seen[1].location.zone
-        wanted = (Zone.INSIDE,) if command is Command.START else (Zone.INSIDE, Zone.DOOR)
-        return None if zone in wanted else DenialReason.RANGING_REQUIRED
+    @staticmethod
+    def _session_request(session: VehicleSession, command: Command, link: LinkKind) -> Request:
+        entry = Entry.FAST if session.fast else Entry.STANDARD
+        return Request(key_id=session.endpoint_id, command=command, entry=entry, link=link)
 
     async def _command(
         self,
@@ -811,26 +814,22 @@ class VehicleAgent:
         event: CommandReceived,
         pending: dict[int, _PendingStart],
         *,
-        over_ble: bool = False,
+        link: LinkKind,
     ) -> None:
-        if (
-            event.command is Command.START
-            and self._authorize(session.endpoint_id, event.command, over_ble=over_ble) is None
-        ):
+        request = self._session_request(session, event.command, link)
+        if event.command is Command.START and self.authority.check(request) is None:
             # Ask the driver's phone first: seat and climate are set before the engine starts.
             request_id = session.request_data(_headunit_items(self.now()), purpose=HEADUNIT_PURPOSE)
-            pending[request_id] = _PendingStart(
-                event, time.monotonic() + self.data_timeout, over_ble
-            )
+            pending[request_id] = _PendingStart(event, time.monotonic() + self.data_timeout, link)
             return
-        await self._run(session, event, over_ble=over_ble)
+        await self._run(session, event, link=link)
 
     async def _finish_start(
         self, session: VehicleSession, waiting: _PendingStart, data: DataReceived | None
     ) -> DenialReason | None:
         if data is not None:
             self._show(session, data, adjust=True)
-        return await self._run(session, waiting.command, over_ble=waiting.over_ble)
+        return await self._run(session, waiting.command, link=waiting.link)
 
     def _show(self, session: VehicleSession, data: DataReceived, *, adjust: bool) -> None:
         """Put the driver's data on the screen and, if ``adjust``, set seat and climate from it."""
@@ -840,16 +839,10 @@ class VehicleAgent:
             self.body.set(profile_signals(profile))
 
     async def _run(
-        self, session: VehicleSession, event: CommandReceived, *, over_ble: bool = False
+        self, session: VehicleSession, event: CommandReceived, *, link: LinkKind
     ) -> DenialReason | None:
-        """Carry out an authorised command and answer it; the reason it was refused, if it was."""
-        reason = await self._carry_out(
-            session.endpoint_id,
-            event.command,
-            self._authorize(session.endpoint_id, event.command, over_ble=over_ble),
-            detail="fast" if session.fast else "standard",
-            fast=session.fast,
-        )
+        """Have the authority carry out a session's command and answer it; why not, if refused."""
+        reason = await self._act(self._session_request(session, event.command, link))
         session.respond(
             event.request_id,
             ok=reason is None,
@@ -859,45 +852,25 @@ class VehicleAgent:
         )
         return reason
 
-    async def _carry_out(
-        self,
-        endpoint_id: bytes,
-        command: Command,
-        reason: DenialReason | None,
-        *,
-        detail: str,
-        fast: bool = False,
-    ) -> DenialReason | None:
-        """Run an authorised command on the body (or not), audit and announce it; the outcome."""
-        changed: Signals = {}
-        if reason is None:
-            try:
-                changed = await self.body.execute(command)
-            except BodyFault as exc:
-                log.warning("body fault on %s: %s", command, exc.message)
-                reason = DenialReason.BODY_FAULT
-        self.store.audit(
-            now=self.now(),
-            key_id=endpoint_id,
-            command=command.value,
-            result="ok" if reason is None else "denied",
-            reason=reason.value if reason else "",
-            detail=detail,
-        )
+    async def _act(self, request: Request) -> DenialReason | None:
+        """The authority decides, executes and audits; the agent announces and follows up."""
+        outcome = await self.authority.act(request)
+        reason, command = outcome.reason, request.command
         if reason is None and command is Command.START:
-            self._start_limiter(endpoint_id)
+            self._start_limiter(request.key_id)
         if reason is None and command is Command.STOP:
             self.headunit.forget_all("ignition off")
             self._end_limiter("ignition off")
+        ranging = request.entry in (Entry.PASSIVE_UNLOCK, Entry.PASSIVE_LOCK, Entry.PUSH_BUTTON)
         self._emit(
             AgentEvent(
                 kind="command",
-                key_id=endpoint_id.hex(),
-                command=command.value,
+                key_id=request.key_id.hex(),
+                command=request.entry.value if ranging else command.value,
                 ok=reason is None,
                 reason=reason.value if reason else "",
-                fast=fast,
-                state=changed,
+                fast=request.entry is Entry.FAST,
+                state=outcome.changed,
             )
         )
         return reason

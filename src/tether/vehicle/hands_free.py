@@ -1,15 +1,17 @@
 """Hands-free policy: passive entry at a door, walk-away lock, start only from inside the cabin.
 
 Decisions come from verified ranging only (docs/protocol.md §13): a phone that cannot be measured
-counts as away, so everything fails closed. Pure: the agent feeds it time and locations, executes
-the decisions and audits them with the measured distance.
+counts as away, so everything fails closed. A reading names a key and a place, never rights: which
+keys may unlock is the car's authority's answer (``may_unlock``), from its own store. Pure: the
+agent feeds it time and locations, and its authority carries out and audits the decisions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
-from tether.protocol.commands import DenialReason
+from tether.protocol.commands import Command, DenialReason
 from tether.vehicle.ranging import Location, Zone
 
 PASSIVE_ENTRY_M = 2.0
@@ -29,11 +31,10 @@ class Decision:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Reading:
-    """One keyed phone's latest location (None: not measurable) and its key's rights."""
+    """One keyed phone's latest location (None: not measurable); the key's rights are the car's."""
 
     key_id: str
     location: Location | None
-    rights: frozenset[str]
 
 
 class HandsFree:
@@ -42,17 +43,20 @@ class HandsFree:
     def __init__(self) -> None:
         self._away_since: float | None = None
 
-    def observe(self, now: float, readings: list[Reading], *, locked: bool) -> list[Decision]:
+    def observe(
+        self,
+        now: float,
+        readings: list[Reading],
+        *,
+        locked: bool,
+        may_unlock: Callable[[Reading], bool],
+    ) -> list[Decision]:
+        """What to do now; ``readings`` are of keys the car backs, ``may_unlock`` asks the car."""
         decisions: list[Decision] = []
         if locked:
             for r in readings:
                 loc = r.location
-                if (
-                    loc is not None
-                    and "unlock" in r.rights
-                    and loc.door_distance is not None
-                    and loc.door_distance <= PASSIVE_ENTRY_M
-                ):
+                if loc is not None and at_door(loc) and may_unlock(r):
                     decisions.append(
                         Decision(
                             action="unlock",
@@ -82,10 +86,15 @@ class HandsFree:
         return decisions
 
 
-def may_start(reading: Reading) -> DenialReason | None:
-    """Push-button start: only a phone holding ``drive``, measured inside the cabin."""
-    if "drive" not in reading.rights:
-        return DenialReason.NO_RIGHT
-    if reading.location is None or reading.location.zone is not Zone.INSIDE:
+def at_door(location: Location) -> bool:
+    """Close enough to a door for passive entry."""
+    return location.door_distance is not None and location.door_distance <= PASSIVE_ENTRY_M
+
+
+def placed_for(command: Command, location: Location | None) -> DenialReason | None:
+    """Where a phone must be measured: in the cabin to start, at a door to open by itself."""
+    if location is None:
         return DenialReason.RANGING_REQUIRED
-    return None
+    if command is Command.START:
+        return None if location.zone is Zone.INSIDE else DenialReason.RANGING_REQUIRED
+    return None if at_door(location) else DenialReason.RANGING_REQUIRED
