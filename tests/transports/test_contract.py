@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from tether.errors import TransportError, UsageError
-from tether.transport.base import MAX_FRAME, FrameTooLarge, Transport, TransportClosed
+from tether.transport.base import (
+    MAX_FRAME,
+    BadFrame,
+    FrameTooLarge,
+    LinkKind,
+    Transport,
+    TransportClosed,
+)
 from tether.transport.memory import MemoryListener, memory_pair
 from tether.transport.tcp import connect, listen, parse_address
 
@@ -90,11 +97,35 @@ async def ble_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
     return (client, server), cleanup
 
 
+async def ws_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    from tether.transport import ws
+
+    server_ends = _ServerEnds()
+    listener = await ws.listen("ws://127.0.0.1:0", server_ends.handler)
+    client = await ws.connect(listener.address)
+    server = await server_ends.accepted.get()
+
+    async def cleanup() -> None:
+        server_ends.done.set()
+        await client.close()
+        await listener.close()
+
+    return (client, server), cleanup
+
+
 FACTORIES = {
     "memory": memory_factory,
     "memory-listener": memory_listener_factory,
     "tcp": tcp_factory,
     "ble": ble_factory,
+    "ws": ws_factory,
+}
+KINDS = {
+    "memory": LinkKind.MEMORY,
+    "memory-listener": LinkKind.MEMORY,
+    "tcp": LinkKind.TCP,
+    "ble": LinkKind.BLE,
+    "ws": LinkKind.WEBSOCKET,
 }
 
 
@@ -103,6 +134,16 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     ends, cleanup = await FACTORIES[request.param]()
     yield ends
     await cleanup()
+
+
+@pytest.mark.parametrize("name", list(FACTORIES))
+async def test_each_transport_says_what_carries_it(name: str) -> None:
+    (a, b), cleanup = await FACTORIES[name]()
+    try:
+        assert a.kind is b.kind is KINDS[name]
+        assert a.kind.near is (name == "ble")  # only a short-range radio puts the phone near
+    finally:
+        await cleanup()
 
 
 async def test_messages_arrive_whole_and_in_order_both_ways(pair: Pair) -> None:
@@ -210,3 +251,68 @@ async def test_memory_listener_refuses_after_close() -> None:
     await listener.close()
     with pytest.raises(TransportError):
         await listener.connect()
+
+
+# -- WebSocket specifics ----------------------------------------------------------------------------
+async def test_ws_refuses_text_and_oversized_messages() -> None:
+    from websockets.asyncio.client import connect as raw_connect
+    from websockets.exceptions import ConnectionClosed
+
+    from tether.transport import ws
+
+    results: asyncio.Queue[bytes | Exception] = asyncio.Queue()
+
+    async def handler(transport: Transport) -> None:
+        try:
+            await results.put(await transport.receive(2))
+        except TransportError as exc:
+            await results.put(exc)
+
+    listener = await ws.listen("ws://127.0.0.1:0", handler)
+    try:
+        async with raw_connect(listener.address) as raw:
+            await raw.send("a text message")
+            assert isinstance(await asyncio.wait_for(results.get(), 2), BadFrame)
+        async with raw_connect(listener.address, max_size=None) as raw:
+            await raw.send(b"\x00" * (MAX_FRAME + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await raw.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    finally:
+        await listener.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://127.0.0.1", "ws://127.0.0.1:0", "wss://127.0.0.1:1", "ws://h:1/path", "ws://:1"]
+)
+def test_ws_addresses_are_checked(url: str) -> None:
+    from tether.transport import ws
+
+    with pytest.raises(UsageError):
+        ws.parse_address(url)
+
+
+async def test_ws_connect_failure_is_unreachable() -> None:
+    from tether.transport import ws
+
+    listener = await ws.listen("ws://127.0.0.1:0", lambda t: asyncio.sleep(0))
+    address = listener.address
+    await listener.close()
+    with pytest.raises(TransportError) as info:
+        await ws.connect(address)
+    assert info.value.code == "unreachable"
+
+
+@pytest.mark.parametrize("url", ["udp://1.2.3.4:5", "tcp://h", "ble:", "ws://h:0", "ble:usb:0"])
+def test_the_registry_names_what_it_accepts(url: str) -> None:
+    from tether.transport import registry
+
+    with pytest.raises(UsageError):
+        registry.check(url)  # a phone's address: ble: needs the car's @ADDRESS
+
+
+def test_the_registry_accepts_each_scheme_for_listening() -> None:
+    from tether.transport import registry
+
+    for url in ("tcp://127.0.0.1:0", "ws://127.0.0.1:0", "ble:usb:0", "ble:tcp-client:127.0.0.1:9"):
+        assert registry.check(url, listening=True) == url

@@ -24,7 +24,8 @@ from tether.protocol import credentials, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.pairing import VehiclePaired, check_code
-from tether.transport import tcp
+from tether.transport import registry
+from tether.transport.base import Transport
 
 app = typer.Typer(help="A phone: its wallet of car keys, pairing, commands, sharing.")
 T = TypeVar("T")
@@ -79,9 +80,9 @@ def _open(directory: Path) -> PhoneWallet:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _talk(car: CarKey, action: Callable[[tcp.TcpTransport], Awaitable[T]]) -> T:
+def _talk(car: CarKey, action: Callable[[Transport], Awaitable[T]]) -> T:
     async def go() -> T:
-        transport = await tcp.connect(car.address)
+        transport = await registry.connect(car.address)
         try:
             return await action(transport)
         finally:
@@ -124,7 +125,11 @@ def init(
 @app.command()
 def pair(
     directory: Path = DirOption,
-    vehicle: str = typer.Option(..., "--vehicle", help="The car's address, tcp://HOST:PORT."),
+    vehicle: str = typer.Option(
+        ...,
+        "--vehicle",
+        help="The car's address: tcp://HOST:PORT, ws://HOST:PORT or ble:<HCI transport>@ADDRESS.",
+    ),
     code: str = typer.Option(..., "--code", help="The pairing code the car shows."),
     name: str = typer.Option("", "--name", help="What to call the car (default: its own name)."),
     as_json: bool = JsonOption,
@@ -134,13 +139,13 @@ def pair(
         check_code(code)  # a code of the wrong shape is the user's typo, not the car's refusal
     except PairingError as exc:
         raise UsageError(exc.message) from None
-    tcp.parse_address(vehicle)
+    registry.check(vehicle)
     wallet = _open(directory)
     entropy = SystemEntropy()
     endpoint_key = entropy.new_private_key()  # a fresh key for this car only
 
     async def go() -> VehiclePaired:
-        transport = await tcp.connect(vehicle)
+        transport = await registry.connect(vehicle)
         try:
             return await client.pair(
                 transport, code=code, endpoint_key=endpoint_key, name=wallet.name, entropy=entropy

@@ -33,7 +33,13 @@ class TransportClosed(TransportError):
     code = "closed"
 
 
-class FrameTooLarge(TransportError):
+class BadFrame(TransportError):
+    """A frame the transport cannot carry as a message (docs/protocol.md §2.1): refused."""
+
+    code = "bad_frame"
+
+
+class FrameTooLarge(BadFrame):
     """A frame announced or sent a size over :data:`MAX_FRAME`."""
 
     code = "frame_too_large"

@@ -21,7 +21,7 @@ from bumble.core import UUID
 from bumble.device import Connection, Device, Peer
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from tether.errors import TransportError
+from tether.errors import TransportError, UsageError, peer_text
 from tether.transport.base import (
     MAX_FRAME,
     FrameTooLarge,
@@ -216,8 +216,17 @@ class BleCarService:
             task.cancel()
 
 
-async def connect(device: Device, address: Any, *, timeout: float = 10.0) -> BleTransport:
-    """The phone's side: connect to the car at ``address`` and open the tether service."""
+async def connect(
+    device: Device,
+    address: Any,
+    *,
+    timeout: float = 10.0,
+    after_close: Callable[[], Awaitable[None]] | None = None,
+) -> BleTransport:
+    """The phone's side: connect to the car at ``address`` and open the tether service.
+
+    ``after_close`` runs once the link is down (the phone's own controller is released there).
+    """
     try:
         async with asyncio.timeout(timeout):
             connection = await device.connect(address)
@@ -236,11 +245,18 @@ async def connect(device: Device, address: Any, *, timeout: float = 10.0) -> Ble
             async def send(fragment: bytes) -> None:
                 await rx[0].write_value(fragment, with_response=True)
 
+            async def disconnect() -> None:
+                try:
+                    await connection.disconnect()
+                finally:
+                    if after_close is not None:
+                        await after_close()
+
             transport = BleTransport(
                 peer=f"ble:{address}",
                 mtu=lambda: connection.att_mtu,
                 send_fragment=send,
-                disconnect=connection.disconnect,
+                disconnect=disconnect,
             )
             connection.on(connection.EVENT_DISCONNECTION, lambda *_: transport.connection_lost())
             await tx[0].subscribe(lambda value: transport.fragment_received(bytes(value)))
@@ -249,3 +265,97 @@ async def connect(device: Device, address: Any, *, timeout: float = 10.0) -> Ble
         raise TransportError(
             f"cannot reach the car at {address} over BLE", code="unreachable"
         ) from None
+
+
+# -- on an HCI transport: a USB dongle, a Linux HCI socket, a serial controller, a virtual one ---
+def static_address(vehicle_id: bytes) -> str:
+    """The car's BLE address: a random static address (top two bits 1) from its vehicle id.
+
+    Stable across restarts, so a phone that paired over BLE finds the car again.
+    """
+    from bumble.hci import Address
+
+    raw = vehicle_id[:5] + bytes([vehicle_id[5] | 0xC0])
+    return str(Address(raw, Address.RANDOM_DEVICE_ADDRESS))
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """`ble:<HCI transport>[@<car address>]` -> (HCI transport, address or "")."""
+    rest = url.removeprefix("ble:")
+    spec, _, address = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    if not url.startswith("ble:") or not spec:
+        raise UsageError(f"not a ble:<HCI transport>[@ADDRESS] address: {peer_text(url, 80)!r}")
+    return spec, address
+
+
+class BleListener:
+    """The car's GATT service on one HCI controller; ``address`` is what phones connect to."""
+
+    def __init__(self, service: BleCarService, hci: Any, address: str) -> None:
+        self._service = service
+        self._hci = hci
+        self.address = address
+
+    async def close(self) -> None:
+        await self._service.close()
+        with contextlib.suppress(Exception):
+            await self._service.device.power_off()
+        with contextlib.suppress(Exception):
+            await self._hci.close()
+
+
+async def _open_hci(spec: str) -> Any:
+    from bumble.transport import open_transport
+
+    try:
+        return await open_transport(spec)
+    except Exception as exc:  # bumble raises many kinds; all mean "no controller there"
+        raise TransportError(
+            f"cannot open the Bluetooth controller {spec!r}: {exc}", code="unreachable"
+        ) from exc
+
+
+async def listen(url: str, handler: Handler, *, vehicle_id: bytes) -> BleListener:
+    """Serve the tether GATT service on the controller `ble:<HCI transport>` names."""
+    from bumble.hci import Address
+
+    spec, _ = parse_url(url)
+    hci = await _open_hci(spec)
+    address = static_address(vehicle_id)
+    device = Device.with_hci(
+        "tether car", Address(address, Address.RANDOM_DEVICE_ADDRESS), hci.source, hci.sink
+    )
+    service = BleCarService(device, handler)
+    await service.start()
+    return BleListener(service, hci, f"ble:{spec}@{address}")
+
+
+async def connect_url(url: str, *, timeout: float = 10.0) -> BleTransport:
+    """The phone's side on its own controller: `ble:<HCI transport>@<car address>`."""
+    from bumble.hci import Address
+
+    spec, address = parse_url(url)
+    if not address:
+        raise UsageError("a phone needs the car's address: ble:<HCI transport>@ADDRESS")
+    hci = await _open_hci(spec)
+    device = Device.with_hci(
+        "tether phone", Address.generate_static_address(), hci.source, hci.sink
+    )
+
+    async def release() -> None:  # after the link: this phone's controller
+        with contextlib.suppress(Exception):
+            await device.power_off()
+        with contextlib.suppress(Exception):
+            await hci.close()
+
+    try:
+        await device.power_on()
+        return await connect(
+            device,
+            Address(address, Address.RANDOM_DEVICE_ADDRESS),
+            timeout=timeout,
+            after_close=release,
+        )
+    except BaseException:
+        await release()
+        raise

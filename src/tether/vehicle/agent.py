@@ -55,7 +55,7 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.protocol.vss import LATITUDE, LONGITUDE
-from tether.transport.base import FrameTooLarge, LinkKind, Transport, TransportClosed
+from tether.transport.base import BadFrame, LinkKind, Transport, TransportClosed
 from tether.vehicle.authority import Authority, Entry, Request
 from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading
@@ -298,10 +298,10 @@ class VehicleAgent:
                 task.uncancel()
         except TransportClosed:
             pass
-        except FrameTooLarge as exc:
-            # A frame header the car cannot honour (a length prefix of the wrong width or byte
-            # order reads as a huge length): the peer hears why, the refusal is audited
-            # (summarised, as any stranger's), and nothing after the header is read.
+        except BadFrame as exc:
+            # A frame the car cannot honour (a length prefix of the wrong width or byte order
+            # reads as a huge length; a WebSocket text message): the peer hears why, the refusal
+            # is audited (summarised, as any stranger's), and nothing after it is read.
             with contextlib.suppress(TransportError):
                 await self._refuse(
                     transport, ProtocolError(exc.message, code="malformed"), command="connect"

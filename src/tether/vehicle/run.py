@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
         " car_dir, or $XDG_DATA_HOME/tether/car",
     )
     parser.add_argument(
-        "--listen", default="tcp://127.0.0.1:7300", help="tcp://HOST:PORT (port 0: any free port)"
+        "--listen",
+        action="append",
+        default=None,
+        help="where phones reach the car, repeatable: tcp://HOST:PORT, ws://HOST:PORT (port 0:"
+        " any free port) or ble:<HCI transport> (usb:0, hci-socket:0, serial:/dev/ttyACM0,"
+        " tcp-client:HOST:PORT); default tcp://127.0.0.1:7300",
     )
     parser.add_argument("--body", choices=("virtual", "can"), default="virtual")
     parser.add_argument("--can-mapping", type=Path, help="mapping file for --body can")
@@ -64,14 +69,24 @@ def make_body(kind: str, directory: Path, mapping: Path | None) -> Body:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from tether.transport import tcp
+    from tether.transport import registry
     from tether.vehicle.keystore import VehicleStore
 
+    for url in args.listen:
+        registry.check(url, listening=True)  # every address, before anything is opened
     lock = hold_lock(args.dir)
     store = VehicleStore.open(args.dir)
     body = make_body(args.body, args.dir, args.can_mapping)
     agent = VehicleAgent(store, body)
-    listener = await tcp.listen(args.listen, agent.handle)
+    listeners = []
+    try:
+        for url in args.listen:
+            listeners.append(await registry.listen(url, agent.handle, vehicle_id=store.vehicle_id))
+    except BaseException:
+        for opened in listeners:
+            await opened.close()
+        raise
+    listener = listeners[0]
     screen, viewers = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
     watcher = asyncio.create_task(agent.watch())
     link = None
@@ -84,14 +99,16 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    # One line on stdout that scripts and tests wait for.
-    print(f"ready {listener.address} vehicle {store.vehicle_id.hex()}", flush=True)
+    # One line on stdout that scripts and tests wait for: every address, then the vehicle id.
+    addresses = " ".join(opened.address for opened in listeners)
+    print(f"ready {addresses} vehicle {store.vehicle_id.hex()}", flush=True)
     try:
         await stop.wait()
     finally:
         # A clean stop, whoever is attached: no new phones, then the cloud, the open sessions,
         # the screen's viewers, the body and the store, in that order.
-        await listener.close()
+        for opened in listeners:
+            await opened.close()
         if link is not None:
             await link.stop()
         watcher.cancel()
@@ -198,6 +215,7 @@ async def _serve_headunit(
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    args.listen = args.listen or ["tcp://127.0.0.1:7300"]
     if args.dir is None:  # the same default as every other `tether vehicle` command
         import os
 
@@ -226,6 +244,6 @@ def main(argv: list[str]) -> int:
     except OSError as exc:
         if args.debug:
             raise
-        print(f"error: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        print(f"error: cannot listen on {', '.join(args.listen)}: {exc}", file=sys.stderr)
         return 2
     return 0
