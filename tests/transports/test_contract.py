@@ -60,10 +60,15 @@ async def memory_listener_factory() -> tuple[Pair, Callable[[], Coroutine[Any, A
     return (client, server), cleanup
 
 
-async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+async def _socket_factory(
+    listen_: Callable[[str, Any], Coroutine[Any, Any, Any]],
+    connect_: Callable[[str], Coroutine[Any, Any, Transport]],
+    url: str,
+) -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    """A listener on a free loopback port and one client connected to it."""
     server_ends = _ServerEnds()
-    listener = await listen("tcp://127.0.0.1:0", server_ends.handler)
-    client = await connect(listener.address)
+    listener = await listen_(url, server_ends.handler)
+    client = await connect_(listener.address)
     server = await server_ends.accepted.get()
 
     async def cleanup() -> None:
@@ -72,6 +77,10 @@ async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
         await listener.close()
 
     return (client, server), cleanup
+
+
+async def tcp_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
+    return await _socket_factory(listen, connect, "tcp://127.0.0.1:0")
 
 
 async def ble_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
@@ -100,17 +109,7 @@ async def ble_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
 async def ws_factory() -> tuple[Pair, Callable[[], Coroutine[Any, Any, None]]]:
     from tether.transport import ws
 
-    server_ends = _ServerEnds()
-    listener = await ws.listen("ws://127.0.0.1:0", server_ends.handler)
-    client = await ws.connect(listener.address)
-    server = await server_ends.accepted.get()
-
-    async def cleanup() -> None:
-        server_ends.done.set()
-        await client.close()
-        await listener.close()
-
-    return (client, server), cleanup
+    return await _socket_factory(ws.listen, ws.connect, "ws://127.0.0.1:0")
 
 
 FACTORIES = {

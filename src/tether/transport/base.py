@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -74,6 +75,16 @@ class Transport(Protocol):
 
 
 Handler = Callable[[Transport], Coroutine[Any, Any, None]]
+
+
+async def serve_connection(handler: Handler, transport: Transport) -> None:
+    """Run a listener's handler on one connection; a handler bug must not kill the listener."""
+    try:
+        await handler(transport)
+    except Exception:
+        logging.getLogger(__name__).exception("connection handler failed for %s", transport.peer)
+    finally:
+        await transport.close()
 
 
 class Listener(Protocol):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import struct
 
 from tether.errors import TransportError, UsageError, peer_text
@@ -15,9 +14,9 @@ from tether.transport.base import (
     LinkKind,
     TransportClosed,
     check_outgoing,
+    serve_connection,
 )
 
-log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
 CONNECT_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
@@ -113,13 +112,7 @@ async def listen(url: str, handler: Handler) -> TcpListener:
     host, port = parse_address(url, allow_any_port=True)
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = TcpTransport(reader, writer)
-        try:
-            await handler(transport)
-        except Exception:  # a handler bug must not kill the server
-            log.exception("connection handler failed for %s", transport.peer)
-        finally:
-            await transport.close()
+        await serve_connection(handler, TcpTransport(reader, writer))
 
     server = await asyncio.start_server(on_connect, host, port, limit=MAX_FRAME + 64)
     sock = server.sockets[0].getsockname()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,9 +27,8 @@ from tether.transport.base import (
     LinkKind,
     TransportClosed,
     check_outgoing,
+    serve_connection,
 )
-
-log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 5.0
 _SEND_TIMEOUT = 10.0
@@ -130,13 +128,8 @@ async def listen(url: str, handler: Handler) -> WsListener:
 
     async def on_connect(connection: ServerConnection) -> None:
         remote = connection.remote_address
-        transport = WsTransport(connection, f"ws:{remote[0]}:{remote[1]}" if remote else "ws:?")
-        try:
-            await handler(transport)
-        except Exception:  # a handler bug must not kill the server
-            log.exception("connection handler failed for %s", transport.peer)
-        finally:
-            await transport.close()
+        peer = f"ws:{remote[0]}:{remote[1]}" if remote else "ws:?"
+        await serve_connection(handler, WsTransport(connection, peer))
 
     server = await serve(
         on_connect, host, port, max_size=MAX_FRAME, compression=None, ping_interval=None
