@@ -88,14 +88,22 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
             text=True,
             env={**os.environ, "COLUMNS": "200"},
         )
-        time.sleep(1.0)  # let the viewer connect
+        person = subprocess.Popen(  # what a person at the car's screen reads
+            [*CLI, "vehicle", "headunit", "--dir", str(car), "--seconds", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},
+        )
+        time.sleep(1.0)  # let the viewers connect
 
         seat_signal = "Vehicle.Cabin.Seat.Row1.DriverSide.Position"
         started = tether_json("phone", "start", "--dir", str(owner))
         assert started["ok"] and started["state"][seat_signal] == 42  # Ada's seat, from Ada's phone
-        # Bea has not consented: her rule is "ask" and nobody is at the terminal, so: nothing.
+        # Bea has not consented: her rule is "ask" and nobody is at the terminal, so: nothing,
+        # and Ada's seat went back to neutral when her session ended (easy exit).
         started = tether_json("phone", "start", "--dir", str(friend))
-        assert started["ok"] and started["state"][seat_signal] == 42
+        assert started["ok"] and started["state"][seat_signal] == 0
         tether("phone", "consent", "set", "--dir", str(friend), "--decision", "allow")
         started = tether_json("phone", "start", "--dir", str(friend))
         assert started["ok"] and started["state"][seat_signal] == 17  # Bea's seat, from Bea's phone
@@ -103,7 +111,11 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
     finally:
         if viewer is not None:
             viewer.terminate()
+        person.terminate()
         agent_log = agent.stop()
+    screen, _ = person.communicate(timeout=10)
+    assert "My phone: contacts CANARY-ADA-contact" in screen and "seat 42" in screen, screen
+    assert "key " not in screen  # drivers by name, not by key id
     assert "CANARY" not in agent_log  # nothing personal in the car's own log output
     lines, _ = viewer.communicate(timeout=10) if viewer else ("", "")
     events = [json.loads(line) for line in lines.splitlines() if line.strip()]
@@ -120,3 +132,5 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
     assert [d["decision"] for d in log if d["category"] == "contacts"] == ["refused", "disclosed"]
     disk = b"".join(p.read_bytes() for p in car.rglob("*") if p.is_file())
     assert b"CANARY" not in disk
+    saved = json.loads((car / "body.json").read_text())
+    assert saved[seat_signal] == 0  # no driver's seat outlives the session on disk

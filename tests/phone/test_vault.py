@@ -194,3 +194,55 @@ async def test_every_open_question_is_put_at_once_and_silence_is_a_refusal(
     granted, denied = await answer(request)
     assert sorted(open_questions) == ["contacts", "profile"]
     assert list(granted) == ["contacts"] and denied == ["profile"]
+
+
+LATE_EVENTS = """BEGIN:VCALENDAR
+VERSION:2.0
+PRODID:-//tether//test//EN
+BEGIN:VEVENT
+UID:late@tether
+DTSTART:20261125T223000Z
+DTEND:20261125T230000Z
+SUMMARY:Late call
+END:VEVENT
+BEGIN:VEVENT
+UID:after@tether
+DTSTART:20261125T233000Z
+DTEND:20261126T000000Z
+SUMMARY:Past midnight in Munich
+END:VEVENT
+END:VCALENDAR
+"""
+
+
+def test_today_is_the_local_day_with_its_offset(wallet: PhoneWallet) -> None:
+    vault = Vault(wallet)
+    vault.import_text(LATE_EVENTS, now=NOW)
+    # Munich is UTC+1 in November: 22:30Z is 23:30 on the 25th, 23:30Z is already the 26th.
+    munich = {"from": "2026-11-25T00:00:00+01:00", "to": "2026-11-26T00:00:00+01:00"}
+    assert [e["title"] for e in vault.query("calendar", munich)] == ["Late call"]
+    utc = {"from": "2026-11-25T00:00:00+00:00", "to": "2026-11-26T00:00:00+00:00"}
+    assert [e["title"] for e in vault.query("calendar", utc)] == [
+        "Late call",
+        "Past midnight in Munich",
+    ]
+    assert len(vault.query("calendar", {"from": "not a date"})) == 2  # no bound, not an error
+
+
+def test_the_car_asks_for_its_local_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from tether.vehicle import agent
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        items = agent._headunit_items(NOW.timestamp())  # 09:00 in Berlin
+        (calendar,) = [i for i in items if i.category == "calendar"]
+        assert calendar.query == {
+            "from": "2026-11-25T00:00:00+01:00",
+            "to": "2026-11-26T00:00:00+01:00",
+        }
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()

@@ -17,6 +17,8 @@ from tether.phone import client, consent
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol.commands import Command
+from tether.vehicle.agent import AgentEvent
+from tether.vehicle.body import base as body_base
 from tether.vehicle.body.base import POWER, SPEED
 from tether.vehicle.headunit import HeadUnitEvent
 
@@ -24,6 +26,7 @@ from .conftest import Rig
 from .test_sharing import NOW, share
 
 SEAT = "Vehicle.Cabin.Seat.Row1.DriverSide.Position"
+PERSONAL = body_base.PERSONAL
 
 
 def plant(wallet: PhoneWallet, tag: str, seat: int) -> list[str]:
@@ -112,6 +115,20 @@ async def settle(condition: Callable[[], bool]) -> None:
     raise AssertionError("the agent did not get there")
 
 
+def watch_seat(rig: Rig) -> list[object]:
+    """Every seat position the agent sets on the body, in order."""
+    seats: list[object] = []
+    real = rig.body.set
+
+    def spy(signals: dict[str, bool | int | float | str]) -> None:
+        if SEAT in signals:
+            seats.append(signals[SEAT])
+        real(signals)
+
+    rig.body.set = spy  # type: ignore[method-assign]
+    return seats
+
+
 def car_bytes(root: Path) -> bytes:
     return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
 
@@ -119,6 +136,7 @@ def car_bytes(root: Path) -> bytes:
 async def test_the_car_keeps_nothing_personal(rig: Rig, tmp_path: Path, logs: io.StringIO) -> None:
     shown: list[HeadUnitEvent] = []
     rig.agent.headunit.listeners.append(shown.append)
+    seats = watch_seat(rig)
     owner_key = await rig.pair()
     owner_canaries = plant(rig.wallet, "ADA", seat=42)
     friend = PhoneWallet.create(tmp_path / "friend", name="Bea", passphrase="bea")
@@ -128,20 +146,22 @@ async def test_the_car_keeps_nothing_personal(rig: Rig, tmp_path: Path, logs: io
     await drive(rig, rig.wallet, owner_key, ask=None)  # the owner's own car: allowed by default
     screen = [e for e in shown if e.kind == "shown"][-1].screen
     assert screen is not None and screen.data["contacts"][0]["name"] == owner_canaries[0]
-    assert rig.body.state()[SEAT] == 42
     await settle(lambda: len(shown) == 2)
     assert [e.kind for e in shown] == ["shown", "forgotten"]  # forgotten when the session ended
+    assert seats == [42, 0]  # set from Ada's profile, then back to neutral: easy exit
 
     await drive(rig, friend, bea, ask=True)  # Bea consents when asked
     screen = [e for e in shown if e.kind == "shown"][-1].screen
     assert screen is not None and screen.data["contacts"][0]["name"] == friend_canaries[0]
     assert owner_canaries[0] not in json.dumps(screen.data)  # Bea sees her data, not Ada's
-    assert rig.body.state()[SEAT] == 17  # Bea's seat, from Bea's phone
     await settle(lambda: shown[-1].kind == "forgotten")
     assert rig.agent.headunit.screens() == {}
+    await settle(lambda: seats == [42, 0, 17, 0])  # Bea's seat, from Bea's phone, then neutral
 
     rig.body.save()
     rig.store.close()
+    saved = json.loads((rig.store.directory / "body.json").read_text())
+    assert {name: saved[name] for name in PERSONAL} == PERSONAL  # no driver's number on disk
     disk = car_bytes(rig.store.directory)  # the database, its WAL and the body file
     for canary in owner_canaries + friend_canaries:
         assert canary.encode() not in disk, f"{canary} reached the car's disk"
@@ -221,3 +241,24 @@ async def test_a_late_answer_still_reaches_the_screen_but_moves_no_seat_while_dr
     assert rig.body.state()[SEAT] == 0  # the seat does not move under a driver
     await settle(lambda: shown[-1].kind == "forgotten")
     friend.close()
+
+
+async def test_a_session_that_ends_on_the_move_keeps_the_seat_until_the_ignition_is_off(
+    rig: Rig, tmp_path: Path
+) -> None:
+    seats = watch_seat(rig)
+    owner_key = await rig.pair()
+    plant(rig.wallet, "ADA", seat=42)
+
+    def drive_off(event: AgentEvent) -> None:
+        if event.command == "start" and event.ok:
+            rig.body.set({SPEED: 30.0})  # the phone's session ends while Ada drives
+
+    rig.agent.listeners.append(drive_off)
+    await drive(rig, rig.wallet, owner_key, ask=None)
+    await settle(lambda: rig.agent.headunit.screens() == {})
+    assert seats == [42] and rig.body.state()[SEAT] == 42  # never moved under the driver
+    rig.agent.listeners.remove(drive_off)
+    rig.body.set({SPEED: 0.0})
+    (stop,) = await rig.run(owner_key, Command.STOP, fast=False)
+    assert stop.result.ok and seats == [42, 0]  # ignition off: easy exit

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
 
 from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, out, styled, when
-from tether.errors import UsageError
+from tether.errors import UsageError, peer_text
 from tether.protocol.crypto import SystemEntropy
+from tether.vehicle.headunit import profile_signals
 from tether.vehicle.keystore import VehicleStore
 
 app = typer.Typer(help="The car: identity, pairing codes, the agent, state and audit log.")
@@ -108,25 +110,49 @@ def headunit(
                     if as_json:
                         print(json.dumps(event), flush=True)
                     elif event["event"] == "shown":
-                        data = event.get("data", {})
-                        names = ", ".join(c["name"] for c in data.get("contacts", [])[:5])
-                        agenda = ", ".join(e["title"] for e in data.get("calendar", [])[:3])
-                        out.print(
-                            f"[green]screen[/green] driver {event['key_id'][:12]}: "
-                            f"contacts {names or '-'}; agenda {agenda or '-'}; "
-                            f"profile {'yes' if data.get('profile') else 'no'}; "
-                            f"denied {', '.join(event.get('denied', [])) or 'nothing'}"
-                        )
+                        out.print(f"[green]screen[/green] {_screen_line(event)}")
                     else:
-                        who = event["key_id"][:12]
-                        why = escape(str(event["reason"]))
-                        out.print(f"[yellow]forgotten[/yellow] driver {escape(str(who))}: {why}")
+                        why = escape(peer_text(event.get("reason", ""), 120))
+                        who = escape(_driver(event))
+                        out.print(f"[yellow]forgotten[/yellow] {who}: {why}")
         except TimeoutError:
             pass
         finally:
             writer.close()
 
     asyncio.run(watch())
+
+
+def _driver(event: dict[str, Any]) -> str:
+    """Who drives, by the name the car keeps for the key (the key id's start if none)."""
+    name = peer_text(event.get("driver") or "", 64)
+    return name or f"key {peer_text(event.get('key_id', ''), 12)}"
+
+
+def _profile(profile: object) -> str:
+    """The seat and climate a profile asks for, as the screen shows them."""
+    if not isinstance(profile, dict):
+        return "no profile"
+    short = {
+        "Vehicle.Cabin.Seat.Row1.DriverSide.Position": "seat",
+        "Vehicle.Cabin.Seat.Row1.DriverSide.Height": "height",
+        "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": "backrest",
+        "Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature": "°C",
+    }
+    shown = [f"{short[name]} {value}" for name, value in profile_signals(profile).items()]
+    return ", ".join(shown) or "no seat or climate"
+
+
+def _screen_line(event: dict[str, Any]) -> str:
+    """One line of what the screen shows; every text in it came from a phone: made inert."""
+    data = event.get("data", {}) if isinstance(event.get("data"), dict) else {}
+    names = ", ".join(peer_text(c.get("name", ""), 40) for c in data.get("contacts", [])[:5])
+    agenda = ", ".join(peer_text(e.get("title", ""), 40) for e in data.get("calendar", [])[:3])
+    denied = ", ".join(peer_text(d, 20) for d in event.get("denied", [])) or "nothing"
+    return escape(
+        f"{_driver(event)}: contacts {names or '-'}; agenda {agenda or '-'};"
+        f" {_profile(data.get('profile'))}; denied {denied}"
+    )
 
 
 @app.command()

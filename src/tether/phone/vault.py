@@ -62,6 +62,22 @@ def _as_datetime(value: Any) -> datetime.datetime:
     return datetime.datetime.combine(value, datetime.time(), tzinfo=datetime.UTC)
 
 
+def _instant(value: object, default: datetime.datetime) -> datetime.datetime:
+    """An ISO 8601 date or date-time as an instant (no offset: UTC); ``default`` if it is none.
+
+    Compared as instants, not as text, so the car's "today" from its local midnight with its
+    offset selects the driver's local day, whatever offsets the events were written with.
+    """
+    fallback = default.replace(tzinfo=datetime.UTC)
+    if not isinstance(value, str) or not value:
+        return fallback
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return fallback
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=datetime.UTC)
+
+
 def past_events(text: str, *, now: datetime.datetime) -> int:
     """How many events of the file lie wholly before ``now`` (not imported: counted and said)."""
     import icalendar
@@ -254,8 +270,9 @@ class Vault:
                 hits.append(data[position])
             return hits
         if category == "calendar":
-            since, until = str(query.get("from", "")), str(query.get("to", "9999"))
-            return [e for e in data if since <= e["start"] < until]
+            since = _instant(query.get("from"), datetime.datetime.min)
+            until = _instant(query.get("to"), datetime.datetime.max)
+            return [e for e in data if since <= _instant(e.get("start"), until) < until]
         if category == "favourites":
             kind = query.get("kind")
             return [f for f in data if kind is None or f.get("kind") == kind]

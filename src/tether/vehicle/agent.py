@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import logging
 import time
 from collections.abc import Callable
@@ -57,7 +58,7 @@ from tether.protocol.transaction import (
 from tether.protocol.vss import LATITUDE, LONGITUDE
 from tether.transport.base import BadFrame, LinkKind, Transport, TransportClosed
 from tether.vehicle.authority import Authority, Entry, Request
-from tether.vehicle.body.base import SPEED, SPEED_LIMIT, Body, Signals
+from tether.vehicle.body.base import PERSONAL, SPEED, SPEED_LIMIT, Body, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
@@ -75,12 +76,21 @@ HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set yo
 
 
 def _headunit_items(now: float) -> list[DataItem]:
-    today = time.strftime("%Y-%m-%d", time.gmtime(now))
-    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(now + 86_400))
+    """What the screen asks for at a start: the profile, contacts, and today's agenda.
+
+    "Today" is the car's local day, from its midnight to the next, with the car's UTC offset, so
+    the phone selects the driver's day whatever offsets its events carry.
+    """
+    local = datetime.datetime.fromtimestamp(now).astimezone()
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_midnight = midnight + datetime.timedelta(days=1)
     return [
         DataItem(category="profile"),
         DataItem(category="contacts", query={"prefix": "", "limit": 50}),
-        DataItem(category="calendar", query={"from": today, "to": tomorrow + "T23:59"}),
+        DataItem(
+            category="calendar",
+            query={"from": midnight.isoformat(), "to": next_midnight.isoformat()},
+        ),
     ]
 
 
@@ -191,6 +201,7 @@ class VehicleAgent:
             ranging_for_app=ranging_for_app or store.setting("ranging_for_app") == "on",
         )
         self.data_timeout = DATA_TIMEOUT
+        self._profile_of: bytes | None = None  # whose profile set the seat and climate now
 
     @property
     def ranging_for_app(self) -> bool:
@@ -353,6 +364,7 @@ class VehicleAgent:
             key_id = conn.key_id
             if key_id is not None and key_id != spare and self._key_closed(key_id):
                 self.headunit.forget(key_id.hex(), "key revoked")
+                self._easy_exit(key_id)
                 self._end(conn, "revoked")
                 ended += 1
         for shown in self.headunit.screens():
@@ -658,6 +670,7 @@ class VehicleAgent:
         finally:
             # The car forgets the driver's data when the session ends, whatever the reason.
             self.headunit.forget(key_id.hex(), "session ended")
+            self._easy_exit(key_id)
             limited = self._limited_drive
             if limited is not None and limited[0] == key_id and self._key_closed(key_id):
                 self._end_limiter("key revoked")
@@ -837,6 +850,21 @@ class VehicleAgent:
         profile = data.granted.get("profile")
         if adjust and isinstance(profile, dict):
             self.body.set(profile_signals(profile))
+            self._profile_of = session.endpoint_id
+
+    def _easy_exit(self, key_id: bytes | None) -> None:
+        """The driver's seat and climate back to neutral when their session ends (easy exit).
+
+        Never under a moving driver: then it waits for the ignition to go off. What a profile
+        set lives in memory only (bodies save neutral values), so nothing of it outlives this.
+        """
+        if self._profile_of is None or (key_id is not None and key_id != self._profile_of):
+            return
+        speed = self.body.state().get(SPEED, 0.0)
+        if key_id is not None and isinstance(speed, int | float) and speed > 0:
+            return
+        self.body.set(dict(PERSONAL))
+        self._profile_of = None
 
     async def _run(
         self, session: VehicleSession, event: CommandReceived, *, link: LinkKind
@@ -860,6 +888,7 @@ class VehicleAgent:
             self._start_limiter(request.key_id)
         if reason is None and command is Command.STOP:
             self.headunit.forget_all("ignition off")
+            self._easy_exit(None)
             self._end_limiter("ignition off")
         ranging = request.entry in (Entry.PASSIVE_UNLOCK, Entry.PASSIVE_LOCK, Entry.PUSH_BUTTON)
         self._emit(

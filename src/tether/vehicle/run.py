@@ -176,10 +176,19 @@ async def _serve_headunit(
 
     viewers: set[asyncio.StreamWriter] = set()
 
+    def driver(key_id: str) -> str:
+        """The name the car's store keeps for the key (what pairing or the grant called it)."""
+        try:
+            endpoint = agent.store.endpoint(bytes.fromhex(key_id))
+        except ValueError:
+            endpoint = None
+        return endpoint.name if endpoint is not None else ""
+
     def line(event: HeadUnitEvent) -> bytes:
         body: dict[str, object] = {
             "event": event.kind,
             "key_id": event.key_id,
+            "driver": driver(event.key_id),
             "reason": event.reason,
         }
         if event.screen is not None:

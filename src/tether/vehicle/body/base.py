@@ -42,11 +42,29 @@ DEFAULT_STATE: Signals = {
     HAZARD: False,
     BATTERY: 80.0,
     SPEED_LIMIT: 0,
+}
+
+#: What a driver's profile sets: personal, so a body never writes these to disk (the saved state
+#: holds these neutral values) and the agent puts them back when the driver's session ends.
+PERSONAL: Signals = {
     "Vehicle.Cabin.Seat.Row1.DriverSide.Position": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Height": 0,
     "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": 0,
     "Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature": 21.0,
 }
+DEFAULT_STATE.update(PERSONAL)
+
+
+def for_disk(state: Signals) -> Signals:
+    """The state as a body may save it: personal signals at their neutral values."""
+    return {**state, **PERSONAL}
+
+
+def from_disk(saved: object) -> Signals:
+    """The known, non-personal signals of a saved state (an old file's seat is not restored)."""
+    if not isinstance(saved, dict):
+        return {}
+    return {k: v for k, v in saved.items() if k in DEFAULT_STATE and k not in PERSONAL}
 
 
 class BodyFault(TetherError):

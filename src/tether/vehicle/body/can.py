@@ -25,7 +25,7 @@ from cantools.database.errors import UnsupportedDatabaseFormatError
 
 from tether.errors import UsageError
 from tether.protocol.commands import Command
-from tether.vehicle.body.base import DEFAULT_STATE, BodyFault, Signals, apply
+from tether.vehicle.body.base import DEFAULT_STATE, BodyFault, Signals, apply, for_disk, from_disk
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ class CanBody:
         self._state: Signals = dict(DEFAULT_STATE)
         if state_path is not None and state_path.exists():
             saved = json.loads(state_path.read_text())
-            self._state.update({k: v for k, v in saved.items() if k in DEFAULT_STATE})
+            self._state.update(from_disk(saved))
 
     @classmethod
     def from_mapping(cls, path: Path, *, state_path: Path | None = None) -> CanBody:
@@ -230,7 +230,7 @@ class CanBody:
             return
         tmp = self._state_path.with_suffix(".tmp")
         with tmp.open("w") as f:
-            json.dump(self._state, f, indent=1, sort_keys=True)
+            json.dump(for_disk(self._state), f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state_path)

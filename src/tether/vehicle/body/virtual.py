@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tether.errors import StorageError
 from tether.protocol.commands import Command
-from tether.vehicle.body.base import DEFAULT_STATE, Signals, apply
+from tether.vehicle.body.base import DEFAULT_STATE, Signals, apply, for_disk, from_disk
 
 #: Changes are written this long after the first unsaved one (and on close): file I/O stays out of
 #: the unlock's critical path, and a crash loses at most this much simulated state.
@@ -28,7 +28,7 @@ class VirtualBody:
                 saved = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
                 raise StorageError(f"cannot read the body state {path}: {exc}") from exc
-            self._state.update({k: v for k, v in saved.items() if k in DEFAULT_STATE})
+            self._state.update(from_disk(saved))
 
     def state(self) -> Signals:
         return dict(self._state)
@@ -64,7 +64,7 @@ class VirtualBody:
         # Atomic (old or new file, never half), not fsynced: this is a simulated car's state, and
         # a synced write per command would cost more than the whole transaction.
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
+        tmp.write_text(json.dumps(for_disk(self._state), indent=1, sort_keys=True))
         os.replace(tmp, self._path)
 
     async def close(self) -> None:
