@@ -157,3 +157,10 @@ async def test_the_owners_readings_still_open_lock_and_start(rig: Rig) -> None:
         await rig.agent.push_button_start(Reading(key_id="not hex", location=INSIDE))
         is DenialReason.UNKNOWN_KEY
     )
+
+
+async def test_without_ranging_radios_the_start_button_fails_closed(rig: Rig) -> None:
+    await rig.pair()
+    assert rig.agent.rangers is None
+    assert await rig.agent.press_start_button() is DenialReason.RANGING_REQUIRED
+    assert untouched(rig)

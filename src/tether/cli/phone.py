@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -621,6 +623,55 @@ for _cmd in (
     Command.HONK,
 ):
     _register(_cmd)
+
+
+@app.command()
+def drive(
+    directory: Path = DirOption,
+    vehicle: str | None = typer.Option(None, "--vehicle", help="Which key (name in the wallet)."),
+    seconds: float = typer.Option(
+        0, "--seconds", min=0, help="Hold the session this long (0: until Ctrl-C)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Keep a session open, as a phone in the driver's pocket: the car measures where it is
+    (passive entry, walk-away lock, the start button) and its screen asks for data by consent."""
+    wallet = _open(directory)
+    car = wallet.car(vehicle)
+
+    async def until_told() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds or None)
+
+    if not as_json:
+        err.print(f"Holding a session with {escape(car.name)}; Ctrl-C ends it.")
+    try:
+        why = _talk(
+            car,
+            lambda t: client.drive(
+                t,
+                car,
+                entropy=SystemEntropy(),
+                persist=lambda key: wallet.set_persistent_key(car.name, key),
+                stop=until_told(),
+                data=consent.responder(
+                    wallet,
+                    car,
+                    ask=_terminal_asker() if sys.stdin.isatty() else None,
+                    clock=time.time,
+                ),
+            ),
+        )
+    finally:
+        wallet.close()
+    if as_json:
+        emit_json({"car": car.name, "ended": why})
+    else:
+        out.print(f"Session with {escape(car.name)} ended: {why}.")
 
 
 # -- the vault and consent ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tether.errors import UsageError, peer_text
 from tether.protocol.crypto import SystemEntropy
 from tether.vehicle.headunit import profile_signals
 from tether.vehicle.keystore import VehicleStore
+from tether.vehicle.ranging import Attack, Place
 
 app = typer.Typer(help="The car: identity, pairing codes, the agent, state and audit log.")
 
@@ -121,6 +122,80 @@ def headunit(
             writer.close()
 
     asyncio.run(watch())
+
+
+def _control(directory: Path, request: dict[str, object]) -> dict[str, Any]:
+    """One request to the running agent's control socket, and its answer."""
+    import asyncio
+
+    from tether.vehicle.run import CONTROL_SOCKET
+
+    async def ask() -> dict[str, Any]:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(directory / CONTROL_SOCKET))
+        except OSError:
+            raise UsageError(f"no running car agent in {directory} (start `vehicle run`)") from None
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            answer: dict[str, Any] = json.loads(await asyncio.wait_for(reader.readline(), 10))
+            return answer
+        finally:
+            writer.close()
+
+    answer = asyncio.run(ask())
+    if "error" in answer:
+        raise UsageError(str(answer["error"]))
+    return answer
+
+
+@app.command()
+def button(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
+    """Press the start button: the car starts for a phone measured in the cabin that may drive."""
+    answer = _control(directory, {"op": "button"})
+    if as_json:
+        emit_json(answer)
+    elif answer["ok"]:
+        out.print("[green]✓[/green] started: a phone that may drive is in the cabin")
+    else:
+        out.print(f"[red]✗[/red] not started ({escape(str(answer['reason']))})")
+    if not answer["ok"]:
+        raise typer.Exit(1)
+
+
+sim_app = typer.Typer(help="The ranging simulation of a car run with --ranger sim.")
+app.add_typer(sim_app, name="sim")
+KeyOption = typer.Option("", "--key", help="Only the phone of this key (id or prefix; all: empty).")
+
+
+@sim_app.command("walk")
+def sim_walk(
+    directory: Path = DirOption,
+    to: Place = typer.Option(..., "--to", help="Where the phone goes."),
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Move the simulated phones: to a door, into the cabin, or away (30 m)."""
+    answer = _control(directory, {"op": "walk", "to": to.value, "key": key})
+    if as_json:
+        emit_json(answer)
+    else:
+        out.print(f"phones moved to {to.value}: {answer['phones']}")
+
+
+@sim_app.command("attack")
+def sim_attack(
+    directory: Path = DirOption,
+    kind: Attack = typer.Option(..., "--kind", help="relay, early, or none to stop."),
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Put an attacker between the car and the phones: a relay, or early answers."""
+    answer = _control(directory, {"op": "attack", "kind": kind.value, "key": key})
+    if as_json:
+        emit_json(answer)
+    else:
+        out.print(f"attack {kind.value} on {answer['phones']} phone(s)")
 
 
 def _driver(event: dict[str, Any]) -> str:

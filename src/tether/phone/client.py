@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from tether.protocol.pairing import PairingState, PhonePairing, VehiclePaired
 from tether.protocol.session import (
     DataRequested,
     PhoneSession,
+    RangingRequested,
     ResultReceived,
     RevocationAnswered,
     SessionClosed,
@@ -29,6 +31,8 @@ from tether.transport.base import Transport, TransportClosed
 
 HANDSHAKE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 10.0
+#: The phone's declared turnaround for the timed ranging rounds (§13): what its radio needs.
+REPLY_NS = 250_000
 
 
 async def _flush(transport: Transport, outbox: list[bytes]) -> None:
@@ -164,16 +168,68 @@ async def run_commands(
                 outcomes.append(
                     Outcome(result=event.result, fast=session.fast, fell_back=fell_back)
                 )
-            elif isinstance(event, DataRequested):
-                # The head unit asks before it starts the car: consent decides what it gets.
-                granted, denied = await data(event)
-                session.respond_data(event.request_id, granted=granted, denied=denied)
-                await _flush(transport, session.data_to_send())
+            else:
+                await _serve_request(transport, session, event, data)
     if linger is not None:
         await linger(outcomes)
     session.close()
     await _flush(transport, session.data_to_send())
     return outcomes
+
+
+async def _serve_request(
+    transport: Transport, session: PhoneSession, event: object, data: DataResponder
+) -> None:
+    """Answer what the car asks within a session: data by consent, ranging setup at once."""
+    if isinstance(event, DataRequested):
+        # The head unit asks (before it starts the car, or on demand): consent decides.
+        granted, denied = await data(event)
+        session.respond_data(event.request_id, granted=granted, denied=denied)
+    elif isinstance(event, RangingRequested):
+        session.ranging_ready(event.request_id, reply_ns=REPLY_NS)
+    await _flush(transport, session.data_to_send())
+
+
+async def drive(
+    transport: Transport,
+    car: CarKey,
+    *,
+    entropy: Entropy,
+    persist: Callable[[bytes], None],
+    stop: Awaitable[object],
+    data: DataResponder = deny_all,
+    timeout: float = COMMAND_TIMEOUT,
+) -> str:
+    """Hold a session open (the phone in the driver's pocket) until ``stop`` or the car ends it.
+
+    Meanwhile the phone answers what the car asks: ranging setup, so the car can measure where
+    it is (passive entry, walk-away lock, the start button), and data requests by consent. Returns
+    why the session ended.
+    """
+    session, _ = await _establish(
+        transport, car, entropy=entropy, fast=True, persist=persist, early=[], timeout=timeout
+    )
+    stopping = asyncio.ensure_future(stop)
+    try:
+        while True:
+            receiving = asyncio.ensure_future(transport.receive(None))
+            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                receiving.cancel()
+                await asyncio.gather(receiving, return_exceptions=True)
+                session.close()
+                await _flush(transport, session.data_to_send())
+                return "stopped"
+            try:
+                message = receiving.result()
+            except TransportClosed:
+                return "the car ended the session"
+            for event in session.receive(message):
+                if isinstance(event, SessionClosed):
+                    return "the car closed the session"
+                await _serve_request(transport, session, event, data)
+    finally:
+        stopping.cancel()
 
 
 async def deliver_revocation(

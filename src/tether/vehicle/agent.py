@@ -38,11 +38,14 @@ from tether.protocol.messages import (
     VehicleHello,
 )
 from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
+from tether.protocol.ranging import NONCE_SIZE as RANGING_NONCE_SIZE
+from tether.protocol.ranging import ranging_key
 from tether.protocol.session import (
     CommandReceived,
     CommandRefused,
     DataItem,
     DataReceived,
+    RangingReadied,
     RevocationReceived,
     SessionClosed,
     SessionState,
@@ -62,6 +65,7 @@ from tether.vehicle.body.base import PERSONAL, SPEED, SPEED_LIMIT, Body, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
+from tether.vehicle.ranging import CAR_ANCHORS, Rangers, Zone, locate
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,7 @@ MAX_CONNECTIONS = 256
 SUMMARY_INTERVAL = 60.0  # refusals of unauthenticated peers: one audit entry per kind and interval
 WATCH_INTERVAL = 0.25  # how often the agent looks for revocations written by another process
 _DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
+RANGING_INTERVAL = 1.0  # how often the car measures a phone on a near link
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
 HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
 
@@ -114,6 +119,45 @@ class _PendingStart:
     command: CommandReceived
     deadline: float
     link: LinkKind
+
+
+@dataclasses.dataclass(slots=True)
+class _Ranging:
+    """One near session's ranging: when to ask next, and the request it waits on."""
+
+    due: float = 0.0
+    request_id: int | None = None
+    nonce: bytes = b""
+
+    def ask(self, session: VehicleSession, entropy: Entropy, anchors: int) -> None:
+        """Set up a measurement in the session (§13); a fresh nonce each time."""
+        self.nonce = entropy.random_bytes(RANGING_NONCE_SIZE)
+        self.request_id = session.request_ranging(nonce=self.nonce, anchors=anchors)
+        self.due = time.monotonic() + RANGING_INTERVAL
+
+    def answered(self, request_id: int) -> bytes | None:
+        """The nonce of the measurement the phone is now ready for (None: not ours)."""
+        if request_id != self.request_id:
+            return None
+        self.request_id = None
+        return self.nonce
+
+
+@dataclasses.dataclass(slots=True)
+class _Open:
+    """What an open session waits for: starts that wait for data, and its ranging."""
+
+    link: LinkKind
+    ranging: _Ranging | None
+    pending: dict[int, _PendingStart] = dataclasses.field(default_factory=dict)
+    late: set[int] = dataclasses.field(default_factory=set)  # starts that went ahead unanswered
+
+    def next_due(self, heard: float, agent: VehicleAgent) -> float:
+        """Seconds until something is due: the idle limit, a waiting start, the next ranging."""
+        deadlines = [heard + agent.idle_timeout, *(p.deadline for p in self.pending.values())]
+        if self.ranging is not None:
+            deadlines.append(self.ranging.due)
+        return min(deadlines) - time.monotonic()
 
 
 @dataclasses.dataclass(eq=False, slots=True)
@@ -173,6 +217,7 @@ class VehicleAgent:
         handshake_timeout: float = HANDSHAKE_TIMEOUT,
         idle_timeout: float = SESSION_IDLE_TIMEOUT,
         ranging_for_app: bool = False,
+        rangers: Rangers | None = None,
     ) -> None:
         self.store = store
         self.body = body
@@ -202,6 +247,11 @@ class VehicleAgent:
         )
         self.data_timeout = DATA_TIMEOUT
         self._profile_of: bytes | None = None  # whose profile set the seat and climate now
+        #: The car's ranging radios; without them hands-free is off and fails closed.
+        self.rangers = rangers
+        #: The latest ranging of each phone that had a near session (None: not measurable, or
+        #: its link is gone): what passive entry, walk-away and the start button decide on.
+        self._readings: dict[str, Reading] = {}
 
     @property
     def ranging_for_app(self) -> bool:
@@ -386,6 +436,8 @@ class VehicleAgent:
                     self.end_revoked_sessions()
                 self._check_speed()
                 self.flush_summaries()
+                if self.rangers is not None and self._readings:
+                    await self.hands_free(list(self._readings.values()))  # walk-away needs time
             except StorageError:
                 log.exception("the store could not be read")
 
@@ -604,15 +656,14 @@ class VehicleAgent:
 
     async def _session(self, transport: Transport, session: VehicleSession) -> None:
         key_id = session.endpoint_id
-        pending: dict[int, _PendingStart] = {}
-        late: set[int] = set()  # starts that went ahead before the phone answered
+        # On a near link with ranging radios the car measures the phone itself, every second.
+        ranging = _Ranging() if self.rangers is not None and transport.kind.near else None
+        state = _Open(link=transport.kind, ranging=ranging)
+        heard = time.monotonic()
         try:
             while session.state is SessionState.OPEN:
-                timeout = self.idle_timeout
-                if pending:
-                    timeout = max(0.0, min(p.deadline for p in pending.values()) - time.monotonic())
                 try:
-                    data = await transport.receive(timeout)
+                    data = await transport.receive(max(0.0, state.next_due(heard, self)))
                 except TransportClosed:
                     try:
                         session.connection_lost()
@@ -620,60 +671,77 @@ class VehicleAgent:
                         self.errors[exc.code] += 1
                     return
                 except TransportError as exc:
-                    if exc.code != "timeout" or not pending:
+                    if exc.code != "timeout" or time.monotonic() >= heard + self.idle_timeout:
                         raise
-                    for request_id in list(pending):  # the phone did not answer: start anyway
-                        if await self._finish_start(session, pending.pop(request_id), None) is None:
-                            late.add(request_id)  # a later answer may still reach the screen
+                    await self._on_quiet(session, state)
                     await self._flush(transport, session.data_to_send())
                     continue
+                heard = time.monotonic()
                 try:
                     events = session.receive(data)
                 except ProtocolError as exc:
                     self._record(exc, command="session", key_id=key_id)
                     return
                 for event in events:
-                    if isinstance(event, CommandReceived):
-                        await self._command(session, event, pending, link=transport.kind)
-                    elif isinstance(event, DataReceived):
-                        waiting = pending.pop(event.request_id, None)
-                        if waiting is not None:
-                            await self._finish_start(session, waiting, event)
-                        elif event.request_id in late:
-                            # The person answered after the car had started: the screen still
-                            # shows it (the seat moves only while the car stands still).
-                            late.discard(event.request_id)
-                            self._show(session, event, adjust=self.body.state()[SPEED] == 0)
-                    elif isinstance(event, CommandRefused):
-                        self.store.audit(
-                            now=self.now(),
-                            key_id=key_id,
-                            command=_command_name(event.command),
-                            result="denied",
-                            reason=event.reason.value,
-                        )
-                        self._emit(
-                            AgentEvent(
-                                kind="refused",
-                                key_id=key_id.hex(),
-                                command=_command_name(event.command),
-                                ok=False,
-                                reason=event.reason.value,
-                                fast=session.fast,
-                            )
-                        )
-                    elif isinstance(event, RevocationReceived):
-                        self._revocation(session, event)
-                    elif isinstance(event, SessionClosed):
+                    if isinstance(event, SessionClosed):
                         return
+                    await self._on_event(session, state, event)
                 await self._flush(transport, session.data_to_send())
         finally:
             # The car forgets the driver's data when the session ends, whatever the reason.
             self.headunit.forget(key_id.hex(), "session ended")
             self._easy_exit(key_id)
+            if ranging is not None:  # its link is gone: the phone counts as away now
+                self._readings[key_id.hex()] = Reading(key_id=key_id.hex(), location=None)
             limited = self._limited_drive
             if limited is not None and limited[0] == key_id and self._key_closed(key_id):
                 self._end_limiter("key revoked")
+
+    async def _on_quiet(self, session: VehicleSession, state: _Open) -> None:
+        """Nothing arrived in time: start what waited too long for data, or range the phone."""
+        now = time.monotonic()
+        for request_id, overdue in list(state.pending.items()):
+            if now >= overdue.deadline:  # the phone did not answer: start anyway
+                del state.pending[request_id]
+                if await self._finish_start(session, overdue, None) is None:
+                    state.late.add(request_id)  # a later answer may still reach the screen
+        if state.ranging is not None and now >= state.ranging.due:
+            state.ranging.ask(session, self.entropy, len(CAR_ANCHORS))
+
+    async def _on_event(self, session: VehicleSession, state: _Open, event: object) -> None:
+        """One event of an open session."""
+        key_id = session.endpoint_id
+        if isinstance(event, CommandReceived):
+            await self._command(session, event, state.pending, link=state.link)
+        elif isinstance(event, DataReceived):
+            waiting = state.pending.pop(event.request_id, None)
+            if waiting is not None:
+                await self._finish_start(session, waiting, event)
+            elif event.request_id in state.late:
+                # The person answered after the car had started: the screen still shows it
+                # (the seat moves only while the car stands still).
+                state.late.discard(event.request_id)
+                self._show(session, event, adjust=self.body.state()[SPEED] == 0)
+        elif isinstance(event, CommandRefused):
+            command = _command_name(event.command)
+            reason = event.reason.value
+            self.store.audit(
+                now=self.now(), key_id=key_id, command=command, result="denied", reason=reason
+            )
+            self._emit(
+                AgentEvent(
+                    kind="refused",
+                    key_id=key_id.hex(),
+                    command=command,
+                    ok=False,
+                    reason=reason,
+                    fast=session.fast,
+                )
+            )
+        elif isinstance(event, RevocationReceived):
+            self._revocation(session, event)
+        elif isinstance(event, RangingReadied) and state.ranging is not None:
+            await self._ranged(session, state.ranging, event)
 
     # -- speed limits of shared keys -------------------------------------------------------------
     def _start_limiter(self, endpoint_id: bytes) -> None:
@@ -815,6 +883,43 @@ class VehicleAgent:
             return None
         signals = self.body.state()
         return {name: signals[name] for name in (LATITUDE, LONGITUDE) if name in signals}
+
+    async def _ranged(
+        self, session: VehicleSession, ranging: _Ranging, event: RangingReadied
+    ) -> None:
+        """The phone is ready: measure it from every anchor, then let hands-free decide."""
+        nonce = ranging.answered(event.request_id)
+        if nonce is None or self.rangers is None:
+            return
+        ranger = self.rangers.for_phone(session.endpoint_id.hex())
+        measured = ranger.measure(
+            ranging_key(session.exporter), nonce=nonce, reply_ns=float(event.reply_ns)
+        )
+        reading = Reading(key_id=session.endpoint_id.hex(), location=locate(measured))
+        self._readings[reading.key_id] = reading
+        await self.hands_free(list(self._readings.values()))
+
+    async def press_start_button(self) -> DenialReason | None:
+        """The start button: the car starts for a phone it measured in the cabin that may drive."""
+        if self.rangers is None:
+            return DenialReason.RANGING_REQUIRED  # no radios: fail closed
+        measured = [r for r in self._readings.values() if r.location is not None]
+        inside = [r for r in measured if r.location is not None and r.location.zone is Zone.INSIDE]
+        reason: DenialReason | None = DenialReason.RANGING_REQUIRED
+        for reading in inside or measured[:1]:
+            reason = await self.push_button_start(reading)
+            if reason is None:
+                return None
+        if not measured:
+            self.store.audit(
+                now=self.now(),
+                key_id=None,
+                command=Entry.PUSH_BUTTON.value,
+                result="denied",
+                reason=DenialReason.RANGING_REQUIRED.value,
+                detail="no phone measured",
+            )
+        return reason
 
     @staticmethod
     def _session_request(session: VehicleSession, command: Command, link: LinkKind) -> Request:

@@ -222,3 +222,84 @@ def _multilaterate(
     if abs(det) < 1e-9:
         return None
     return (syy * sxb - sxy * syb) / det, (sxx * syb - sxy * sxb) / det
+
+
+class Rangers(Protocol):
+    """The car's ranging radios: one :class:`Ranger` per phone (a UWB chip holds one session per
+    phone). The agent asks for a phone's ranger by key id once the session's setup is done."""
+
+    def for_phone(self, key_id: str) -> Ranger: ...
+
+
+class Place(enum.StrEnum):
+    """Where `tether vehicle sim walk --to` puts a simulated phone."""
+
+    DOOR = "door"  # 0.65 m from the driver door
+    CABIN = "cabin"  # in the driver's seat
+    AWAY = "away"  # 30 m off
+
+
+PLACE_XY = {Place.DOOR: (-1.6, 0.4), Place.CABIN: (-0.3, 0.3), Place.AWAY: (0.0, 30.0)}
+
+
+class Attack(enum.StrEnum):
+    """What `tether vehicle sim attack` puts between the car and a simulated phone."""
+
+    NONE = "none"
+    RELAY = "relay"  # the phone is away; stations at the car and the phone forward everything
+    EARLY = "early"  # a device at the car answers each challenge before it arrives
+
+
+class SimulatedRangers:
+    """``--ranger sim``: every phone a :class:`SimulatedRanger`, placed and attacked by name.
+
+    A phone not placed yet starts where the last "everyone" walk left them (away at first).
+    ``rng`` drives the physics only; challenges and nonces come from the OS CSPRNG.
+    """
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self._rng = rng or random.Random(os.urandom(8))  # noqa: S311 - physics noise only
+        self._phones: dict[str, SimulatedRanger] = {}
+        self._place = Place.AWAY
+        self._attack = Attack.NONE
+
+    def for_phone(self, key_id: str) -> SimulatedRanger:
+        phone = self._phones.get(key_id)
+        if phone is None:
+            phone = SimulatedRanger(phone=PLACE_XY[self._place], rng=self._rng)
+            self._apply(phone, self._place, self._attack)
+            self._phones[key_id] = phone
+        return phone
+
+    def _chosen(self, key_prefix: str) -> list[SimulatedRanger]:
+        return [r for k, r in self._phones.items() if k.startswith(key_prefix.lower())]
+
+    @staticmethod
+    def _apply(phone: SimulatedRanger, place: Place, attack: Attack) -> None:
+        phone.move(*PLACE_XY[place])
+        if attack is Attack.RELAY:
+            phone.move(*PLACE_XY[Place.AWAY])  # the real phone stays away; the relay fakes near
+            phone.attacker = Relay(extra_path_m=1.0)
+        elif attack is Attack.EARLY:
+            phone.move(*PLACE_XY[Place.AWAY])
+            phone.attacker = EarlyAnswer()
+        else:
+            phone.attacker = None
+
+    def walk(self, to: Place, key_prefix: str = "") -> int:
+        """Put the phones of keys starting with ``key_prefix`` (all: "") at ``to``; how many."""
+        if not key_prefix:
+            self._place = to
+        chosen = self._chosen(key_prefix)
+        for phone in chosen:
+            phone.move(*PLACE_XY[to])
+        return len(chosen)
+
+    def attack(self, attack: Attack, key_prefix: str = "") -> int:
+        """Start (or with NONE end) an attack on the chosen phones' ranging; how many."""
+        if not key_prefix:
+            self._attack = attack
+        chosen = self._chosen(key_prefix)
+        for phone in chosen:
+            self._apply(phone, self._place if attack is Attack.NONE else Place.DOOR, attack)
+        return len(chosen)

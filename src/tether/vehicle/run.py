@@ -13,11 +13,15 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from tether.errors import TetherError
 from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.base import Body
+
+if TYPE_CHECKING:
+    from tether.transport.base import Listener
+    from tether.vehicle.ranging import Rangers
 
 log = logging.getLogger("tether.vehicle")
 
@@ -44,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         " tcp-client:HOST:PORT); default tcp://127.0.0.1:7300",
     )
     parser.add_argument("--body", choices=("virtual", "can"), default="virtual")
+    parser.add_argument(
+        "--ranger",
+        choices=("none", "sim"),
+        default="none",
+        help="the ranging radios: sim is the physics simulation (place phones with `tether"
+        " vehicle sim walk`); none turns hands-free off (it fails closed)",
+    )
     parser.add_argument("--can-mapping", type=Path, help="mapping file for --body can")
     parser.add_argument(
         "--server",
@@ -54,6 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     return parser
+
+
+def make_rangers(kind: str) -> Rangers | None:
+    """The car's ranging radios by name; None (hands-free off) unless asked for."""
+    if kind == "sim":
+        from tether.vehicle.ranging import SimulatedRangers
+
+        return SimulatedRangers()
+    return None
+
+
+async def open_listeners(urls: list[str], agent: VehicleAgent) -> list[Listener]:
+    """Every ``--listen``, or none: a failure closes the ones already open."""
+    from tether.transport import registry
+
+    listeners: list[Listener] = []
+    try:
+        for url in urls:
+            vehicle_id = agent.store.vehicle_id
+            listeners.append(await registry.listen(url, agent.handle, vehicle_id=vehicle_id))
+    except BaseException:
+        for opened in listeners:
+            await opened.close()
+        raise
+    return listeners
 
 
 def make_body(kind: str, directory: Path, mapping: Path | None) -> Body:
@@ -77,17 +113,11 @@ async def serve(args: argparse.Namespace) -> None:
     lock = hold_lock(args.dir)
     store = VehicleStore.open(args.dir)
     body = make_body(args.body, args.dir, args.can_mapping)
-    agent = VehicleAgent(store, body)
-    listeners = []
-    try:
-        for url in args.listen:
-            listeners.append(await registry.listen(url, agent.handle, vehicle_id=store.vehicle_id))
-    except BaseException:
-        for opened in listeners:
-            await opened.close()
-        raise
+    agent = VehicleAgent(store, body, rangers=make_rangers(args.ranger))
+    listeners = await open_listeners(args.listen, agent)
     listener = listeners[0]
     screen, viewers = await _serve_headunit(agent, args.dir / HEADUNIT_SOCKET)
+    control = await _serve_control(agent, args.dir / CONTROL_SOCKET)
     watcher = asyncio.create_task(agent.watch())
     link = None
     if args.server:
@@ -115,6 +145,8 @@ async def serve(args: argparse.Namespace) -> None:
         await asyncio.gather(watcher, return_exceptions=True)
         await agent.stop()
         screen.close()
+        control.close()
+        (args.dir / CONTROL_SOCKET).unlink(missing_ok=True)
         for writer in list(viewers):
             writer.close()
         with contextlib.suppress(TimeoutError):
@@ -161,6 +193,58 @@ def hold_lock(directory: Path) -> IO[str]:
 
 
 HEADUNIT_SOCKET = "headunit.sock"
+CONTROL_SOCKET = "control.sock"
+
+
+async def _serve_control(agent: VehicleAgent, path: Path) -> asyncio.AbstractServer:
+    """The car's own controls for its own user: the start button, and the simulation's phones.
+
+    One JSON request per line, one JSON answer per line, on a socket only the car's user may open
+    (`tether vehicle button`, `tether vehicle sim walk|attack`).
+    """
+    import json
+
+    from tether.vehicle.ranging import Attack, Place, SimulatedRangers
+
+    async def answer(request: object) -> dict[str, object]:
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "a request is a JSON object"}
+        op = request.get("op")
+        if op == "button":
+            reason = await agent.press_start_button()
+            return {"ok": reason is None, "reason": reason.value if reason else ""}
+        sim = agent.rangers
+        if op in ("walk", "attack") and not isinstance(sim, SimulatedRangers):
+            return {"ok": False, "error": "the car runs without --ranger sim"}
+        assert isinstance(sim, SimulatedRangers)
+        key = str(request.get("key", ""))
+        try:
+            if op == "walk":
+                return {"ok": True, "phones": sim.walk(Place(str(request.get("to"))), key)}
+            if op == "attack":
+                return {"ok": True, "phones": sim.attack(Attack(str(request.get("kind"))), key)}
+        except ValueError:
+            return {"ok": False, "error": "no such place or attack"}
+        return {"ok": False, "error": "unknown request"}
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    request = None
+                writer.write(json.dumps(await answer(request)).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    path.unlink(missing_ok=True)
+    server = await asyncio.start_unix_server(client, path=str(path))
+    path.chmod(0o600)
+    return server
 
 
 async def _serve_headunit(
