@@ -150,6 +150,37 @@ def _control(directory: Path, request: dict[str, object]) -> dict[str, Any]:
 
 
 @app.command()
+def service(
+    directory: Path = DirOption,
+    install: bool = typer.Option(False, "--install", help="Write the unit (needs root)."),
+    unit_dir: Path = typer.Option(
+        Path("/etc/systemd/system"), "--unit-dir", help="Where --install writes the unit."
+    ),
+    user: str = typer.Option("", "--user", help="The account the agent runs as (default: you)."),
+    hci_socket: bool = typer.Option(
+        False, "--hci-socket", help="Allow a Linux HCI socket (ble:hci-socket:N) to the agent."
+    ),
+) -> None:
+    """Print (or --install) the hardened systemd unit that runs this car's agent."""
+    from tether.vehicle import service as unit_file
+
+    if not (directory / "vehicle.db").exists():
+        raise UsageError(f"no car in {directory}; create it first (tether vehicle init)")
+    text = unit_file.unit(directory, user=user, hci_socket=hci_socket)
+    if not install:
+        print(text, end="")
+        return
+    try:
+        path = unit_file.install(text, unit_dir)
+    except OSError as exc:
+        raise UsageError(f"cannot write the unit into {unit_dir}: {exc} (run as root?)") from None
+    out.print(
+        f"wrote {escape(str(path))}; now: systemctl daemon-reload && systemctl enable --now"
+        f" {unit_file.UNIT_NAME}"
+    )
+
+
+@app.command()
 def button(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
     """Press the start button: the car starts for a phone measured in the cabin that may drive."""
     answer = _control(directory, {"op": "button"})

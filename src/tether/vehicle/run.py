@@ -47,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         " any free port) or ble:<HCI transport> (usb:0, hci-socket:0, serial:/dev/ttyACM0,"
         " tcp-client:HOST:PORT); default tcp://127.0.0.1:7300",
     )
-    parser.add_argument("--body", choices=("virtual", "can"), default="virtual")
+    parser.add_argument(
+        "--body", choices=("virtual", "can"), default=None, help="default: car.toml's, or virtual"
+    )
     parser.add_argument(
         "--ranger",
         choices=("none", "sim"),
-        default="none",
+        default=None,
         help="the ranging radios: sim is the physics simulation (place phones with `tether"
         " vehicle sim walk`); none turns hands-free off (it fails closed)",
     )
@@ -306,9 +308,21 @@ async def _serve_headunit(
     return server, viewers
 
 
+def apply_config(args: argparse.Namespace) -> None:
+    """Flags first, then ``DIR/car.toml``, then the built-in defaults."""
+    from tether.vehicle.config import load
+
+    config = load(args.dir)
+    args.listen = args.listen or list(config.listen or ("tcp://127.0.0.1:7300",))
+    args.body = args.body or config.body or "virtual"
+    args.can_mapping = args.can_mapping or config.can_mapping
+    args.server = args.server or config.server
+    args.mqtt = args.mqtt or config.mqtt
+    args.ranger = args.ranger or config.ranger or "none"
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    args.listen = args.listen or ["tcp://127.0.0.1:7300"]
     if args.dir is None:  # the same default as every other `tether vehicle` command
         import os
 
@@ -328,6 +342,7 @@ def main(argv: list[str]) -> int:
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        apply_config(args)
         asyncio.run(serve(args))
     except TetherError as exc:
         if args.debug:
