@@ -134,3 +134,96 @@ def test_each_driver_sees_their_own_data(tmp_path: Path) -> None:
     assert b"CANARY" not in disk
     saved = json.loads((car / "body.json").read_text())
     assert saved[seat_signal] == 0  # no driver's seat outlives the session on disk
+
+
+def test_the_head_unit_asks_on_demand_while_a_phone_holds_its_session(tmp_path: Path) -> None:
+    car, phone = tmp_path / "car", tmp_path / "phone"
+    tether("vehicle", "init", "--dir", str(car))
+    code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
+    agent = Agent(car)
+    holder = None
+    try:
+        tether("phone", "init", "--dir", str(phone))
+        tether("phone", "pair", "--dir", str(phone), "--vehicle", agent.address, "--code", code)
+        (tmp_path / "people.vcf").write_text(
+            vcard("CANARY-Ada Lovelace") + vcard("CANARY-Alan Turing") + vcard("CANARY-Bob")
+        )
+        (tmp_path / "mine.json").write_text(
+            json.dumps(
+                {
+                    "profile": {"seat": {"position": 618}},
+                    "favourites": [{"kind": "home", "name": "CANARY-Home"}],
+                }
+            )
+        )
+        tether(
+            "phone",
+            "data",
+            "import",
+            "--dir",
+            str(phone),
+            str(tmp_path / "people.vcf"),
+            str(tmp_path / "mine.json"),
+        )
+        nobody = tether("vehicle", "headunit", "search", "A", "--dir", str(car), check=False)
+        assert nobody.returncode == 2 and "no phone holds a session" in nobody.stderr
+        holder = subprocess.Popen(
+            [*CLI, "phone", "drive", "--dir", str(phone), "--seconds", "60", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TETHER_PASSPHRASE": "correct horse battery"},
+        )
+        deadline = time.monotonic() + 20
+        while True:  # until the phone's session is up
+            found = tether(
+                "vehicle",
+                "headunit",
+                "search",
+                "CANARY-A",
+                "--dir",
+                str(car),
+                "--json",
+                check=False,
+            )
+            if found.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        answer = json.loads(found.stdout)
+        names = [c["name"] for c in answer["granted"]["contacts"]]
+        assert names == ["CANARY-Ada Lovelace", "CANARY-Alan Turing"]  # the prefix, by the phone
+        favourites = tether("vehicle", "headunit", "favourites", "--dir", str(car)).stdout
+        assert "CANARY-Home" in favourites
+        profile = tether("vehicle", "headunit", "profile", "--dir", str(car)).stdout
+        assert "seat 618" in profile
+        media = tether("vehicle", "headunit", "media", "--dir", str(car)).stdout
+        assert "0 media" in media  # allowed, and the phone has none
+        tether(
+            "phone",
+            "consent",
+            "set",
+            "--dir",
+            str(phone),
+            "--category",
+            "contacts",
+            "--decision",
+            "deny",
+        )
+        refused = tether("vehicle", "headunit", "search", "CANARY", "--dir", str(car), check=False)
+        assert refused.returncode == 1 and "contacts not shared" in refused.stdout
+        holder.terminate()
+        out, _ = holder.communicate(timeout=20)
+        assert json.loads(out)["ended"] == "stopped"
+        holder = None
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.communicate(timeout=10)
+        log = agent.stop()
+    assert "CANARY" not in log
+    disk = b"".join(p.read_bytes() for p in car.rglob("*") if p.is_file())
+    assert b"CANARY" not in disk
+    seat = json.loads((car / "body.json").read_text())[
+        "Vehicle.Cabin.Seat.Row1.DriverSide.Position"
+    ]
+    assert seat == 0  # asking for the profile shows it; it sets nothing and saves nothing

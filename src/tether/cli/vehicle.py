@@ -86,13 +86,24 @@ def revoke(
         )
 
 
-@app.command()
+KeyOption = typer.Option("", "--key", help="Only the phone of this key (id or prefix; all: empty).")
+headunit_app = typer.Typer(
+    help="The car's screen: watch it, or have it ask the driver's phone for something.",
+    invoke_without_command=True,
+)
+app.add_typer(headunit_app, name="headunit")
+
+
+@headunit_app.callback()
 def headunit(
+    ctx: typer.Context,
     directory: Path = DirOption,
     seconds: float = typer.Option(0, "--seconds", help="Stop after this long (0: until Ctrl-C)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Watch the car's screen: each driver's data as it arrives, and the moment it is forgotten."""
+    if ctx.invoked_subcommand is not None:
+        return
     import asyncio
 
     from tether.vehicle.run import HEADUNIT_SOCKET
@@ -122,6 +133,61 @@ def headunit(
             writer.close()
 
     asyncio.run(watch())
+
+
+def _ask_screen(
+    directory: Path, category: str, query: dict[str, object], key: str, as_json: bool
+) -> None:
+    """Have the head unit ask the driver's phone, and show what it granted."""
+    answer = _control(directory, {"op": "ask", "category": category, "query": query, "key": key})
+    if as_json:
+        emit_json(answer)
+        return
+    who = escape(_driver(answer))
+    granted = answer.get("granted", {})
+    if category not in granted:
+        out.print(f"[yellow]{who}[/yellow]: {category} not shared with this car")
+        raise typer.Exit(1)
+    records = granted[category]
+    if category == "profile":
+        out.print(f"{who}: {escape(_profile(records))}")
+        return
+    out.print(f"{who}: {len(records)} {category}")
+    for record in records[:50]:
+        fields = (
+            [record.get("name", ""), *record.get("phones", [])[:1]]
+            if category == "contacts"
+            else [record.get("title") or record.get("name", ""), record.get("start", "")]
+        )
+        out.print("  " + escape(" · ".join(peer_text(f, 60) for f in fields if f)))
+
+
+@headunit_app.command("search")
+def headunit_search(
+    text: str = typer.Argument(..., help="The start of a contact's name."),
+    directory: Path = DirOption,
+    key: str = KeyOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Search the driver's contacts, as the car's phone screen does (the phone decides)."""
+    _ask_screen(directory, "contacts", {"prefix": text, "limit": 20}, key, as_json)
+
+
+def _register_ask(category: str, what: str) -> None:
+    def ask(directory: Path = DirOption, key: str = KeyOption, as_json: bool = JsonOption) -> None:
+        _ask_screen(directory, category, {}, key, as_json)
+
+    ask.__doc__ = f"Ask the driver's phone for {what} (the phone decides by consent)."
+    headunit_app.command(category)(ask)
+
+
+for _category, _what in (
+    ("favourites", "their favourite places"),
+    ("media", "their media"),
+    ("calendar", "today's agenda"),
+    ("profile", "their seat and climate"),
+):
+    _register_ask(_category, _what)
 
 
 def _control(directory: Path, request: dict[str, object]) -> dict[str, Any]:
@@ -196,7 +262,6 @@ def button(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
 
 sim_app = typer.Typer(help="The ranging simulation of a car run with --ranger sim.")
 app.add_typer(sim_app, name="sim")
-KeyOption = typer.Option("", "--key", help="Only the phone of this key (id or prefix; all: empty).")
 
 
 @sim_app.command("walk")

@@ -24,6 +24,7 @@ from tether.errors import (
     ProtocolError,
     StorageError,
     TransportError,
+    UsageError,
     WireCode,
 )
 from tether.protocol import codec, credentials, remote
@@ -86,17 +87,19 @@ def _headunit_items(now: float) -> list[DataItem]:
     "Today" is the car's local day, from its midnight to the next, with the car's UTC offset, so
     the phone selects the driver's day whatever offsets its events carry.
     """
-    local = datetime.datetime.fromtimestamp(now).astimezone()
-    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    next_midnight = midnight + datetime.timedelta(days=1)
     return [
         DataItem(category="profile"),
         DataItem(category="contacts", query={"prefix": "", "limit": 50}),
-        DataItem(
-            category="calendar",
-            query={"from": midnight.isoformat(), "to": next_midnight.isoformat()},
-        ),
+        DataItem(category="calendar", query=today(now)),
     ]
+
+
+def today(now: float) -> dict[str, str]:
+    """A calendar query for the car's local day: its midnight to the next, with its UTC offset."""
+    local = datetime.datetime.fromtimestamp(now).astimezone()
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    next_midnight = midnight + datetime.timedelta(days=1)
+    return {"from": midnight.isoformat(), "to": next_midnight.isoformat()}
 
 
 def _key_id(hex_id: str) -> bytes:
@@ -151,6 +154,9 @@ class _Open:
     ranging: _Ranging | None
     pending: dict[int, _PendingStart] = dataclasses.field(default_factory=dict)
     late: set[int] = dataclasses.field(default_factory=set)  # starts that went ahead unanswered
+    #: The head unit's own questions (`vehicle headunit search ...`), by request id.
+    asked: dict[int, asyncio.Future[DataReceived]] = dataclasses.field(default_factory=dict)
+    opened: float = dataclasses.field(default_factory=time.monotonic)
 
     def next_due(self, heard: float, agent: VehicleAgent) -> float:
         """Seconds until something is due: the idle limit, a waiting start, the next ranging."""
@@ -169,6 +175,9 @@ class _Connection:
     key_id: bytes | None = None
     session: VehicleSession | None = None
     stop_reason: str = ""  # set when the agent ends it (evicted, key revoked)
+    #: Records must leave in the order they were sealed, whichever task sends them.
+    send_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    open: _Open | None = None  # what the open session waits for
 
 
 @dataclasses.dataclass(slots=True)
@@ -400,7 +409,7 @@ class VehicleAgent:
         with contextlib.suppress(TransportError, ProtocolError):
             if session.state is SessionState.OPEN:
                 session.close()
-            await asyncio.wait_for(self._flush(conn.transport, session.data_to_send()), 1.0)
+            await asyncio.wait_for(self._flush_session(conn, session), 1.0)
 
     def end_revoked_sessions(self, *, spare: bytes | None = None) -> int:
         """End at once every open session of a key that is now revoked; how many ended.
@@ -652,13 +661,19 @@ class VehicleAgent:
             self._end(conn, "revoked")
             return
         self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
-        await self._session(transport, session)
+        await self._session(conn, session)
 
-    async def _session(self, transport: Transport, session: VehicleSession) -> None:
+    async def _flush_session(self, conn: _Connection, session: VehicleSession) -> None:
+        """Send what the session sealed, in order, even when two tasks send at once."""
+        async with conn.send_lock:
+            await self._flush(conn.transport, session.data_to_send())
+
+    async def _session(self, conn: _Connection, session: VehicleSession) -> None:
+        transport = conn.transport
         key_id = session.endpoint_id
         # On a near link with ranging radios the car measures the phone itself, every second.
         ranging = _Ranging() if self.rangers is not None and transport.kind.near else None
-        state = _Open(link=transport.kind, ranging=ranging)
+        state = conn.open = _Open(link=transport.kind, ranging=ranging)
         heard = time.monotonic()
         try:
             while session.state is SessionState.OPEN:
@@ -674,7 +689,7 @@ class VehicleAgent:
                     if exc.code != "timeout" or time.monotonic() >= heard + self.idle_timeout:
                         raise
                     await self._on_quiet(session, state)
-                    await self._flush(transport, session.data_to_send())
+                    await self._flush_session(conn, session)
                     continue
                 heard = time.monotonic()
                 try:
@@ -686,8 +701,11 @@ class VehicleAgent:
                     if isinstance(event, SessionClosed):
                         return
                     await self._on_event(session, state, event)
-                await self._flush(transport, session.data_to_send())
+                await self._flush_session(conn, session)
         finally:
+            conn.open = None
+            for asked in state.asked.values():
+                asked.cancel()
             # The car forgets the driver's data when the session ends, whatever the reason.
             self.headunit.forget(key_id.hex(), "session ended")
             self._easy_exit(key_id)
@@ -713,6 +731,10 @@ class VehicleAgent:
         key_id = session.endpoint_id
         if isinstance(event, CommandReceived):
             await self._command(session, event, state.pending, link=state.link)
+        elif isinstance(event, DataReceived) and event.request_id in state.asked:
+            asked = state.asked.pop(event.request_id)
+            if not asked.done():
+                asked.set_result(event)
         elif isinstance(event, DataReceived):
             waiting = state.pending.pop(event.request_id, None)
             if waiting is not None:
@@ -898,6 +920,40 @@ class VehicleAgent:
         reading = Reading(key_id=session.endpoint_id.hex(), location=locate(measured))
         self._readings[reading.key_id] = reading
         await self.hands_free(list(self._readings.values()))
+
+    async def ask_driver(
+        self, items: list[DataItem], *, purpose: str, key_prefix: str = "", timeout: float = 30.0
+    ) -> tuple[bytes, DataReceived]:
+        """The head unit asks the driver's phone (§8.2) and shows the answer; whose, and what.
+
+        The driver is the phone whose profile set the seat, else the newest open session (or
+        the one whose key id starts with ``key_prefix``). The answer lives in the head unit's
+        memory only, until the session ends; ``timeout`` leaves the person time to decide.
+        """
+        conn = self._driver_connection(key_prefix)
+        if conn is None or conn.session is None or conn.open is None:
+            raise UsageError("no phone holds a session with the car (tether phone drive)")
+        session, state = conn.session, conn.open
+        request_id = session.request_data(items, purpose=purpose)
+        answer: asyncio.Future[DataReceived] = asyncio.get_running_loop().create_future()
+        state.asked[request_id] = answer
+        await self._flush_session(conn, session)
+        try:
+            data = await asyncio.wait_for(answer, timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            state.asked.pop(request_id, None)
+            raise UsageError("the driver's phone did not answer in time") from None
+        self.headunit.show(session.endpoint_id.hex(), data.granted, data.denied)
+        return session.endpoint_id, data
+
+    def _driver_connection(self, key_prefix: str) -> _Connection | None:
+        open_ = [c for c in self._connections if c.session is not None and c.open is not None]
+        if key_prefix:
+            open_ = [c for c in open_ if c.key_id and c.key_id.hex().startswith(key_prefix)]
+        for conn in open_:
+            if conn.key_id is not None and conn.key_id == self._profile_of:
+                return conn
+        return max(open_, key=lambda c: c.open.opened if c.open else 0.0, default=None)
 
     async def press_start_button(self) -> DenialReason | None:
         """The start button: the car starts for a phone it measured in the cabin that may drive."""

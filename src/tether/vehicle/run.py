@@ -196,6 +196,46 @@ def hold_lock(directory: Path) -> IO[str]:
 
 HEADUNIT_SOCKET = "headunit.sock"
 CONTROL_SOCKET = "control.sock"
+#: What the head unit may ask on demand (docs/protocol.md §8.2), and the purpose it shows.
+ASKABLE = {
+    "contacts": "Show your contacts",
+    "favourites": "Show your favourite places",
+    "media": "Show your media",
+    "calendar": "Show today's agenda",
+    "profile": "Set your seat and climate",
+}
+
+
+async def _ask(agent: VehicleAgent, request: dict[str, object]) -> dict[str, object]:
+    """`vehicle headunit search|favourites|...`: ask the driver's phone, answer what it granted."""
+    import time
+
+    from tether.protocol.session import DataItem
+    from tether.vehicle.agent import today
+
+    category = str(request.get("category", ""))
+    if category not in ASKABLE:
+        return {"ok": False, "error": f"the head unit asks for one of {', '.join(ASKABLE)}"}
+    query = request.get("query") if isinstance(request.get("query"), dict) else {}
+    assert isinstance(query, dict)
+    if category == "calendar":
+        query = today(time.time())
+    try:
+        key_id, data = await agent.ask_driver(
+            [DataItem(category=category, query=query)],
+            purpose=ASKABLE[category],
+            key_prefix=str(request.get("key", "")),
+        )
+    except TetherError as exc:
+        return {"ok": False, "error": exc.message}
+    endpoint = agent.store.endpoint(key_id)
+    return {
+        "ok": True,
+        "key_id": key_id.hex(),
+        "driver": endpoint.name if endpoint is not None else "",
+        "granted": data.granted,
+        "denied": list(data.denied),
+    }
 
 
 async def _serve_control(agent: VehicleAgent, path: Path) -> asyncio.AbstractServer:
@@ -212,6 +252,8 @@ async def _serve_control(agent: VehicleAgent, path: Path) -> asyncio.AbstractSer
         if not isinstance(request, dict):
             return {"ok": False, "error": "a request is a JSON object"}
         op = request.get("op")
+        if op == "ask":
+            return await _ask(agent, request)
         if op == "button":
             reason = await agent.press_start_button()
             return {"ok": reason is None, "reason": reason.value if reason else ""}
