@@ -93,7 +93,7 @@ async def test_every_endpoint_refuses_strangers_and_revoked_friends(
         body_key = _b64(stranger.public_bytes)
         routes: dict[tuple[str, str], dict[str, Any] | None] = {
             ("PUT", f"/v1/vehicles/{vid}"): {
-                "public_key": _b64(car.store.identity.public_bytes),
+                "public_key": _b64(car.store.identity.public_key.encoded),
                 "name": "mine now",
                 "owners": [body_key],
             },

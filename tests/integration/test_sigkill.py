@@ -158,7 +158,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(tmp_path: Path) ->
         vehicle_key=store.identity.public_key,
         vehicle_name="c",
         address="",
-        endpoint_key=store.identity,
+        endpoint_key=SystemEntropy().new_private_key(),  # unused: only vehicle_key is read
         role="x",
         persistent_key=None,
         ratchet=0,

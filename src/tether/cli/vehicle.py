@@ -35,10 +35,31 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document instead
 def init(
     directory: Path = DirOption,
     name: str = typer.Option("My car", "--name", help="A name for the car."),
+    pkcs11_module: Path | None = typer.Option(
+        None,
+        "--pkcs11-module",
+        help="Keep the identity key in a PKCS#11 token: its module (.so); PIN in TETHER_HSM_PIN.",
+    ),
+    pkcs11_token: str = typer.Option("", "--pkcs11-token", help="The token's label."),
+    pkcs11_label: str = typer.Option(
+        "tether-car", "--pkcs11-label", help="The label of the key made in the token."
+    ),
 ) -> None:
     """Create a new car identity (long-term key, empty key store, audit log)."""
-    store = VehicleStore.create(directory, name=name, entropy=SystemEntropy(), now=time.time())
-    out.print(f"Created car [bold]{escape(name)}[/bold], vehicle id {store.vehicle_id.hex()}")
+    from tether.vehicle.hsm import TokenKey
+
+    token = None
+    if pkcs11_module is not None:
+        if not pkcs11_token:
+            raise UsageError("--pkcs11-module needs --pkcs11-token LABEL")
+        token = TokenKey(module=str(pkcs11_module), token=pkcs11_token, label=pkcs11_label)
+    store = VehicleStore.create(
+        directory, name=name, entropy=SystemEntropy(), now=time.time(), token=token
+    )
+    where = f", key in the token {escape(pkcs11_token)!r}" if token else ""
+    out.print(
+        f"Created car [bold]{escape(name)}[/bold], vehicle id {store.vehicle_id.hex()}{where}"
+    )
     store.close()
 
 

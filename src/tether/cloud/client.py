@@ -15,11 +15,11 @@ import httpx
 
 from tether.cloud import httpsig
 from tether.errors import CloudError, TransportError
-from tether.protocol.crypto import PrivateKey
+from tether.protocol.crypto import Signer
 
 
 def signed_headers(
-    key: PrivateKey, method: str, path: str, query: str, body: bytes, *, now: float
+    key: Signer, method: str, path: str, query: str, body: bytes, *, now: float
 ) -> dict[str, str]:
     """The RFC 9421 headers for one request, with a fresh random nonce."""
     return httpsig.sign_request(
@@ -45,7 +45,7 @@ class CloudClient:
     def __init__(
         self,
         base_url: str,
-        key: PrivateKey,
+        key: Signer,
         *,
         clock: Callable[[], float] = time.time,
         timeout: float = 10.0,

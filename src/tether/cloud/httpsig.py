@@ -15,7 +15,7 @@ import hashlib
 import re
 
 from tether.errors import AuthenticationFailed
-from tether.protocol.crypto import PrivateKey, PublicKey
+from tether.protocol.crypto import PublicKey, Signer
 
 ALG = "ecdsa-p256-sha256"
 TAG = "tether"
@@ -73,7 +73,7 @@ def signature_base(method: str, path: str, query: str, digest: str, params: str)
 
 
 def sign_request(
-    key: PrivateKey, *, method: str, path: str, query: str, body: bytes, created: int, nonce: str
+    key: Signer, *, method: str, path: str, query: str, body: bytes, created: int, nonce: str
 ) -> dict[str, str]:
     """The headers that sign one request: Content-Digest, Signature-Input and Signature."""
     digest = content_digest(body)

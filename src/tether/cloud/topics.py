@@ -12,7 +12,7 @@ import cbor2
 
 from tether.errors import AuthenticationFailed, UsageError
 from tether.protocol import vss
-from tether.protocol.crypto import PrivateKey, PublicKey
+from tether.protocol.crypto import PublicKey, Signer
 
 PREFIX = "tether/v1"
 UPLINK_FILTER = f"{PREFIX}/+/up"
@@ -181,7 +181,7 @@ _LOGIN_CONTEXT = b"tether-mqtt-login-v1|"
 LOGIN_SKEW = 300
 
 
-def car_login(key: PrivateKey, now: int) -> tuple[str, str]:
+def car_login(key: Signer, now: int) -> tuple[str, str]:
     """MQTT username and password for a car: its id, and a fresh signature by its key."""
     vid = key.public_key.key_id.hex()
     signature = key.sign(_LOGIN_CONTEXT + f"{vid}|{now}".encode())

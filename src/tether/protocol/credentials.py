@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 
 from tether.errors import AuthenticationFailed, MalformedMessage, ProtocolError
-from tether.protocol.crypto import KEY_ID_SIZE, PrivateKey, PublicKey
+from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer
 
 RIGHTS = frozenset({"unlock", "lock", "trunk", "drive", "climate", "locate", "share"})
 COSE_SIGN1_TAG = 18
@@ -148,7 +148,7 @@ def sig_structure(protected: bytes, payload: bytes) -> bytes:
     return cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
 
 
-def sign1(signer: PrivateKey, payload: bytes) -> bytes:
+def sign1(signer: Signer, payload: bytes) -> bytes:
     """A tagged COSE_Sign1 (ES256) over ``payload``, naming the signer's key id as ``kid``."""
     protected = cbor2.dumps({1: ES256}, canonical=True)
     signature = signer.sign(sig_structure(protected, payload))
@@ -190,7 +190,7 @@ def open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
 
 
 def issue_grant(
-    issuer: PrivateKey,
+    issuer: Signer,
     *,
     grantee: PublicKey,
     vehicle_id: bytes,
@@ -414,7 +414,7 @@ class Revocation:
 
 
 def issue_revocation(
-    owner: PrivateKey,
+    owner: Signer,
     *,
     vehicle_id: bytes,
     seq: int,

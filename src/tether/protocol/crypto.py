@@ -121,6 +121,16 @@ class PublicKey:
         return f"PublicKey(key_id={self.key_id.hex()})"
 
 
+class Signer(Protocol):
+    """What signs for a long-term identity: a :class:`PrivateKey` in memory, or a key in a token
+    (PKCS#11) that never leaves it. Signatures are ECDSA P-256 SHA-256 as 64-byte r||s."""
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
 class PrivateKey:
     """A P-256 private key: signs (deterministic ECDSA) and agrees (ECDH). Never logged."""
 

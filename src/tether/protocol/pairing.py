@@ -24,7 +24,7 @@ from typing import ClassVar
 from tether.errors import LocalProtocolError, PairingError
 from tether.protocol import codec, crypto, spake2plus
 from tether.protocol.codec import Message
-from tether.protocol.crypto import Aead, Entropy, PrivateKey, PublicKey
+from tether.protocol.crypto import Aead, Entropy, PrivateKey, PublicKey, Signer
 from tether.protocol.machine import Handler, StateMachine
 from tether.protocol.messages import (
     NONCE_SIZE,
@@ -219,7 +219,7 @@ class VehiclePairing(StateMachine[PairingState]):
         *,
         code: CodeState | None,
         now: float,
-        vehicle_key: PrivateKey,
+        vehicle_key: Signer,
         name: str,
         entropy: Entropy,
         reserve_guess: Callable[[], int],

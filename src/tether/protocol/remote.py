@@ -20,7 +20,7 @@ import cbor2
 from tether.errors import AuthenticationFailed
 from tether.protocol.commands import Command
 from tether.protocol.credentials import GrantError, open_sign1, sig_structure, sign1
-from tether.protocol.crypto import KEY_ID_SIZE, PrivateKey, PublicKey, sha256
+from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer, sha256
 
 #: The longest an envelope may live: a relay cannot hold a command for later use.
 MAX_ENVELOPE_LIFETIME = 300
@@ -110,7 +110,7 @@ def _id(value: Any, size: int, what: str, code: str) -> bytes:
 
 # -- command envelopes -----------------------------------------------------------------------------
 def sign_envelope(
-    key: PrivateKey, *, vehicle_id: bytes, command: Command, counter: int, now: int, ttl: int = 60
+    key: Signer, *, vehicle_id: bytes, command: Command, counter: int, now: int, ttl: int = 60
 ) -> bytes:
     """The phone signs one remote command for one car."""
     if command not in REMOTE_COMMANDS:
@@ -183,7 +183,7 @@ def verify_envelope(
 
 # -- results ---------------------------------------------------------------------------------------
 def sign_result(
-    vehicle: PrivateKey,
+    vehicle: Signer,
     envelope_raw: bytes,
     *,
     ok: bool,
@@ -241,7 +241,7 @@ def result_request(data: bytes) -> bytes:
 
 # -- revocation receipts ---------------------------------------------------------------------------
 def sign_receipt(
-    vehicle: PrivateKey, revocation_raw: bytes, *, seq: int, ok: bool, reason: str, now: int
+    vehicle: Signer, revocation_raw: bytes, *, seq: int, ok: bool, reason: str, now: int
 ) -> bytes:
     """The car signs what it did with one revocation (applied, or refused and why)."""
     body = {
@@ -295,7 +295,7 @@ class State:
     signals: dict[str, Any]
 
 
-def sign_state(vehicle: PrivateKey, signals: dict[str, Any], *, now: int) -> bytes:
+def sign_state(vehicle: Signer, signals: dict[str, Any], *, now: int) -> bytes:
     body = {"aud": vehicle.public_key.key_id, "at": now, "state": signals}
     return sign1(vehicle, cbor2.dumps(body, canonical=True))
 

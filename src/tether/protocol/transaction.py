@@ -41,6 +41,7 @@ from tether.protocol.crypto import (
     Entropy,
     PrivateKey,
     PublicKey,
+    Signer,
 )
 from tether.protocol.machine import Handler, StateMachine
 from tether.protocol.messages import (
@@ -352,7 +353,7 @@ class VehicleTransaction(StateMachine[TxState]):
     def __init__(
         self,
         *,
-        vehicle_key: PrivateKey,
+        vehicle_key: Signer,
         directory: EndpointDirectory,
         entropy: Entropy,
         now: float = 0.0,

@@ -130,7 +130,7 @@ class CloudLink:
             "PUT",
             f"/v1/vehicles/{self.vehicle_id.hex()}",
             body={
-                "public_key": _b64(self.store.identity.public_bytes),
+                "public_key": _b64(self.store.identity.public_key.encoded),
                 "name": self.store.name,
                 "address": self.address,
                 "owners": [_b64(o) for o in owners],

@@ -21,9 +21,9 @@ from tether import storage
 from tether.errors import PairingError, StorageError, UsageError
 from tether.protocol import credentials
 from tether.protocol.credentials import Limits, Revocation, VerifiedChain
-from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, sha256
+from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, Signer, sha256
 from tether.protocol.pairing import CodeState
-from tether.vehicle import audit
+from tether.vehicle import audit, hsm
 
 DB_NAME = "vehicle.db"
 SCHEMA_VERSION = 3  # 2: grants, revoked ids, limits, settings; 3: remote command counters
@@ -137,6 +137,14 @@ _ENDPOINT_COLUMNS = (
 )
 
 
+def _identity(meta: dict[str, Any]) -> Signer:
+    """The car's signing key: from the store, or the PKCS#11 token the store names."""
+    if "identity_token" in meta:
+        ref = hsm.TokenKey(**json.loads(str(meta["identity_token"])))
+        return hsm.TokenSigner(ref, PublicKey(bytes(meta["vehicle_public"])))
+    return PrivateKey.from_scalar(bytes(meta["vehicle_scalar"]))
+
+
 class VehicleStore:
     """The car's persistent state, opened from a directory."""
 
@@ -153,7 +161,7 @@ class VehicleStore:
             meta["schema_version"] = version
         if int(meta.get("schema_version", 0)) != SCHEMA_VERSION:
             raise StorageError(f"{directory} holds an unknown store version")
-        self.identity = PrivateKey.from_scalar(bytes(meta["vehicle_scalar"]))
+        self.identity: Signer = _identity(meta)
         self.name = str(meta["vehicle_name"])
         self.vehicle_id = self.identity.public_key.key_id
         self._endpoints: dict[bytes, Endpoint] = {}
@@ -191,21 +199,42 @@ class VehicleStore:
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: Path, *, name: str, entropy: Entropy, now: float) -> VehicleStore:
-        """Make a new car identity in ``directory`` (which must not hold one yet)."""
+    def create(
+        cls,
+        directory: Path,
+        *,
+        name: str,
+        entropy: Entropy,
+        now: float,
+        token: hsm.TokenKey | None = None,
+    ) -> VehicleStore:
+        """Make a new car identity in ``directory`` (which must not hold one yet).
+
+        With ``token`` the identity key is made inside that PKCS#11 token and the store keeps
+        only its public half and where it is; otherwise the store keeps the key itself.
+        """
         storage.private_dir(directory)
         path = directory / DB_NAME
         if path.exists():
             raise UsageError(f"{directory} already holds a vehicle; use another --dir")
+        if token is not None:
+            public = hsm.create(token)  # first: a token that refuses leaves no store behind
+            identity: list[tuple[str, object]] = [
+                ("vehicle_public", public.encoded),
+                ("identity_token", json.dumps(dataclasses.asdict(token), sort_keys=True)),
+            ]
+        else:
+            key = entropy.new_private_key()
+            public = key.public_key
+            identity = [("vehicle_scalar", key.scalar())]
         conn = storage.connect(path, create=True)
-        key = entropy.new_private_key()
         conn.executescript(_SCHEMA + audit.SCHEMA)
         with storage.write(conn):
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
                 [
                     ("schema_version", SCHEMA_VERSION),
-                    ("vehicle_scalar", key.scalar()),
+                    *identity,
                     ("vehicle_name", name),
                     ("created_at", now),
                     ("revocation_seq", 0),
@@ -218,7 +247,8 @@ class VehicleStore:
                 key_id="",
                 command="init",
                 result="ok",
-                detail=f"vehicle {key.public_key.key_id.hex()}",
+                detail=f"vehicle {public.key_id.hex()}"
+                + (" (key in a PKCS#11 token)" if token else ""),
             )
         return cls(conn, directory)
 
@@ -229,6 +259,8 @@ class VehicleStore:
 
     def close(self) -> None:
         self._conn.close()
+        if isinstance(self.identity, hsm.TokenSigner):
+            self.identity.close()  # the token's session
 
     def integrity_ok(self) -> bool:
         return storage.integrity_ok(self._conn)

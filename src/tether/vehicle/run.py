@@ -114,6 +114,9 @@ async def serve(args: argparse.Namespace) -> None:
         registry.check(url, listening=True)  # every address, before anything is opened
     lock = hold_lock(args.dir)
     store = VehicleStore.open(args.dir)
+    opener = getattr(store.identity, "open", None)
+    if opener is not None:
+        opener()  # a key in a PKCS#11 token: no PIN, no car (said now, not at the first phone)
     body = make_body(args.body, args.dir, args.can_mapping)
     agent = VehicleAgent(store, body, rangers=make_rangers(args.ranger))
     listeners = await open_listeners(args.listen, agent)
