@@ -164,3 +164,17 @@ async def test_without_ranging_radios_the_start_button_fails_closed(rig: Rig) ->
     assert rig.agent.rangers is None
     assert await rig.agent.press_start_button() is DenialReason.RANGING_REQUIRED
     assert untouched(rig)
+
+
+@pytest.mark.parametrize("who", ["unknown", "revoked", "lock only"])
+async def test_a_profile_moves_the_seat_only_for_a_key_that_may_drive(rig: Rig, who: str) -> None:
+    seat = {"Vehicle.Cabin.Seat.Row1.DriverSide.Position": 300}
+    owner = await rig.pair()
+    key = make_key(rig, who)
+    assert not rig.agent.authority.adjust(key.private.public_key.key_id, seat)
+    rig.body.set({"Vehicle.Speed": 40.0})
+    assert not rig.agent.authority.adjust(owner.endpoint_id, seat)  # never under a driver
+    rig.body.set({"Vehicle.Speed": 0.0})
+    assert rig.body.state()["Vehicle.Cabin.Seat.Row1.DriverSide.Position"] == 0
+    assert rig.agent.authority.adjust(owner.endpoint_id, seat)
+    assert rig.body.state()["Vehicle.Cabin.Seat.Row1.DriverSide.Position"] == 300

@@ -1009,8 +1009,11 @@ class VehicleAgent:
         """Put the driver's data on the screen and, if ``adjust``, set seat and climate from it."""
         self.headunit.show(session.endpoint_id.hex(), data.granted, data.denied)
         profile = data.granted.get("profile")
-        if adjust and isinstance(profile, dict):
-            self.body.set(profile_signals(profile))
+        if (
+            adjust
+            and isinstance(profile, dict)
+            and self.authority.adjust(session.endpoint_id, profile_signals(profile))
+        ):
             self._profile_of = session.endpoint_id
 
     def _easy_exit(self, key_id: bytes | None) -> None:

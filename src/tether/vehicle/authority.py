@@ -6,7 +6,8 @@ The authority looks the key up in the car's own store (never in what the caller 
 checks its rights, window, hours and revocation (:func:`policy.authorize`), the context (a fast
 session's limits, the owner's ranging switch for app commands over a near link, where a ranging
 measured the phone), carries the command out on the body, audits and announces it. Callers get
-the outcome; none of them executes a command or writes a command's audit entry on its own.
+the outcome; none of them executes a command or writes a command's audit entry on its own, and a
+driver's profile moves the seat only through :meth:`Authority.adjust`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason
 from tether.transport.base import LinkKind
-from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.body.base import SPEED, Body, BodyFault, Signals
 from tether.vehicle.hands_free import Reading, placed_for
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.policy import authorize
@@ -133,6 +134,20 @@ class Authority:
         zone = seen[1].location.zone
         wanted = (Zone.INSIDE,) if command is Command.START else (Zone.INSIDE, Zone.DOOR)
         return None if zone in wanted else DenialReason.RANGING_REQUIRED
+
+    def adjust(self, key_id: bytes, signals: Signals) -> bool:
+        """Move seat and climate to a driver's profile: for a key that may drive, at a standstill.
+
+        Not audited: the values are the driver's (the start that asked for them is audited).
+        """
+        endpoint = self.store.endpoint(key_id)
+        speed = self.body.state().get(SPEED, 0.0)
+        if endpoint is None or endpoint.revoked or "drive" not in endpoint.rights:
+            return False
+        if not isinstance(speed, int | float) or speed > 0 or not signals:
+            return False
+        self.body.set(signals)
+        return True
 
     async def act(self, request: Request) -> Outcome:
         """Check, then carry out on the body, then audit: the one way a command changes the car."""
