@@ -132,3 +132,30 @@ export async function ecdh(privateKey, peer) {
   const publicKey = await subtle.importKey("raw", buf(peer), { name: "ECDH", namedCurve: "P-256" }, false, []);
   return new Uint8Array(await subtle.deriveBits({ name: "ECDH", public: publicKey }, privateKey, 256));
 }
+
+/** Fresh random bytes from the platform's CSPRNG. @param {number} n @returns {Uint8Array} */
+export function randomBytes(n) {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}
+
+/**
+ * A new P-256 key pair made inside WebCrypto; the private half is never extractable.
+ * @param {"ECDSA" | "ECDH"} use @returns {Promise<{ privateKey: CryptoKey, publicKey: Uint8Array }>}
+ */
+export async function generateKey(use) {
+  const usages = /** @type {KeyUsage[]} */ (use === "ECDSA" ? ["sign", "verify"] : ["deriveBits"]);
+  const pair = /** @type {CryptoKeyPair} */ (
+    await subtle.generateKey({ name: use, namedCurve: "P-256" }, false, usages)
+  );
+  return { privateKey: pair.privateKey, publicKey: new Uint8Array(await subtle.exportKey("raw", pair.publicKey)) };
+}
+
+/** ECDSA P-256 SHA-256, as 64 bytes r||s. @param {CryptoKey} key @param {Uint8Array} data */
+export async function sign(key, data) {
+  return new Uint8Array(await subtle.sign({ name: "ECDSA", hash: "SHA-256" }, key, buf(data)));
+}
+
+/** A key's id: the first 16 bytes of SHA-256 over its 65-byte encoding. @param {Uint8Array} key */
+export async function keyId(key) {
+  return (await sha256(key)).slice(0, 16);
+}
