@@ -235,3 +235,28 @@ async def test_client_reports_a_car_that_goes_silent(rig: Rig) -> None:
         )
     assert info.value.code == "timeout"
     await silent.close()
+
+
+async def test_ignition_off_ends_the_sessions_held_while_driving(rig: Rig) -> None:
+    car = await rig.pair()
+    (started,) = await rig.run(car, Command.START, fast=False)
+    assert started.result.ok
+    held = await rig.listener.connect()
+    stop_holding = asyncio.get_running_loop().create_future()
+    holding = asyncio.create_task(
+        client.drive(
+            held,
+            rig.wallet.car(car.name),
+            entropy=rig.entropy,
+            persist=lambda key: rig.wallet.set_persistent_key(car.name, key),
+            stop=stop_holding,
+        )
+    )
+    for _ in range(100):  # until the car holds the session
+        if any(c.open is not None for c in rig.agent._connections):
+            break
+        await asyncio.sleep(0.01)
+    (stopped,) = await rig.run(car, Command.STOP, fast=False)  # another connection, same key
+    assert stopped.result.ok
+    assert await asyncio.wait_for(holding, 5) == "the car closed the session"
+    await held.close()

@@ -19,7 +19,7 @@ from tether.phone.wallet import CarKey
 from tether.protocol import remote
 from tether.protocol.commands import Command, DenialReason
 from tether.protocol.crypto import PrivateKey
-from tether.vehicle.body.base import DOORS, POWER
+from tether.vehicle.body.base import DOORS, POWER, Signals
 from tether.vehicle.hands_free import Reading
 from tether.vehicle.ranging import Location, Zone
 
@@ -168,7 +168,7 @@ async def test_without_ranging_radios_the_start_button_fails_closed(rig: Rig) ->
 
 @pytest.mark.parametrize("who", ["unknown", "revoked", "lock only"])
 async def test_a_profile_moves_the_seat_only_for_a_key_that_may_drive(rig: Rig, who: str) -> None:
-    seat = {"Vehicle.Cabin.Seat.Row1.DriverSide.Position": 300}
+    seat: Signals = {"Vehicle.Cabin.Seat.Row1.DriverSide.Position": 300}
     owner = await rig.pair()
     key = make_key(rig, who)
     assert not rig.agent.authority.adjust(key.private.public_key.key_id, seat)

@@ -384,7 +384,7 @@ class VehicleAgent:
             self.errors["storage"] += 1
         finally:
             self._forget(conn)
-            if conn.session is not None and conn.stop_reason == "revoked":
+            if conn.session is not None and conn.stop_reason in ("revoked", "ignition off"):
                 await self._close_revoked(conn)
             await transport.close()
 
@@ -402,8 +402,18 @@ class VehicleAgent:
         if conn.task is not None:
             conn.task.cancel()
 
+    def end_drives(self, *, spare: VehicleSession | None = None) -> int:
+        """Ignition off: every session held open while driving ends (``spare``, the one that
+        switched the car off, is answered and closed by its phone); how many ended."""
+        ended = 0
+        for conn in list(self._connections):
+            if conn.session is not None and conn.session is not spare and conn.open is not None:
+                self._end(conn, "ignition off")
+                ended += 1
+        return ended
+
     async def _close_revoked(self, conn: _Connection) -> None:
-        """Tell a phone whose key was revoked that its session is over (best effort)."""
+        """Tell a phone that its session is over: its key was revoked, or the ignition went off."""
         session = conn.session
         assert session is not None
         with contextlib.suppress(TransportError, ProtocolError):
@@ -889,6 +899,8 @@ class VehicleAgent:
         reason = await self._act(
             Request(key_id=envelope.key_id, command=envelope.command, entry=Entry.REMOTE)
         )
+        if reason is None and envelope.command is Command.STOP:
+            self.end_drives()
         return remote.sign_result(
             self.store.identity,
             raw,
@@ -1035,6 +1047,8 @@ class VehicleAgent:
     ) -> DenialReason | None:
         """Have the authority carry out a session's command and answer it; why not, if refused."""
         reason = await self._act(self._session_request(session, event.command, link))
+        if reason is None and event.command is Command.STOP:
+            self.end_drives(spare=session)
         session.respond(
             event.request_id,
             ok=reason is None,
