@@ -44,6 +44,9 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
     for module in (cars, sharing, commands, fleets, home):
         app.include_router(module.router, responses=PROBLEMS)
 
+    from tether.webphone import web  # the web phone's files at /phone/
+
+    web.mount(app)
     app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, validation_problem)
 

@@ -1,0 +1,39 @@
+// The service worker: the app shell and its modules from the cache, so the key opens the car
+// with no network but the link to the car itself. Network first, so an update shows at once.
+
+const CACHE = "tether-phone-v1";
+const SHELL = [
+  "./",
+  "index.html",
+  "app.js",
+  "style.css",
+  "manifest.webmanifest",
+  "icon.svg",
+  "store.js",
+  "protocol/bytes.js",
+  "protocol/codec.js",
+  "protocol/crypto.js",
+  "protocol/phone.js",
+  "protocol/spake2plus.js",
+  "protocol/transport.js",
+];
+
+self.addEventListener("install", (event) => {
+  const ready = caches.open(CACHE).then((cache) => cache.addAll(SHELL));
+  /** @type {any} */ (event).waitUntil(ready);
+});
+
+self.addEventListener("fetch", (event) => {
+  const fetchEvent = /** @type {any} */ (event);
+  const request = fetchEvent.request;
+  if (request.method !== "GET" || new URL(request.url).origin !== self.location.origin) return;
+  fetchEvent.respondWith(
+    fetch(request)
+      .then((response) => {
+        const copy = response.clone();
+        void caches.open(CACHE).then((cache) => cache.put(request, copy));
+        return response;
+      })
+      .catch(() => caches.match(request).then((hit) => hit ?? Response.error())),
+  );
+});

@@ -1,0 +1,80 @@
+"""The web phone in Chromium: served by `tether server` at /phone/, it pairs with a real car over
+WebSocket, opens and closes it, keeps its key non-extractable in IndexedDB, and still opens the
+car after a reload (the fast transaction with the stored persistent key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests.integration.procs import Agent, tether, tether_json
+from tests.integration.test_cloud_cli import ServerProc
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
+)
+NODE_MODULES = Path(__file__).parents[2] / "node_modules"
+
+KEY_IS_PRIVATE = """async () => {
+  const db = await new Promise((ok, no) => {
+    const r = indexedDB.open("tether-phone", 1); r.onsuccess = () => ok(r.result); r.onerror = no;
+  });
+  const cars = await new Promise((ok) => {
+    const r = db.transaction("cars").objectStore("cars").getAll(); r.onsuccess = () => ok(r.result);
+  });
+  const key = cars[0].endpoint.privateKey;
+  return [cars.length, key.extractable, key.type, key.algorithm.namedCurve];
+}"""
+
+
+@pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="needs `npm ci` (scripts/check runs it)")
+async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
+    car = tmp_path / "car"
+    tether("vehicle", "init", "--dir", str(car), "--name", "Web car")
+    code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
+    agent = Agent(car, listen=("ws://127.0.0.1:0",))
+    server = ServerProc(tmp_path / "server")
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            problems: list[str] = []
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            try:
+                await page.goto(f"{server.url}/phone/")
+                await expect(page.get_by_test_id("no-cars")).to_be_visible()
+                await page.get_by_test_id("address").fill(agent.address)
+                await page.get_by_test_id("code").fill(code)
+                await page.get_by_test_id("phone-name").fill("Ada's browser")
+                await page.get_by_test_id("pair").click()
+                status = page.get_by_test_id("pair-status")
+                await expect(status).to_have_text("Paired with Web car.", timeout=20_000)
+                await expect(page.get_by_test_id("car-name")).to_have_text("Web car")
+
+                outcome = page.get_by_test_id("outcome")
+                await page.get_by_test_id("unlock").click()
+                await expect(outcome).to_have_text("unlock: done (standard)", timeout=20_000)
+                await page.get_by_test_id("lock").click()
+                await expect(outcome).to_have_text("lock: done (fast)", timeout=20_000)
+                count, extractable, kind, curve = await page.evaluate(KEY_IS_PRIVATE)
+                assert (count, extractable, kind, curve) == (1, False, "private", "P-256")
+
+                await page.reload()  # the key is still here, and still opens the car
+                await expect(page.get_by_test_id("car-name")).to_have_text("Web car")
+                await page.get_by_test_id("unlock").click()
+                await expect(outcome).to_have_text("unlock: done (fast)", timeout=20_000)
+                assert problems == [], problems
+            finally:
+                await browser.close()
+        audit = tether_json("vehicle", "audit", "--dir", str(car))["entries"]
+        done = [(e["command"], e["result"], e["detail"]) for e in audit]
+        assert ("unlock", "ok", "standard") in done and ("lock", "ok", "fast") in done
+        keys = tether_json("vehicle", "status", "--dir", str(car))["keys"]
+        assert [k["name"] for k in keys] == ["Ada's browser"]
+    finally:
+        server.stop()
+        agent.stop()
