@@ -3,6 +3,7 @@
 
 import * as crypto from "./protocol/crypto.js";
 import { PhonePairing, PhoneTransaction, codeSecret } from "./protocol/phone.js";
+import { BluetoothTransport } from "./protocol/bluetooth.js";
 import { WsTransport } from "./protocol/transport.js";
 import * as store from "./store.js";
 
@@ -17,6 +18,14 @@ function $(id) {
 let chosen = null;
 
 /**
+ * The link to a car: "bluetooth" asks the browser to find it nearby, else a ws:// or wss:// URL.
+ * @param {string} address @returns {Promise<WsTransport | BluetoothTransport>}
+ */
+function connect(address) {
+  return address === "bluetooth" ? BluetoothTransport.connect() : WsTransport.connect(address);
+}
+
+/**
  * @param {HTMLElement} node @param {string} text @param {"ok" | "bad" | ""} [tone]
  */
 function say(node, text, tone = "") {
@@ -27,7 +36,7 @@ function say(node, text, tone = "") {
 /**
  * Drive a machine over the link until it yields something.
  * @template R
- * @param {WsTransport} link
+ * @param {WsTransport | BluetoothTransport} link
  * @param {{ receive(data: Uint8Array): Promise<R | null>, dataToSend(): Uint8Array[] }} machine
  * @returns {Promise<R>}
  */
@@ -80,7 +89,7 @@ async function pair(event) {
   try {
     const endpoint = await crypto.generateKey("ECDSA"); // made here, for this car only
     const machine = new PhonePairing(await codeSecret(String(data.get("code") ?? "")), endpoint, String(data.get("name") ?? "My phone"));
-    const link = await WsTransport.connect(address);
+    const link = await connect(address);
     try {
       const paired = await drive(link, machine);
       const car = { name: paired.vehicleName, address, vehicleKey: paired.vehicleKey, endpoint, persistent: null, pairedAt: Date.now() };
@@ -118,7 +127,7 @@ async function send(command) {
   buttons.forEach((b) => (b.disabled = true));
   say(outcome, `${command}…`);
   try {
-    const link = await WsTransport.connect(car.address);
+    const link = await connect(car.address);
     try {
       const persistent = FAST.has(command) ? car.persistent : null;
       const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent, early: [command] });
