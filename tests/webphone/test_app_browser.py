@@ -4,12 +4,15 @@ car after a reload (the fast transaction with the stored persistent key)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.integration.procs import Agent, tether, tether_json
+from tests.integration.procs import CLI, Agent, tether, tether_json
 from tests.integration.test_cloud_cli import ServerProc
 
 CHROMIUM = "/usr/bin/chromium"
@@ -21,7 +24,7 @@ NODE_MODULES = Path(__file__).parents[2] / "node_modules"
 
 KEY_IS_PRIVATE = """async () => {
   const db = await new Promise((ok, no) => {
-    const r = indexedDB.open("tether-phone", 1); r.onsuccess = () => ok(r.result); r.onerror = no;
+    const r = indexedDB.open("tether-phone"); r.onsuccess = () => ok(r.result); r.onerror = no;
   });
   const cars = await new Promise((ok) => {
     const r = db.transaction("cars").objectStore("cars").getAll(); r.onsuccess = () => ok(r.result);
@@ -67,6 +70,44 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
                 await expect(page.get_by_test_id("car-name")).to_have_text("Web car")
                 await page.get_by_test_id("unlock").click()
                 await expect(outcome).to_have_text("unlock: done (fast)", timeout=20_000)
+
+                # The vault: contacts and a seat, read by the car's screen at start, by consent.
+                cards = tmp_path / "people.vcf"
+                cards.write_text(
+                    "BEGIN:VCARD\nVERSION:4.0\nFN:CANARY-Ada Lovelace\nTEL:+49 89 1\nEND:VCARD\n"
+                )
+                await page.get_by_test_id("import").set_input_files(str(cards))
+                await expect(page.get_by_test_id("data-status")).to_have_text(
+                    "Imported 1 contacts."
+                )
+                await page.get_by_test_id("seat").fill("618")
+                await page.get_by_test_id("save-profile").click()
+                await expect(page.get_by_test_id("data-status")).to_have_text("Profile saved.")
+                screen = subprocess.Popen(
+                    [*CLI, "vehicle", "headunit", "--dir", str(car), "--json", "--seconds", "30"],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                await asyncio.sleep(1.0)  # the viewer is connected
+                await page.get_by_test_id("start").click()
+                await expect(outcome).to_have_text("start: done (standard)", timeout=20_000)
+                log = page.get_by_test_id("disclosures")
+                await expect(log).to_contain_text("contacts disclosed")
+                await expect(log).to_contain_text("profile disclosed")
+                await page.get_by_test_id("consent-contacts").select_option("ask")
+                page.on("dialog", lambda d: None)
+                await page.get_by_test_id("start").click()  # asked now: Deny
+                await page.get_by_test_id("ask-deny").click()
+                await expect(outcome).to_have_text("start: done (standard)", timeout=20_000)
+                await expect(log).to_contain_text("contacts refused")
+                screen.terminate()
+                shown = [
+                    json.loads(line) for line in screen.communicate(timeout=10)[0].splitlines()
+                ]
+                screens = [e for e in shown if e["event"] == "shown"]
+                assert screens[0]["data"]["contacts"][0]["name"] == "CANARY-Ada Lovelace"
+                assert screens[0]["data"]["profile"] == {"seat": {"position": 618}}
+                assert "contacts" in screens[-1]["denied"]
                 assert problems == [], problems
             finally:
                 await browser.close()
@@ -75,6 +116,8 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
         assert ("unlock", "ok", "standard") in done and ("lock", "ok", "fast") in done
         keys = tether_json("vehicle", "status", "--dir", str(car))["keys"]
         assert [k["name"] for k in keys] == ["Ada's browser"]
+        disk = b"".join(p.read_bytes() for p in car.rglob("*") if p.is_file())
+        assert b"CANARY" not in disk  # the car kept nothing of what it was shown
     finally:
         server.stop()
         agent.stop()

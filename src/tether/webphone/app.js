@@ -6,6 +6,7 @@ import { PhonePairing, PhoneTransaction, codeSecret } from "./protocol/phone.js"
 import { BluetoothTransport } from "./protocol/bluetooth.js";
 import { WsTransport } from "./protocol/transport.js";
 import * as store from "./store.js";
+import * as vault from "./vault.js";
 
 /** @param {string} id @returns {HTMLElement} */
 function $(id) {
@@ -66,6 +67,84 @@ async function render() {
   if (!chosen && all[0]) choose(all[0]);
 }
 
+/**
+ * Ask the person at the screen; no answer in 20 s means no.
+ * @param {string} category @param {string} purpose @returns {Promise<boolean>}
+ */
+function askPerson(category, purpose) {
+  const dialog = /** @type {HTMLDialogElement} */ ($("ask"));
+  say($("ask-text"), `${chosen?.name ?? "The car"} asks for your ${category}: “${purpose}”`);
+  dialog.showModal();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(false), 20_000);
+    /** @param {boolean} yes */
+    function done(yes) {
+      clearTimeout(timer);
+      dialog.close();
+      resolve(yes);
+    }
+    for (const button of dialog.querySelectorAll("button")) {
+      button.onclick = () => done(button.value === "allow");
+    }
+  });
+}
+
+async function renderData() {
+  const car = chosen;
+  const consent = $("consent");
+  consent.replaceChildren();
+  if (car) {
+    for (const category of vault.CATEGORIES) {
+      const label = document.createElement("label");
+      label.textContent = `${category} `;
+      const select = document.createElement("select");
+      select.dataset["testid"] = `consent-${category}`;
+      for (const decision of ["allow", "ask", "deny"]) select.append(new Option(decision, decision));
+      select.value = (await store.rule(car.name, category)) ?? "allow";
+      select.addEventListener("change", () => {
+        void store.setRule(car.name, category, /** @type {"allow" | "ask" | "deny"} */ (select.value));
+      });
+      label.append(select);
+      consent.append(label);
+    }
+  }
+  const log = $("disclosures");
+  log.replaceChildren();
+  for (const entry of (await store.disclosures()).slice(-20).reverse()) {
+    const item = document.createElement("li");
+    item.textContent = `${new Date(entry.at).toLocaleTimeString()} ${entry.car}: ${entry.category} ${entry.decision}`;
+    log.append(item);
+  }
+}
+
+/** @param {Event} event */
+async function importFile(event) {
+  const input = /** @type {HTMLInputElement} */ (event.target);
+  const file = input.files?.[0];
+  if (!file) return;
+  try {
+    const counts = await vault.importText(await file.text());
+    say($("data-status"), `Imported ${Object.entries(counts).map(([c, n]) => `${n} ${c}`).join(", ")}.`, "ok");
+  } catch (error) {
+    say($("data-status"), `Not imported: ${describe(error)}`, "bad");
+  }
+  input.value = "";
+}
+
+/** @param {SubmitEvent} event */
+async function saveProfile(event) {
+  event.preventDefault();
+  const data = new FormData(/** @type {HTMLFormElement} */ (event.target));
+  const position = Number(data.get("position"));
+  const temperature = Number(data.get("temperature"));
+  /** @type {Record<string, unknown>} */
+  const profile = {};
+  if (data.get("position") !== "" && position >= 0 && position <= 1000) profile["seat"] = { position };
+  if (data.get("temperature") !== "" && temperature >= 10 && temperature <= 35) profile["climate"] = { temperature };
+  await vault.saveProfile(profile);
+  say($("data-status"), "Profile saved.", "ok");
+}
+
 /** @param {store.Car} car */
 function choose(car) {
   chosen = car;
@@ -74,6 +153,7 @@ function choose(car) {
   for (const button of document.querySelectorAll("#car-list button")) {
     button.setAttribute("aria-pressed", String(button.textContent === car.name));
   }
+  void renderData();
 }
 
 /** @param {SubmitEvent} event */
@@ -130,7 +210,9 @@ async function send(command) {
     const link = await connect(car.address);
     try {
       const persistent = FAST.has(command) ? car.persistent : null;
-      const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent, early: [command] });
+      const answerData = (/** @type {Array<{ category: string, query: any }>} */ items, /** @type {string} */ purpose) =>
+        vault.answer(car.name, items, purpose, askPerson);
+      const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent, early: [command], answerData });
       const { session, persistent: next } = await drive(link, tx);
       car.persistent = next; // the car stored it before it sent Finished
       await store.save(car);
@@ -141,6 +223,7 @@ async function send(command) {
       if (result.kind === "result" && result.ok) say(outcome, `${command}: done (${kind})`, "ok");
       else if (result.kind === "result") say(outcome, `${command} refused (${result.reason}): ${result.message}`, "bad");
       else say(outcome, "the car closed the session", "bad");
+      await renderData();
     } finally {
       link.close();
     }
@@ -152,6 +235,8 @@ async function send(command) {
 }
 
 $("pair-form").addEventListener("submit", (event) => void pair(/** @type {SubmitEvent} */ (event)));
+$("profile-form").addEventListener("submit", (event) => void saveProfile(/** @type {SubmitEvent} */ (event)));
+$("data").querySelector("input[type=file]")?.addEventListener("change", (event) => void importFile(event));
 for (const button of document.querySelectorAll("#key button")) {
   const command = button.getAttribute("data-command") ?? "";
   button.addEventListener("click", () => void send(command));

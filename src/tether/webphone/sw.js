@@ -10,6 +10,7 @@ const SHELL = [
   "manifest.webmanifest",
   "icon.svg",
   "store.js",
+  "vault.js",
   "protocol/bluetooth.js",
   "protocol/bytes.js",
   "protocol/codec.js",

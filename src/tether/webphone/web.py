@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE.parents[2] / "node_modules"
-VENDOR = ("cborg", "@noble/curves", "@noble/hashes")
+VENDOR = ("cborg", "ical.js", "@noble/curves", "@noble/hashes")
 _KINDS = (".html", ".js", ".css", ".svg", ".webmanifest", ".json")
 
 

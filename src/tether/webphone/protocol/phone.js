@@ -3,6 +3,8 @@
 // ``receive`` and queues whole messages for ``dataToSend``; transports, storage and the clock
 // belong to the caller. Randomness comes from WebCrypto's CSPRNG.
 
+import { decode, encode, rfc8949EncodeOptions } from "cborg";
+
 import { ascii, concat, equal, fromBigInt, toBigInt } from "./bytes.js";
 import { ProtocolError, decodeMessage, encodeMessage, field } from "./codec.js";
 import * as crypto from "./crypto.js";
@@ -162,13 +164,41 @@ function recordNonce(iv, counter) {
   return fromBigInt(toBigInt(iv) ^ BigInt(counter), 12);
 }
 
+/**
+ * What answers the car's data requests (§8.2): by consent, from the vault.
+ * @typedef {(items: Array<{ category: string, query: any }>, purpose: string) =>
+ *   Promise<{ granted: Record<string, unknown>, denied: string[] }>} DataAnswer
+ */
+
+/** Deny everything: a phone with no vault answers so (never an error). @type {DataAnswer} */
+export const denyAll = async (items) => ({ granted: {}, denied: items.map((i) => i.category) });
+
+/** @param {Uint8Array} data @returns {Array<{ category: string, query: any }>} */
+function dataItems(data) {
+  /** @type {unknown} */
+  let items;
+  try {
+    items = decode(data, { strict: true, rejectDuplicateMapKeys: true });
+  } catch {
+    throw new ProtocolError("malformed", "data request items are not valid CBOR");
+  }
+  const ok =
+    Array.isArray(items) &&
+    items.length >= 1 &&
+    items.length <= 5 &&
+    items.every((i) => i && typeof i === "object" && typeof i.category === "string");
+  if (!ok) throw new ProtocolError("malformed", "data request items are [{category, query}]");
+  return /** @type {Array<{ category: string, query: any }>} */ (items);
+}
+
 /** An open session: commands out, results in, records counted in each direction (§7). */
 export class PhoneSession extends Machine {
-  /** @param {ReturnType<typeof sessionKeys>} keys @param {boolean} fast */
-  constructor(keys, fast) {
+  /** @param {ReturnType<typeof sessionKeys>} keys @param {boolean} fast @param {DataAnswer} [answerData] */
+  constructor(keys, fast, answerData = denyAll) {
     super();
     this.keys = keys;
     this.fast = fast;
+    this.answerData = answerData;
     this.sent = 0;
     this.received = 0;
     this.nextId = 1;
@@ -224,9 +254,14 @@ export class PhoneSession extends Machine {
     if (msg.type === T.RangingRequest) {
       await this.send(T.RangingReady, new Map([[1, Number(field(msg, 1))], [2, 250000]]));
     } else if (msg.type === T.DataRequest) {
-      // The vault comes with the app; until then every category is denied (never an error).
-      const denied = new Uint8Array([0x80]);
-      await this.send(T.DataResponse, new Map(/** @type {Array<[number, unknown]>} */ ([[1, Number(field(msg, 1))], [2, new Uint8Array([0xa0])], [3, denied]])));
+      const items = dataItems(field(msg, 2));
+      const { granted, denied } = await this.answerData(items, String(field(msg, 3)));
+      const fields = /** @type {Array<[number, unknown]>} */ ([
+        [1, Number(field(msg, 1))],
+        [2, encode(granted, rfc8949EncodeOptions)],
+        [3, encode(denied, rfc8949EncodeOptions)],
+      ]);
+      await this.send(T.DataResponse, new Map(fields));
     } else {
       throw new ProtocolError("malformed", `a car may not send ${msg.name} in a session`);
     }
@@ -242,7 +277,8 @@ export class PhoneSession extends Machine {
 export class PhoneTransaction extends Machine {
   /**
    * @param {{ endpoint: { privateKey: CryptoKey, publicKey: Uint8Array }, vehicleKey: Uint8Array,
-   *   persistent: Uint8Array | null, early: string[], credential?: Uint8Array }} options
+   *   persistent: Uint8Array | null, early: string[], credential?: Uint8Array,
+   *   answerData?: DataAnswer }} options
    */
   constructor(options) {
     super();
@@ -269,7 +305,7 @@ export class PhoneTransaction extends Machine {
 
   /** @param {ReturnType<typeof sessionKeys>} keys @param {boolean} fast */
   async openSession(keys, fast) {
-    this.session = new PhoneSession(keys, fast);
+    this.session = new PhoneSession(keys, fast, this.options.answerData);
     for (const command of this.options.early) await this.session.request(command);
     this.outbox.push(...this.session.dataToSend());
   }
