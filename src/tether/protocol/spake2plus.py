@@ -11,9 +11,11 @@ suite.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from typing import TYPE_CHECKING, Any
 
-from Cryptodome.PublicKey import ECC
-from Cryptodome.PublicKey._point import EccPoint
+if TYPE_CHECKING:
+    from Cryptodome.PublicKey._point import EccPoint
 
 from tether.errors import PairingError
 from tether.protocol import crypto
@@ -24,16 +26,23 @@ SCALAR_SIZE = 32
 # RFC 9382 §6, P-256 (compressed SEC1 encodings, as the RFC prints them).
 M_COMPRESSED = bytes.fromhex("02886e2f97ace46e55ba9dd7242579f2993b64e16ef3dcab95afd497333d8fa12f")
 N_COMPRESSED = bytes.fromhex("03d8bbd6c639c62937b04d997f38c3770719c629d7014d49a24b4f98baa1292b49")
-_G = ECC._curves["p256"].G
+
+
+@functools.cache
+def _ecc() -> Any:
+    """pycryptodome's ECC, imported on first use: a car that never pairs starts without it."""
+    from Cryptodome.PublicKey import ECC
+
+    return ECC
 
 
 def _point(encoded: bytes) -> EccPoint:
     """Decode a SEC1 point; anything not a point of P-256 (or the identity) is refused."""
     try:
-        key = ECC.import_key(encoded, curve_name="p256")
+        key = _ecc().import_key(encoded, curve_name="p256")
     except (ValueError, TypeError, IndexError) as exc:
         raise PairingError("a pairing share is not a P-256 point", code="bad_pake_message") from exc
-    point = key.pointQ
+    point: EccPoint = key.pointQ
     if point.is_point_at_infinity():
         raise PairingError("a pairing share is the identity", code="bad_pake_message")
     return point
@@ -47,8 +56,20 @@ def encode(point: EccPoint) -> bytes:
     return b"\x04" + int(x).to_bytes(32, "big") + int(y).to_bytes(32, "big")
 
 
-M = _point(M_COMPRESSED)
-N = _point(N_COMPRESSED)
+@functools.cache
+def _points() -> dict[str, EccPoint]:
+    return {
+        "_G": _ecc()._curves["p256"].G,
+        "M": _point(M_COMPRESSED),
+        "N": _point(N_COMPRESSED),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """``M``, ``N`` and the generator ``_G``, made on first use (module attributes, PEP 562)."""
+    if name in ("M", "N", "_G"):
+        return _points()[name]
+    raise AttributeError(name)
 
 
 def _len8(data: bytes) -> bytes:
@@ -74,7 +95,7 @@ class ProverSecret:
 
     def verifier(self) -> VerifierSecret:
         """The registration record the verifier keeps: ``w0`` and ``L = w1·G``."""
-        return VerifierSecret(w0=self.w0, L=encode(_G * self.w1))
+        return VerifierSecret(w0=self.w0, L=encode(_points()["_G"] * self.w1))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,8 +141,8 @@ def _finish(ids: Ids, w0: int, shares: tuple[bytes, bytes], z: EccPoint, v: EccP
             ids.context,
             ids.prover,
             ids.verifier,
-            encode(M),
-            encode(N),
+            encode(_points()["M"]),
+            encode(_points()["N"]),
             share_p,
             share_v,
             encode(z),
@@ -150,13 +171,14 @@ class Prover:
         self._secret = secret
         self._ids = ids
         self._x = x
-        self.share = encode(_G * x + M * secret.w0)
+        points = _points()
+        self.share = encode(points["_G"] * x + points["M"] * secret.w0)
 
     def finish(self, share_v: bytes) -> Outcome:
         """Z = x*(Y - w0*N), V = w1*(Y - w0*N) (cofactor 1 on P-256); refuses a reflected share."""
         if crypto.equal(share_v, self.share):
             raise PairingError("the peer sent back our own share", code="bad_pake_message")
-        base = _point(share_v) + (-(N * self._secret.w0))
+        base = _point(share_v) + (-(_points()["N"] * self._secret.w0))
         return _finish(
             self._ids,
             self._secret.w0,
@@ -176,13 +198,14 @@ class Verifier:
         self._ids = ids
         self._y = y
         self._L = _point(secret.L)
-        self.share = encode(_G * y + N * secret.w0)
+        points = _points()
+        self.share = encode(points["_G"] * y + points["N"] * secret.w0)
 
     def finish(self, share_p: bytes) -> Outcome:
         """Z = y*(X - w0*M), V = y*L; a reflected share is refused."""
         if crypto.equal(share_p, self.share):
             raise PairingError("the peer sent back our own share", code="bad_pake_message")
-        base = _point(share_p) + (-(M * self._secret.w0))
+        base = _point(share_p) + (-(_points()["M"] * self._secret.w0))
         return _finish(
             self._ids, self._secret.w0, (share_p, self.share), base * self._y, self._L * self._y
         )
