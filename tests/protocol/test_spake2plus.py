@@ -89,3 +89,23 @@ def test_a_share_that_is_not_a_point_is_bad_pake_message(share: bytes) -> None:
     prover = Prover(ProverSecret(w0=W0, w1=W1), RFC_IDS, X)
     with pytest.raises(PairingError):
         prover.finish(share)
+
+
+def test_the_guards_refuse_what_the_rfc_excludes() -> None:
+    with pytest.raises(ValueError, match="80 bytes"):
+        spake2plus.split_w(bytes(79))
+    secret = ProverSecret(w0=W0, w1=W1)
+    for bad in (0, ORDER):
+        with pytest.raises(ValueError, match="scalar"):
+            Prover(secret, RFC_IDS, bad)
+        with pytest.raises(ValueError, match="scalar"):
+            Verifier(secret.verifier(), RFC_IDS, bad)
+    verifier = Verifier(secret.verifier(), RFC_IDS, Y)
+    with pytest.raises(PairingError) as reflected:
+        verifier.finish(verifier.share)
+    assert reflected.value.code == "bad_pake_message"
+    with pytest.raises(PairingError) as identity:
+        spake2plus.encode(spake2plus._G * ORDER)  # the point at infinity has no SEC1 encoding
+    assert identity.value.code == "bad_pake_message"
+    with pytest.raises(PairingError):
+        spake2plus._point(b"\x00")  # the identity's own encoding does not decode

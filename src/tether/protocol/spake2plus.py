@@ -37,14 +37,16 @@ def _ecc() -> Any:
 
 
 def _point(encoded: bytes) -> EccPoint:
-    """Decode a SEC1 point; anything not a point of P-256 (or the identity) is refused."""
+    """Decode a SEC1 point; anything not a point of P-256 is refused.
+
+    pycryptodome checks the point is on the curve and refuses the identity's encoding (0x00), so a
+    point that decodes is never the identity.
+    """
     try:
         key = _ecc().import_key(encoded, curve_name="p256")
     except (ValueError, TypeError, IndexError) as exc:
         raise PairingError("a pairing share is not a P-256 point", code="bad_pake_message") from exc
     point: EccPoint = key.pointQ
-    if point.is_point_at_infinity():
-        raise PairingError("a pairing share is the identity", code="bad_pake_message")
     return point
 
 
