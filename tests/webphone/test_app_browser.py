@@ -121,3 +121,42 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
     finally:
         server.stop()
         agent.stop()
+
+
+@pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="needs `npm ci` (scripts/check runs it)")
+async def test_the_web_phone_sends_remote_commands_through_the_server(tmp_path: Path) -> None:
+    car = tmp_path / "car"
+    tether("vehicle", "init", "--dir", str(car), "--name", "Far car")
+    code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
+    server = ServerProc(tmp_path / "server")
+    agent = Agent(car, "--server", server.url, listen=("ws://127.0.0.1:0",))
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            try:
+                await page.goto(f"{server.url}/phone/")
+                await page.get_by_test_id("address").fill(agent.address)
+                await page.get_by_test_id("code").fill(code)
+                await page.get_by_test_id("pair").click()
+                await expect(page.get_by_test_id("pair-status")).to_have_text(
+                    "Paired with Far car.", timeout=20_000
+                )
+                await page.get_by_test_id("remote").check()
+                outcome = page.get_by_test_id("outcome")
+                for _ in range(40):  # until the car has told the server about its new owner
+                    await page.get_by_test_id("lock").click()
+                    await expect(outcome).not_to_have_text("lock…", timeout=20_000)
+                    if await outcome.text_content() == "lock: done (remote)":
+                        break
+                    await asyncio.sleep(0.5)
+                await expect(outcome).to_have_text("lock: done (remote)")
+                await page.get_by_test_id("start").click()  # never remotely: the driver is away
+                await expect(outcome).to_contain_text("start refused (remote_not_allowed)")
+            finally:
+                await browser.close()
+        audit = tether_json("vehicle", "audit", "--dir", str(car))["entries"]
+        assert ("lock", "ok", "remote") in [(e["command"], e["result"], e["detail"]) for e in audit]
+    finally:
+        agent.stop()
+        server.stop()

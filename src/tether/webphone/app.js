@@ -2,6 +2,7 @@
 // protocol/ (sans-IO); this file only wires the machines to a WebSocket and to the page.
 
 import * as crypto from "./protocol/crypto.js";
+import * as remote from "./protocol/remote.js";
 import { PhonePairing, PhoneTransaction, codeSecret } from "./protocol/phone.js";
 import { BluetoothTransport } from "./protocol/bluetooth.js";
 import { WsTransport } from "./protocol/transport.js";
@@ -206,6 +207,22 @@ async function send(command) {
   const buttons = /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll("#key button"));
   buttons.forEach((b) => (b.disabled = true));
   say(outcome, `${command}…`);
+  if (/** @type {HTMLInputElement} */ ($("remote")).checked) {
+    try {
+      // Counters only grow, even across phones of one owner: max(last + 1, now in ms) (§14).
+      const counter = Math.max((car.remoteCounter ?? 0) + 1, Date.now());
+      car.remoteCounter = counter;
+      await store.save(car);
+      const result = await remote.command(car, command, counter);
+      if (result.ok) say(outcome, `${command}: done (remote)`, "ok");
+      else say(outcome, `${command} refused (${result.reason}): ${result.message}`, "bad");
+    } catch (error) {
+      say(outcome, `${command} failed: ${describe(error)}`, "bad");
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+    return;
+  }
   try {
     const link = await connect(car.address);
     try {

@@ -7,7 +7,7 @@ const DB = "tether-phone";
 /**
  * @typedef {{ name: string, address: string, vehicleKey: Uint8Array,
  *   endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
- *   persistent: Uint8Array | null, pairedAt: number }} Car
+ *   persistent: Uint8Array | null, pairedAt: number, remoteCounter?: number }} Car
  * @typedef {{ at: number, car: string, category: string, purpose: string,
  *   decision: "disclosed" | "refused" }} Disclosure
  */

@@ -14,9 +14,11 @@ const SHELL = [
   "protocol/bluetooth.js",
   "protocol/bytes.js",
   "protocol/codec.js",
+  "protocol/cose.js",
   "protocol/crypto.js",
   "protocol/gatt.js",
   "protocol/phone.js",
+  "protocol/remote.js",
   "protocol/spake2plus.js",
   "protocol/transport.js",
 ];
@@ -29,7 +31,10 @@ self.addEventListener("install", (event) => {
 self.addEventListener("fetch", (event) => {
   const fetchEvent = /** @type {any} */ (event);
   const request = fetchEvent.request;
-  if (request.method !== "GET" || new URL(request.url).origin !== self.location.origin) return;
+  const url = new URL(request.url);
+  const scope = new URL(/** @type {any} */ (self).registration.scope).pathname;
+  // Only the app's own files: the server's API (/v1/...) always goes to the network, uncached.
+  if (request.method !== "GET" || url.origin !== self.location.origin || !url.pathname.startsWith(scope)) return;
   fetchEvent.respondWith(
     fetch(request)
       .then((response) => {
