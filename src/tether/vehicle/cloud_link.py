@@ -148,7 +148,9 @@ class CloudLink:
     async def handle(self, message: dict[str, Any]) -> None:
         """One pushed or fetched item: a revocation or a command envelope."""
         kind, raw = message.get("t"), message.get("raw")
-        if type(raw) is not bytes:
+        if type(raw) is not bytes or self._stopped:
+            # A stopped link acts on nothing, even if a cancellation was swallowed (3.11's
+            # wait_for): what it skips waits in the inbox for the next connection.
             return
         if kind == "revocation":
             outcome = self.agent.apply_revocation(raw)
