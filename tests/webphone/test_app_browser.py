@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -160,3 +161,63 @@ async def test_the_web_phone_sends_remote_commands_through_the_server(tmp_path: 
     finally:
         agent.stop()
         server.stop()
+
+
+@pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="needs `npm ci` (scripts/check runs it)")
+async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> None:
+    car = tmp_path / "car"
+    tether("vehicle", "init", "--dir", str(car), "--name", "Shared car")
+    code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
+    agent = Agent(car, listen=("ws://127.0.0.1:0",))
+    server = ServerProc(tmp_path / "server")
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            ada = await (await browser.new_context()).new_page()  # two phones: two browsers
+            bea = await (await browser.new_context()).new_page()
+            try:
+                await ada.goto(f"{server.url}/phone/")
+                await ada.get_by_test_id("address").fill(agent.address)
+                await ada.get_by_test_id("code").fill(code)
+                await ada.get_by_test_id("pair").click()
+                await expect(ada.get_by_test_id("pair-status")).to_have_text(
+                    "Paired with Shared car.", timeout=20_000
+                )
+
+                await bea.goto(f"{server.url}/phone/")
+                await bea.get_by_test_id("ask-key").click()
+                request = bea.get_by_test_id("request-link")
+                await expect(request).to_have_value(re.compile("^tether://key-request/"))
+
+                await ada.get_by_test_id("share").locator("summary").click()
+                await ada.get_by_test_id("share-request").fill(await request.input_value())
+                await ada.get_by_test_id("share-button").click()
+                grant = ada.get_by_test_id("share-link")
+                await expect(grant).to_have_value(re.compile("^tether://grant/"))
+
+                good = await grant.input_value()
+                at = len("tether://grant/") + 80  # inside the signed grant
+                tampered = good[:at] + ("B" if good[at] == "A" else "A") + good[at + 1 :]
+                await bea.get_by_test_id("grant-link").fill(tampered)
+                await bea.get_by_test_id("accept").click()
+                await expect(bea.get_by_test_id("friend-status")).to_contain_text("Not accepted")
+                await bea.get_by_test_id("grant-link").fill(await grant.input_value())
+                await bea.get_by_test_id("accept").click()
+                await expect(bea.get_by_test_id("friend-status")).to_have_text(
+                    "Accepted a key to Shared car: lock, unlock."
+                )
+
+                outcome = bea.get_by_test_id("outcome")
+                await bea.get_by_test_id("unlock").click()  # first use: the credential travels
+                await expect(outcome).to_have_text("unlock: done (standard)", timeout=20_000)
+                await bea.get_by_test_id("lock").click()
+                await expect(outcome).to_have_text("lock: done (fast)", timeout=20_000)
+                await bea.get_by_test_id("start").click()  # she may not drive
+                await expect(outcome).to_contain_text("start refused (no_right)", timeout=20_000)
+            finally:
+                await browser.close()
+        keys = tether_json("vehicle", "status", "--dir", str(car))["keys"]
+        assert sorted(k["role"] for k in keys) == ["friend", "owner"]
+    finally:
+        server.stop()
+        agent.stop()

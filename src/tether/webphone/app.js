@@ -3,6 +3,7 @@
 
 import * as crypto from "./protocol/crypto.js";
 import * as remote from "./protocol/remote.js";
+import * as sharing from "./protocol/sharing.js";
 import { PhonePairing, PhoneTransaction, codeSecret } from "./protocol/phone.js";
 import { BluetoothTransport } from "./protocol/bluetooth.js";
 import { WsTransport } from "./protocol/transport.js";
@@ -146,6 +147,66 @@ async function saveProfile(event) {
   say($("data-status"), "Profile saved.", "ok");
 }
 
+async function askForKey() {
+  const endpoint = await crypto.generateKey("ECDSA"); // for the friend's car, made here
+  const id = Array.from(await crypto.keyId(endpoint.publicKey), (b) => b.toString(16).padStart(2, "0")).join("");
+  await store.saveRequest({ id, endpoint, label: "", at: Date.now() });
+  /** @type {HTMLTextAreaElement} */ ($("request-link")).value = sharing.requestLink(endpoint.publicKey, "");
+  say($("friend-status"), "Send the link to the car's owner, then paste their grant below.");
+}
+
+async function acceptGrant() {
+  const link = /** @type {HTMLTextAreaElement} */ ($("grant-link")).value.trim();
+  const status = $("friend-status");
+  const now = Date.now() / 1000;
+  for (const request of await store.requests()) {
+    try {
+      const got = await sharing.accept(link, request.endpoint.publicKey, now);
+      /** @type {store.Car} */
+      const car = {
+        name: got.name,
+        address: got.address,
+        vehicleKey: got.vehicleKey,
+        endpoint: request.endpoint,
+        persistent: null,
+        pairedAt: Date.now(),
+        role: "friend",
+        credential: got.credential,
+        enrolled: false,
+      };
+      await store.save(car);
+      await store.dropRequest(request.id);
+      say(status, `Accepted a key to ${got.name}: ${got.rights.join(", ")}.`, "ok");
+      chosen = car;
+      await render();
+      choose(car);
+      return;
+    } catch (error) {
+      if (error && typeof error === "object" && "code" in error && error.code === "grant_key_mismatch") continue;
+      say(status, `Not accepted: ${describe(error)}`, "bad");
+      return;
+    }
+  }
+  say(status, "Not accepted: this grant is for a key this phone did not ask with", "bad");
+}
+
+async function shareCar() {
+  const car = chosen;
+  if (!car) return;
+  const status = $("share-status");
+  try {
+    const request = sharing.readRequest(/** @type {HTMLTextAreaElement} */ ($("share-request")).value.trim());
+    const rights = Array.from(document.querySelectorAll("#share input[name=right]:checked"), (i) => /** @type {HTMLInputElement} */ (i).value);
+    const hours = Number(/** @type {HTMLInputElement} */ ($("share-hours")).value) || 24;
+    const now = Math.floor(Date.now() / 1000);
+    const link = await sharing.share(car, request, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
+    /** @type {HTMLTextAreaElement} */ ($("share-link")).value = link;
+    say(status, `A key to ${car.name} for ${hours} h: ${rights.join(", ")}.`, "ok");
+  } catch (error) {
+    say(status, `Not shared: ${describe(error)}`, "bad");
+  }
+}
+
 /** @param {store.Car} car */
 function choose(car) {
   chosen = car;
@@ -154,6 +215,7 @@ function choose(car) {
   for (const button of document.querySelectorAll("#car-list button")) {
     button.setAttribute("aria-pressed", String(button.textContent === car.name));
   }
+  $("share").hidden = car.role === "friend";
   void renderData();
 }
 
@@ -173,7 +235,8 @@ async function pair(event) {
     const link = await connect(address);
     try {
       const paired = await drive(link, machine);
-      const car = { name: paired.vehicleName, address, vehicleKey: paired.vehicleKey, endpoint, persistent: null, pairedAt: Date.now() };
+      /** @type {store.Car} */
+      const car = { name: paired.vehicleName, address, vehicleKey: paired.vehicleKey, endpoint, persistent: null, pairedAt: Date.now(), role: "owner" };
       await store.save(car);
       say(status, `Paired with ${paired.vehicleName}.`, "ok");
       form.reset();
@@ -229,9 +292,12 @@ async function send(command) {
       const persistent = FAST.has(command) ? car.persistent : null;
       const answerData = (/** @type {Array<{ category: string, query: any }>} */ items, /** @type {string} */ purpose) =>
         vault.answer(car.name, items, purpose, askPerson);
-      const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent, early: [command], answerData });
+      // A shared key presents its credential until the car has enrolled it (§6.2).
+      const credential = car.credential && !car.enrolled ? { credential: car.credential } : {};
+      const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent, early: [command], answerData, ...credential });
       const { session, persistent: next } = await drive(link, tx);
       car.persistent = next; // the car stored it before it sent Finished
+      car.enrolled = true;
       await store.save(car);
       const result = await drive(link, session);
       await session.close();
@@ -252,6 +318,9 @@ async function send(command) {
 }
 
 $("pair-form").addEventListener("submit", (event) => void pair(/** @type {SubmitEvent} */ (event)));
+$("ask-key").addEventListener("click", () => void askForKey());
+$("accept").addEventListener("click", () => void acceptGrant());
+$("share-button").addEventListener("click", () => void shareCar());
 $("profile-form").addEventListener("submit", (event) => void saveProfile(/** @type {SubmitEvent} */ (event)));
 $("data").querySelector("input[type=file]")?.addEventListener("change", (event) => void importFile(event));
 for (const button of document.querySelectorAll("#key button")) {

@@ -7,7 +7,10 @@ const DB = "tether-phone";
 /**
  * @typedef {{ name: string, address: string, vehicleKey: Uint8Array,
  *   endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
- *   persistent: Uint8Array | null, pairedAt: number, remoteCounter?: number }} Car
+ *   persistent: Uint8Array | null, pairedAt: number, remoteCounter?: number,
+ *   role?: "owner" | "friend", credential?: Uint8Array, enrolled?: boolean }} Car
+ * @typedef {{ id: string, endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
+ *   label: string, at: number }} KeyRequest
  * @typedef {{ at: number, car: string, category: string, purpose: string,
  *   decision: "disclosed" | "refused" }} Disclosure
  */
@@ -15,7 +18,7 @@ const DB = "tether-phone";
 /** @returns {Promise<IDBDatabase>} */
 function openDb() {
   return new Promise((resolve, reject) => {
-    const request = indexedDB.open(DB, 2);
+    const request = indexedDB.open(DB, 3);
     request.onupgradeneeded = () => {
       const db = request.result;
       for (const [name, options] of /** @type {Array<[string, IDBObjectStoreParameters]>} */ ([
@@ -23,6 +26,7 @@ function openDb() {
         ["vault", { keyPath: "category" }],
         ["consent", { keyPath: "id" }],
         ["disclosures", { autoIncrement: true }],
+        ["requests", { keyPath: "id" }],
       ])) {
         if (!db.objectStoreNames.contains(name)) db.createObjectStore(name, options);
       }
@@ -91,4 +95,19 @@ export async function logDisclosure(entry) {
 /** @returns {Promise<Disclosure[]>} */
 export function disclosures() {
   return run("disclosures", "readonly", (s) => /** @type {IDBRequest<Disclosure[]>} */ (s.getAll()));
+}
+
+/** A key this phone asked a friend's car for (kept until a grant names it). @param {KeyRequest} request */
+export async function saveRequest(request) {
+  await run("requests", "readwrite", (s) => s.put(request));
+}
+
+/** @returns {Promise<KeyRequest[]>} */
+export function requests() {
+  return run("requests", "readonly", (s) => /** @type {IDBRequest<KeyRequest[]>} */ (s.getAll()));
+}
+
+/** @param {string} id */
+export async function dropRequest(id) {
+  await run("requests", "readwrite", (s) => s.delete(id));
 }

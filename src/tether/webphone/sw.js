@@ -19,6 +19,7 @@ const SHELL = [
   "protocol/gatt.js",
   "protocol/phone.js",
   "protocol/remote.js",
+  "protocol/sharing.js",
   "protocol/spake2plus.js",
   "protocol/transport.js",
 ];

@@ -15,8 +15,10 @@ function sigStructure(protectedHeader, payload) {
 }
 
 /**
- * Sign ``claims`` (a map with text keys) with a non-extractable key.
- * @param {CryptoKey} key @param {Uint8Array} kid @param {Record<string, unknown>} claims
+ * Sign ``claims`` (a map with text keys, or a Map with integer and text keys) with a
+ * non-extractable key.
+ * @param {CryptoKey} key @param {Uint8Array} kid
+ * @param {Record<string, unknown> | Map<number | string, unknown>} claims
  * @returns {Promise<Uint8Array>}
  */
 export async function sign1(key, kid, claims) {
@@ -55,7 +57,24 @@ export async function verify1(data, publicKey) {
   if (!(await crypto.verify(publicKey, signature, sigStructure(protectedHeader, payload)))) {
     throw new ProtocolError("bad_signature", "the signature does not verify");
   }
-  const claims = decode(payload, { useMaps: false });
-  if (!claims || typeof claims !== "object") throw new ProtocolError("malformed", "claims are a map");
-  return /** @type {Record<string, unknown>} */ (claims);
+  const claims = decode(payload, { useMaps: true });
+  if (!(claims instanceof Map)) throw new ProtocolError("malformed", "claims are a map");
+  // Text-keyed claims (§14's objects) as a plain object; a grant's integer keys stay a Map.
+  const textual = [...claims.keys()].every((k) => typeof k === "string");
+  return /** @type {Record<string, unknown>} */ (textual ? Object.fromEntries(claims) : { map: claims });
+}
+
+/** The unverified parts of a COSE_Sign1: who says they signed it, and the claims as a Map. @param {Uint8Array} data */
+export function peek1(data) {
+  /** @type {unknown[]} */
+  const tags = [];
+  tags[18] = (/** @type {() => unknown} */ inner) => ({ sign1: inner() });
+  try {
+    const parts = /** @type {{ sign1: unknown[] }} */ (decode(data, { tags: /** @type {any} */ (tags), useMaps: true })).sign1;
+    const unprotected = /** @type {Map<number, unknown>} */ (parts[1]);
+    const claims = /** @type {Map<number | string, unknown>} */ (decode(/** @type {Uint8Array} */ (parts[2]), { useMaps: true }));
+    return { kid: /** @type {Uint8Array} */ (unprotected.get(4)), claims };
+  } catch {
+    throw new ProtocolError("grant_malformed", "not a grant");
+  }
 }

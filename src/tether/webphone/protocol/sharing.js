@@ -1,0 +1,145 @@
+// Sharing a key between phones (docs/protocol.md §9), as links: the friend's key request
+// (tether://key-request/...), and the owner's grant bundle (tether://grant/...), the same as the
+// tether CLI writes and reads. A grant is a COSE_Sign1 over CWT claims, made in WebCrypto.
+
+import { decode, encode, rfc8949EncodeOptions } from "cborg";
+
+import { toHex } from "./bytes.js";
+import { ProtocolError } from "./codec.js";
+import { peek1, sign1, verify1 } from "./cose.js";
+import * as crypto from "./crypto.js";
+
+export const REQUEST_LINK = "tether://key-request/";
+export const GRANT_LINK = "tether://grant/";
+export const RIGHTS = ["climate", "drive", "locate", "lock", "share", "trunk", "unlock"];
+
+/** @param {Uint8Array} bytes */
+function b64url(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** @param {string} text @param {string} what */
+function unb64url(text, what) {
+  try {
+    const plain = text.replaceAll("-", "+").replaceAll("_", "/");
+    return Uint8Array.from(atob(plain + "=".repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  } catch {
+    throw new ProtocolError("usage_error", `the ${what} link is damaged`);
+  }
+}
+
+/** @param {string} link @param {string} prefix @param {string} kind @param {string} what */
+function load(link, prefix, kind, what) {
+  if (!link.startsWith(prefix)) throw new ProtocolError("usage_error", `a ${what} link starts with ${prefix}`);
+  /** @type {any} */
+  let obj;
+  try {
+    obj = decode(unb64url(link.slice(prefix.length).trim(), what), { useMaps: false });
+  } catch (error) {
+    if (error instanceof ProtocolError) throw error;
+    throw new ProtocolError("usage_error", `this is not a tether ${what}`);
+  }
+  if (!obj || obj.kind !== kind || obj.v !== 1) throw new ProtocolError("usage_error", `this is not a tether ${what}`);
+  return obj;
+}
+
+/** The friend's request: its new public key, and what to call it. @param {Uint8Array} key @param {string} label */
+export function requestLink(key, label) {
+  return REQUEST_LINK + b64url(encode({ kind: "tether/key-request", v: 1, key, label: label.slice(0, 64) }, rfc8949EncodeOptions));
+}
+
+/** @param {string} link @returns {{ key: Uint8Array, label: string }} */
+export function readRequest(link) {
+  const obj = load(link, REQUEST_LINK, "tether/key-request", "key request");
+  if (!(obj.key instanceof Uint8Array) || obj.key.length !== 65 || obj.key[0] !== 4) {
+    throw new ProtocolError("usage_error", "the key request holds no valid public key");
+  }
+  return { key: obj.key, label: typeof obj.label === "string" ? obj.label.slice(0, 64) : "" };
+}
+
+/** A COSE_Key for a P-256 public key. @param {Uint8Array} key */
+function coseKey(key) {
+  return new Map(/** @type {Array<[number, unknown]>} */ ([[1, 2], [-1, 1], [-2, key.slice(1, 33)], [-3, key.slice(33, 65)]]));
+}
+
+/**
+ * The owner's root grant for the friend's requested key (§9.1), as a bundle link.
+ * @param {{ endpoint: { privateKey: CryptoKey, publicKey: Uint8Array }, vehicleKey: Uint8Array,
+ *   name: string, address: string }} car the owner's key for the car
+ * @param {{ key: Uint8Array, label: string }} request
+ * @param {{ rights: string[], notBefore: number, expires: number, now: number }} terms seconds
+ */
+export async function share(car, request, terms) {
+  const rights = [...new Set(terms.rights)].filter((r) => RIGHTS.includes(r)).sort();
+  if (!rights.length) throw new ProtocolError("grant_bad_rights", "a grant needs at least one right");
+  if (terms.expires <= terms.notBefore) throw new ProtocolError("grant_bad_window", "a grant must end after it starts");
+  const ownerId = await crypto.keyId(car.endpoint.publicKey);
+  /** @type {Map<number | string, unknown>} */
+  const claims = new Map(/** @type {Array<[number | string, unknown]>} */ ([
+    [1, toHex(ownerId)],
+    [2, toHex(await crypto.keyId(request.key))],
+    [3, toHex(await crypto.keyId(car.vehicleKey))],
+    [4, Math.floor(terms.expires)],
+    [5, Math.floor(terms.notBefore)],
+    [6, Math.floor(terms.now)],
+    [7, crypto.randomBytes(16)],
+    [8, new Map([[1, coseKey(request.key)]])],
+    ["rights", rights],
+  ]));
+  if (request.label) claims.set("label", request.label);
+  const grant = await sign1(car.endpoint.privateKey, ownerId, claims);
+  const chain = encode([grant], rfc8949EncodeOptions);
+  const bundle = {
+    kind: "tether/grant",
+    v: 1,
+    chain,
+    vehicle_key: car.vehicleKey,
+    vehicle_name: car.name,
+    address: car.address,
+    owner_key: car.endpoint.publicKey,
+  };
+  return GRANT_LINK + b64url(encode(bundle, rfc8949EncodeOptions));
+}
+
+/**
+ * Everything a phone checks before it keeps a shared key: the whole chain's signatures, that it
+ * names this car and exactly the key this phone asked with, and its window.
+ * @param {string} link @param {Uint8Array} requested the public key this phone asked with
+ * @param {number} now seconds
+ */
+export async function accept(link, requested, now) {
+  const obj = load(link, GRANT_LINK, "tether/grant", "grant");
+  const { chain, vehicle_key: vehicleKey, vehicle_name: name, address, owner_key: ownerKey } = obj;
+  if (!(chain instanceof Uint8Array) || !(vehicleKey instanceof Uint8Array) || !(ownerKey instanceof Uint8Array)) {
+    throw new ProtocolError("grant_malformed", "the grant is damaged");
+  }
+  const grants = decode(chain);
+  if (!Array.isArray(grants) || grants.length < 1 || !grants.every((g) => g instanceof Uint8Array)) {
+    throw new ProtocolError("grant_malformed", "the grant is damaged");
+  }
+  const vehicleId = toHex(await crypto.keyId(vehicleKey));
+  let signer = ownerKey;
+  /** @type {Map<number | string, unknown>} */
+  let leaf = new Map();
+  for (const grant of /** @type {Uint8Array[]} */ (grants)) {
+    await verify1(grant, signer); // every signature, root first
+    leaf = peek1(grant).claims;
+    if (leaf.get(3) !== vehicleId) throw new ProtocolError("grant_wrong_vehicle", "the grant names another car");
+    const cnf = /** @type {Map<number, Map<number, Uint8Array>>} */ (leaf.get(8)).get(1);
+    signer = new Uint8Array([4, ...(cnf?.get(-2) ?? []), ...(cnf?.get(-3) ?? [])]);
+  }
+  if (leaf.get(2) !== toHex(await crypto.keyId(requested))) {
+    throw new ProtocolError("grant_key_mismatch", "this grant is for a key this phone did not ask with");
+  }
+  if (Number(leaf.get(4)) <= now) throw new ProtocolError("grant_expired", "the grant has expired");
+  return {
+    name: String(name),
+    address: String(address),
+    vehicleKey,
+    credential: chain,
+    rights: /** @type {string[]} */ (leaf.get("rights") ?? []),
+    notAfter: Number(leaf.get(4)),
+  };
+}
