@@ -214,10 +214,24 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
                 await expect(outcome).to_have_text("lock: done (fast)", timeout=20_000)
                 await bea.get_by_test_id("start").click()  # she may not drive
                 await expect(outcome).to_contain_text("start refused (no_right)", timeout=20_000)
+
+                # Ada sees the key she gave and revokes it; Bea's phone no longer opens the car.
+                issued = ada.get_by_test_id("issued")
+                await expect(issued).to_contain_text("a friend: lock, unlock until")
+                await ada.get_by_test_id("revoke-0").click()
+                await expect(ada.get_by_test_id("share-status")).to_have_text(
+                    "Revoked a friend's key.", timeout=20_000
+                )
+                await expect(issued).to_contain_text("(revoked)")
+                await bea.get_by_test_id("unlock").click()
+                await expect(outcome).to_contain_text("unlock failed", timeout=20_000)
             finally:
                 await browser.close()
         keys = tether_json("vehicle", "status", "--dir", str(car))["keys"]
-        assert sorted(k["role"] for k in keys) == ["friend", "owner"]
+        assert sorted((k["role"], k["revoked"]) for k in keys) == [
+            ("friend", True),
+            ("owner", False),
+        ]
     finally:
         server.stop()
         agent.stop()

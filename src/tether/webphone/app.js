@@ -199,11 +199,76 @@ async function shareCar() {
     const rights = Array.from(document.querySelectorAll("#share input[name=right]:checked"), (i) => /** @type {HTMLInputElement} */ (i).value);
     const hours = Number(/** @type {HTMLInputElement} */ ($("share-hours")).value) || 24;
     const now = Math.floor(Date.now() / 1000);
-    const link = await sharing.share(car, request, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
-    /** @type {HTMLTextAreaElement} */ ($("share-link")).value = link;
+    const made = await sharing.share(car, request, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
+    /** @type {HTMLTextAreaElement} */ ($("share-link")).value = made.link;
+    car.issued = [...(car.issued ?? []), { serial: made.serial, label: request.label || "a friend", rights: made.rights, expires: made.expires, revoked: false }];
+    await store.save(car);
+    renderIssued(car);
     say(status, `A key to ${car.name} for ${hours} h: ${rights.join(", ")}.`, "ok");
   } catch (error) {
     say(status, `Not shared: ${describe(error)}`, "bad");
+  }
+}
+
+/** The keys this owner issued for the car, each with a Revoke button. @param {store.Car} car */
+function renderIssued(car) {
+  const list = $("issued");
+  list.replaceChildren();
+  for (const [index, grant] of (car.issued ?? []).entries()) {
+    const item = document.createElement("li");
+    const until = new Date(grant.expires * 1000).toLocaleString();
+    item.textContent = `${grant.label}: ${grant.rights.join(", ")} until ${until} `;
+    if (grant.revoked) {
+      item.append("(revoked)");
+    } else {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Revoke";
+      button.dataset["testid"] = `revoke-${index}`;
+      button.addEventListener("click", () => void revoke(car, index));
+      item.append(button);
+    }
+    list.append(item);
+  }
+}
+
+/**
+ * Revoke one issued grant: signed here, delivered to the car in a session, believed only when
+ * the car says it is durable.
+ * @param {store.Car} car @param {number} index
+ */
+async function revoke(car, index) {
+  const grant = car.issued?.[index];
+  if (!grant) return;
+  const status = $("share-status");
+  try {
+    const seq = Math.max((car.revocationSeq ?? 0) + 1, Date.now());
+    car.revocationSeq = seq;
+    await store.save(car);
+    const raw = await sharing.revocation(car, [grant.serial], seq, Date.now() / 1000);
+    const link = await connect(car.address);
+    try {
+      const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent: car.persistent, early: [] });
+      const { session, persistent } = await drive(link, tx);
+      car.persistent = persistent;
+      await session.deliverRevocation(raw);
+      for (const out of session.dataToSend()) link.send(out);
+      const answer = await drive(link, session);
+      await session.close();
+      for (const out of session.dataToSend()) link.send(out);
+      if (answer.kind === "revocation" && answer.ok) {
+        grant.revoked = true;
+        say(status, `Revoked ${grant.label}'s key.`, "ok");
+      } else {
+        say(status, `Not revoked: ${"message" in answer ? answer.message : "the car closed the session"}`, "bad");
+      }
+    } finally {
+      link.close();
+    }
+    await store.save(car);
+    renderIssued(car);
+  } catch (error) {
+    say(status, `Not revoked: ${describe(error)}`, "bad");
   }
 }
 
@@ -216,6 +281,7 @@ function choose(car) {
     button.setAttribute("aria-pressed", String(button.textContent === car.name));
   }
   $("share").hidden = car.role === "friend";
+  renderIssued(car);
   void renderData();
 }
 

@@ -8,7 +8,9 @@ const DB = "tether-phone";
  * @typedef {{ name: string, address: string, vehicleKey: Uint8Array,
  *   endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
  *   persistent: Uint8Array | null, pairedAt: number, remoteCounter?: number,
- *   role?: "owner" | "friend", credential?: Uint8Array, enrolled?: boolean }} Car
+ *   role?: "owner" | "friend", credential?: Uint8Array, enrolled?: boolean,
+ *   issued?: Array<{ serial: Uint8Array, label: string, rights: string[], expires: number,
+ *     revoked: boolean }>, revocationSeq?: number }} Car
  * @typedef {{ id: string, endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
  *   label: string, at: number }} KeyRequest
  * @typedef {{ at: number, car: string, category: string, purpose: string,

@@ -16,7 +16,7 @@ const T = {
   PairRequest: 10, PairChallenge: 11, PairConfirm: 12, PairAccept: 13, PhoneEnrollment: 20,
   StandardHello: 30, VehicleAuth: 31, PhoneAuth: 32, Finished: 33, FastProof: 36,
   VehicleHello: 37, Fallback: 38, Record: 50, Error: 60, CommandRequest: 70, CommandResult: 71,
-  Close: 72, DataRequest: 75, DataResponse: 76, RangingRequest: 77, RangingReady: 78,
+  Close: 72, RevocationRequest: 73, RevocationResult: 74, DataRequest: 75, DataResponse: 76, RangingRequest: 77, RangingReady: 78,
 };
 
 /** A refusal the car sent (its code is read, its text never trusted as markup). */
@@ -224,11 +224,19 @@ export class PhoneSession extends Machine {
     await this.send(T.Close, new Map());
   }
 
+  /** Hand an owner-signed revocation to the car (§9.3); its request id. @param {Uint8Array} revocation */
+  async deliverRevocation(revocation) {
+    const id = this.nextId;
+    this.nextId += 1;
+    await this.send(T.RevocationRequest, new Map(/** @type {Array<[number, unknown]>} */ ([[1, id], [2, revocation]])));
+    return id;
+  }
+
   /**
    * One record from the car: a result, a question (answered here: ranging setup at once, data
    * requests denied unless ``answerData`` says otherwise), or the car's Close.
    * @param {Uint8Array} data
-   * @returns {Promise<{ kind: "result", requestId: number, ok: boolean, reason: string, message: string } | { kind: "closed" } | null>}
+   * @returns {Promise<{ kind: "result" | "revocation", requestId: number, ok: boolean, reason: string, message: string } | { kind: "closed" } | null>}
    */
   async receive(data) {
     const record = this.parse(data, [T.Record]);
@@ -248,6 +256,15 @@ export class PhoneSession extends Machine {
         ok: field(msg, 2) === true,
         reason: String(field(msg, 3) ?? ""),
         message: String(field(msg, 4)),
+      };
+    }
+    if (msg.type === T.RevocationResult) {
+      return {
+        kind: "revocation",
+        requestId: Number(field(msg, 1)),
+        ok: field(msg, 2) === true,
+        reason: String(field(msg, 4) ?? ""),
+        message: String(field(msg, 5)),
       };
     }
     if (msg.type === T.Close) return { kind: "closed" };

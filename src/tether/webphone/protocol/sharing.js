@@ -89,6 +89,7 @@ export async function share(car, request, terms) {
     ["rights", rights],
   ]));
   if (request.label) claims.set("label", request.label);
+  const serial = /** @type {Uint8Array} */ (claims.get(7));
   const grant = await sign1(car.endpoint.privateKey, ownerId, claims);
   const chain = encode([grant], rfc8949EncodeOptions);
   const bundle = {
@@ -100,7 +101,23 @@ export async function share(car, request, terms) {
     address: car.address,
     owner_key: car.endpoint.publicKey,
   };
-  return GRANT_LINK + b64url(encode(bundle, rfc8949EncodeOptions));
+  return { link: GRANT_LINK + b64url(encode(bundle, rfc8949EncodeOptions)), serial, rights, expires: terms.expires };
+}
+
+/**
+ * The owner's revocation of grants it issued (§9.3); ``seq`` must grow: max(last + 1, now ms).
+ * @param {{ endpoint: { privateKey: CryptoKey, publicKey: Uint8Array }, vehicleKey: Uint8Array }} car
+ * @param {Uint8Array[]} serials @param {number} seq @param {number} now seconds
+ */
+export async function revocation(car, serials, seq, now) {
+  const claims = {
+    aud: toHex(await crypto.keyId(car.vehicleKey)),
+    seq,
+    keys: [],
+    grants: [...serials].sort((a, b) => toHex(a).localeCompare(toHex(b))),
+    iat: Math.floor(now),
+  };
+  return sign1(car.endpoint.privateKey, await crypto.keyId(car.endpoint.publicKey), claims);
 }
 
 /**
