@@ -235,3 +235,59 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
     finally:
         server.stop()
         agent.stop()
+
+
+@pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="needs `npm ci` (scripts/check runs it)")
+async def test_a_friend_answers_an_invitation_through_the_server(tmp_path: Path) -> None:
+    car = tmp_path / "car"
+    tether("vehicle", "init", "--dir", str(car), "--name", "Invited car")
+    code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
+    server = ServerProc(tmp_path / "server")
+    agent = Agent(car, "--server", server.url, listen=("ws://127.0.0.1:0",))
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            ada = await (await browser.new_context()).new_page()
+            bea = await (await browser.new_context()).new_page()
+            try:
+                await ada.goto(f"{server.url}/phone/")
+                await ada.get_by_test_id("address").fill(agent.address)
+                await ada.get_by_test_id("code").fill(code)
+                await ada.get_by_test_id("pair").click()
+                await expect(ada.get_by_test_id("pair-status")).to_have_text(
+                    "Paired with Invited car.", timeout=20_000
+                )
+                await ada.get_by_test_id("share").locator("summary").click()
+                status = ada.get_by_test_id("share-status")
+                for _ in range(40):  # until the car has told the server about its new owner
+                    await ada.get_by_test_id("invite").click()
+                    await expect(status).not_to_have_text("", timeout=10_000)
+                    if "Send the invitation" in (await status.text_content() or ""):
+                        break
+                    await asyncio.sleep(0.5)
+                invitation = await ada.get_by_test_id("invite-link").input_value()
+                assert invitation.startswith("tether://invite/")
+
+                await bea.goto(f"{server.url}/phone/")
+                await bea.get_by_test_id("invitation").fill(invitation)
+                await bea.get_by_test_id("answer-invite").click()
+                friend = bea.get_by_test_id("friend-status")
+                await expect(friend).to_have_text(
+                    "Requested: once the owner grants it, fetch your key."
+                )
+                await bea.get_by_test_id("fetch-key").click()
+                await expect(friend).to_have_text("No key is waiting yet.")
+
+                await ada.get_by_test_id("grant-pending").click()
+                await expect(status).to_have_text("Granted 1 request.", timeout=20_000)
+                await bea.get_by_test_id("fetch-key").click()
+                await expect(friend).to_have_text("Accepted a key to Invited car: lock, unlock.")
+                await bea.get_by_test_id("unlock").click()
+                await expect(bea.get_by_test_id("outcome")).to_have_text(
+                    "unlock: done (standard)", timeout=20_000
+                )
+            finally:
+                await browser.close()
+    finally:
+        agent.stop()
+        server.stop()

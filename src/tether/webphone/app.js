@@ -147,6 +147,85 @@ async function saveProfile(event) {
   say($("data-status"), "Profile saved.", "ok");
 }
 
+/** (Owner) A single-use invitation through this server. */
+async function invite() {
+  const car = chosen;
+  if (!car) return;
+  const status = $("share-status");
+  try {
+    const vid = Array.from(await crypto.keyId(car.vehicleKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    const answer = await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/invitations`, { label: "", ttl: 7 * 86400 });
+    /** @type {HTMLTextAreaElement} */ ($("invite-link")).value = sharing.inviteLink(location.origin, String(answer.token));
+    say(status, "Send the invitation; then grant the request it brings.", "ok");
+  } catch (error) {
+    say(status, `No invitation: ${describe(error)}`, "bad");
+  }
+}
+
+/** (Owner) Sign a grant for every pending request, with the terms chosen above, and post it. */
+async function grantPending() {
+  const car = chosen;
+  if (!car) return;
+  const status = $("share-status");
+  try {
+    const vid = Array.from(await crypto.keyId(car.vehicleKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    const { requests } = await remote.call(car.endpoint, "GET", `/v1/vehicles/${vid}/requests`);
+    const rights = Array.from(document.querySelectorAll("#share input[name=right]:checked"), (i) => /** @type {HTMLInputElement} */ (i).value);
+    const hours = Number(/** @type {HTMLInputElement} */ ($("share-hours")).value) || 24;
+    const now = Math.floor(Date.now() / 1000);
+    let granted = 0;
+    for (const request of /** @type {any[]} */ (requests ?? []).filter((r) => r.status === "pending")) {
+      const wanted = { key: remote.unb64url(String(request.public_key)), label: String(request.label ?? "") };
+      const made = await sharing.share(car, wanted, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
+      await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/grants`, { bundle: remote.b64url(made.bundle) });
+      car.issued = [...(car.issued ?? []), { serial: made.serial, label: wanted.label || "a friend", rights: made.rights, expires: made.expires, revoked: false }];
+      granted += 1;
+    }
+    await store.save(car);
+    renderIssued(car);
+    say(status, granted ? `Granted ${granted} request${granted > 1 ? "s" : ""}.` : "No request is waiting.", granted ? "ok" : "");
+  } catch (error) {
+    say(status, `Not granted: ${describe(error)}`, "bad");
+  }
+}
+
+/** (Friend) Answer an invitation: a new key for that car, its request sent through the server. */
+async function answerInvite() {
+  const status = $("friend-status");
+  try {
+    const { server, token } = sharing.readInvite(/** @type {HTMLTextAreaElement} */ ($("invitation")).value.trim());
+    if (server !== location.origin) throw new Error("the invitation is for another server; open the app there");
+    const endpoint = await crypto.generateKey("ECDSA");
+    const body = { public_key: remote.b64url(endpoint.publicKey), label: "" };
+    await remote.call(endpoint, "POST", `/v1/invitations/${encodeURIComponent(token)}/requests`, body);
+    const id = Array.from(await crypto.keyId(endpoint.publicKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    await store.saveRequest({ id, endpoint, label: "", at: Date.now(), server });
+    say(status, "Requested: once the owner grants it, fetch your key.", "ok");
+  } catch (error) {
+    say(status, `Not requested: ${describe(error)}`, "bad");
+  }
+}
+
+/** (Friend) Collect a grant waiting in the server's mailbox for one of this phone's requests. */
+async function fetchKey() {
+  const status = $("friend-status");
+  for (const request of await store.requests()) {
+    if (!request.server) continue;
+    try {
+      const { grants } = await remote.call(request.endpoint, "GET", "/v1/mailbox");
+      for (const item of /** @type {any[]} */ (grants ?? [])) {
+        /** @type {HTMLTextAreaElement} */ ($("grant-link")).value = sharing.bundleLink(remote.unb64url(String(item.bundle)));
+        await acceptGrant();
+        return;
+      }
+    } catch (error) {
+      say(status, `Nothing fetched: ${describe(error)}`, "bad");
+      return;
+    }
+  }
+  say(status, "No key is waiting yet.");
+}
+
 async function askForKey() {
   const endpoint = await crypto.generateKey("ECDSA"); // for the friend's car, made here
   const id = Array.from(await crypto.keyId(endpoint.publicKey), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -385,6 +464,10 @@ async function send(command) {
 
 $("pair-form").addEventListener("submit", (event) => void pair(/** @type {SubmitEvent} */ (event)));
 $("ask-key").addEventListener("click", () => void askForKey());
+$("invite").addEventListener("click", () => void invite());
+$("grant-pending").addEventListener("click", () => void grantPending());
+$("answer-invite").addEventListener("click", () => void answerInvite());
+$("fetch-key").addEventListener("click", () => void fetchKey());
 $("accept").addEventListener("click", () => void acceptGrant());
 $("share-button").addEventListener("click", () => void shareCar());
 $("profile-form").addEventListener("submit", (event) => void saveProfile(/** @type {SubmitEvent} */ (event)));

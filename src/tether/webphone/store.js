@@ -12,7 +12,7 @@ const DB = "tether-phone";
  *   issued?: Array<{ serial: Uint8Array, label: string, rights: string[], expires: number,
  *     revoked: boolean }>, revocationSeq?: number }} Car
  * @typedef {{ id: string, endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
- *   label: string, at: number }} KeyRequest
+ *   label: string, at: number, server?: string }} KeyRequest
  * @typedef {{ at: number, car: string, category: string, purpose: string,
  *   decision: "disclosed" | "refused" }} Disclosure
  */

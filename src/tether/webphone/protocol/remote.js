@@ -15,12 +15,12 @@ function b64(bytes) {
 }
 
 /** The server's JSON carries bytes as base64url without padding. @param {Uint8Array} bytes */
-function b64url(bytes) {
+export function b64url(bytes) {
   return b64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
 /** @param {string} text */
-function unb64url(text) {
+export function unb64url(text) {
   const plain = text.replaceAll("-", "+").replaceAll("_", "/");
   return Uint8Array.from(atob(plain + "=".repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
 }
@@ -82,6 +82,21 @@ export async function signedFetch(endpoint, method, path, query, body) {
   const init = /** @type {RequestInit} */ ({ method, headers });
   if (bytes.length) init.body = bytes;
   return fetch(`${path}${query ? `?${query}` : ""}`, init);
+}
+
+/**
+ * A signed call to the server's JSON API; its answer, or a ProtocolError with the server's code.
+ * @param {{ privateKey: CryptoKey, publicKey: Uint8Array }} endpoint
+ * @param {string} method @param {string} path @param {unknown} [body]
+ * @returns {Promise<any>}
+ */
+export async function call(endpoint, method, path, body) {
+  const response = await signedFetch(endpoint, method, path, "", body);
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ProtocolError(String(answer.code ?? `http_${response.status}`), String(answer.detail ?? response.statusText));
+  }
+  return answer;
 }
 
 /**

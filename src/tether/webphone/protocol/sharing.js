@@ -10,6 +10,7 @@ import { peek1, sign1, verify1 } from "./cose.js";
 import * as crypto from "./crypto.js";
 
 export const REQUEST_LINK = "tether://key-request/";
+export const INVITE_LINK = "tether://invite/";
 export const GRANT_LINK = "tether://grant/";
 export const RIGHTS = ["climate", "drive", "locate", "lock", "share", "trunk", "unlock"];
 
@@ -101,7 +102,8 @@ export async function share(car, request, terms) {
     address: car.address,
     owner_key: car.endpoint.publicKey,
   };
-  return { link: GRANT_LINK + b64url(encode(bundle, rfc8949EncodeOptions)), serial, rights, expires: terms.expires };
+  const bytes = encode(bundle, rfc8949EncodeOptions);
+  return { link: GRANT_LINK + b64url(bytes), bundle: bytes, serial, rights, expires: terms.expires };
 }
 
 /**
@@ -159,4 +161,25 @@ export async function accept(link, requested, now) {
     rights: /** @type {string[]} */ (leaf.get("rights") ?? []),
     notAfter: Number(leaf.get(4)),
   };
+}
+
+/** A bundle's bytes (from the server's mailbox) as the link :func:`accept` reads. @param {Uint8Array} bytes */
+export function bundleLink(bytes) {
+  return GRANT_LINK + b64url(bytes);
+}
+
+/** (server URL, token) from tether://invite/<base64url server>#<token>. @param {string} link */
+export function readInvite(link) {
+  if (!link.startsWith(INVITE_LINK) || !link.includes("#")) {
+    throw new ProtocolError("usage_error", "an invitation link starts with tether://invite/");
+  }
+  const [encoded = "", token = ""] = link.slice(INVITE_LINK.length).split("#", 2);
+  const server = new TextDecoder().decode(unb64url(encoded, "invitation"));
+  if (!/^https?:\/\//.test(server) || !token) throw new ProtocolError("usage_error", "the invitation link is damaged");
+  return { server, token };
+}
+
+/** @param {string} server @param {string} token */
+export function inviteLink(server, token) {
+  return `${INVITE_LINK}${b64url(new TextEncoder().encode(server))}#${token}`;
 }
