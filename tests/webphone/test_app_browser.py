@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from tests.integration.procs import CLI, Agent, tether, tether_json
 from tests.integration.test_cloud_cli import ServerProc
@@ -22,6 +22,17 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
 )
 NODE_MODULES = Path(__file__).parents[2] / "node_modules"
+
+
+async def pair(page: Page, address: str, code: str, car: str) -> None:
+    """Pair the page's phone with the car at ``address``, as a person types it in."""
+    await page.get_by_test_id("address").fill(address)
+    await page.get_by_test_id("code").fill(code)
+    await page.get_by_test_id("pair").click()
+    await expect(page.get_by_test_id("pair-status")).to_have_text(
+        f"Paired with {car}.", timeout=20_000
+    )
+
 
 KEY_IS_PRIVATE = """async () => {
   const db = await new Promise((ok, no) => {
@@ -51,12 +62,8 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
             try:
                 await page.goto(f"{server.url}/phone/")
                 await expect(page.get_by_test_id("no-cars")).to_be_visible()
-                await page.get_by_test_id("address").fill(agent.address)
-                await page.get_by_test_id("code").fill(code)
                 await page.get_by_test_id("phone-name").fill("Ada's browser")
-                await page.get_by_test_id("pair").click()
-                status = page.get_by_test_id("pair-status")
-                await expect(status).to_have_text("Paired with Web car.", timeout=20_000)
+                await pair(page, agent.address, code, "Web car")
                 await expect(page.get_by_test_id("car-name")).to_have_text("Web car")
 
                 outcome = page.get_by_test_id("outcome")
@@ -137,12 +144,7 @@ async def test_the_web_phone_sends_remote_commands_through_the_server(tmp_path: 
             page = await browser.new_page(viewport={"width": 390, "height": 844})
             try:
                 await page.goto(f"{server.url}/phone/")
-                await page.get_by_test_id("address").fill(agent.address)
-                await page.get_by_test_id("code").fill(code)
-                await page.get_by_test_id("pair").click()
-                await expect(page.get_by_test_id("pair-status")).to_have_text(
-                    "Paired with Far car.", timeout=20_000
-                )
+                await pair(page, agent.address, code, "Far car")
                 await page.get_by_test_id("remote").check()
                 outcome = page.get_by_test_id("outcome")
                 for _ in range(40):  # until the car has told the server about its new owner
@@ -177,12 +179,7 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
             bea = await (await browser.new_context()).new_page()
             try:
                 await ada.goto(f"{server.url}/phone/")
-                await ada.get_by_test_id("address").fill(agent.address)
-                await ada.get_by_test_id("code").fill(code)
-                await ada.get_by_test_id("pair").click()
-                await expect(ada.get_by_test_id("pair-status")).to_have_text(
-                    "Paired with Shared car.", timeout=20_000
-                )
+                await pair(ada, agent.address, code, "Shared car")
 
                 await bea.goto(f"{server.url}/phone/")
                 await bea.get_by_test_id("ask-key").click()
@@ -251,12 +248,7 @@ async def test_a_friend_answers_an_invitation_through_the_server(tmp_path: Path)
             bea = await (await browser.new_context()).new_page()
             try:
                 await ada.goto(f"{server.url}/phone/")
-                await ada.get_by_test_id("address").fill(agent.address)
-                await ada.get_by_test_id("code").fill(code)
-                await ada.get_by_test_id("pair").click()
-                await expect(ada.get_by_test_id("pair-status")).to_have_text(
-                    "Paired with Invited car.", timeout=20_000
-                )
+                await pair(ada, agent.address, code, "Invited car")
                 await ada.get_by_test_id("share").locator("summary").click()
                 status = ada.get_by_test_id("share-status")
                 for _ in range(40):  # until the car has told the server about its new owner

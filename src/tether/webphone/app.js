@@ -1,6 +1,7 @@
 // The web phone's screen: pair with a car, then open and close it. The protocol work happens in
 // protocol/ (sans-IO); this file only wires the machines to a WebSocket and to the page.
 
+import { b64url, toHex, unb64url } from "./protocol/bytes.js";
 import * as crypto from "./protocol/crypto.js";
 import * as remote from "./protocol/remote.js";
 import * as sharing from "./protocol/sharing.js";
@@ -153,7 +154,7 @@ async function invite() {
   if (!car) return;
   const status = $("share-status");
   try {
-    const vid = Array.from(await crypto.keyId(car.vehicleKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    const vid = toHex(await crypto.keyId(car.vehicleKey));
     const answer = await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/invitations`, { label: "", ttl: 7 * 86400 });
     /** @type {HTMLTextAreaElement} */ ($("invite-link")).value = sharing.inviteLink(location.origin, String(answer.token));
     say(status, "Send the invitation; then grant the request it brings.", "ok");
@@ -168,16 +169,16 @@ async function grantPending() {
   if (!car) return;
   const status = $("share-status");
   try {
-    const vid = Array.from(await crypto.keyId(car.vehicleKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    const vid = toHex(await crypto.keyId(car.vehicleKey));
     const { requests } = await remote.call(car.endpoint, "GET", `/v1/vehicles/${vid}/requests`);
     const rights = Array.from(document.querySelectorAll("#share input[name=right]:checked"), (i) => /** @type {HTMLInputElement} */ (i).value);
     const hours = Number(/** @type {HTMLInputElement} */ ($("share-hours")).value) || 24;
     const now = Math.floor(Date.now() / 1000);
     let granted = 0;
     for (const request of /** @type {any[]} */ (requests ?? []).filter((r) => r.status === "pending")) {
-      const wanted = { key: remote.unb64url(String(request.public_key)), label: String(request.label ?? "") };
+      const wanted = { key: unb64url(String(request.public_key)), label: String(request.label ?? "") };
       const made = await sharing.share(car, wanted, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
-      await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/grants`, { bundle: remote.b64url(made.bundle) });
+      await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/grants`, { bundle: b64url(made.bundle) });
       car.issued = [...(car.issued ?? []), { serial: made.serial, label: wanted.label || "a friend", rights: made.rights, expires: made.expires, revoked: false }];
       granted += 1;
     }
@@ -196,9 +197,9 @@ async function answerInvite() {
     const { server, token } = sharing.readInvite(/** @type {HTMLTextAreaElement} */ ($("invitation")).value.trim());
     if (server !== location.origin) throw new Error("the invitation is for another server; open the app there");
     const endpoint = await crypto.generateKey("ECDSA");
-    const body = { public_key: remote.b64url(endpoint.publicKey), label: "" };
+    const body = { public_key: b64url(endpoint.publicKey), label: "" };
     await remote.call(endpoint, "POST", `/v1/invitations/${encodeURIComponent(token)}/requests`, body);
-    const id = Array.from(await crypto.keyId(endpoint.publicKey), (b) => b.toString(16).padStart(2, "0")).join("");
+    const id = toHex(await crypto.keyId(endpoint.publicKey));
     await store.saveRequest({ id, endpoint, label: "", at: Date.now(), server });
     say(status, "Requested: once the owner grants it, fetch your key.", "ok");
   } catch (error) {
@@ -214,7 +215,7 @@ async function fetchKey() {
     try {
       const { grants } = await remote.call(request.endpoint, "GET", "/v1/mailbox");
       for (const item of /** @type {any[]} */ (grants ?? [])) {
-        /** @type {HTMLTextAreaElement} */ ($("grant-link")).value = sharing.bundleLink(remote.unb64url(String(item.bundle)));
+        /** @type {HTMLTextAreaElement} */ ($("grant-link")).value = sharing.bundleLink(unb64url(String(item.bundle)));
         await acceptGrant();
         return;
       }
@@ -228,7 +229,7 @@ async function fetchKey() {
 
 async function askForKey() {
   const endpoint = await crypto.generateKey("ECDSA"); // for the friend's car, made here
-  const id = Array.from(await crypto.keyId(endpoint.publicKey), (b) => b.toString(16).padStart(2, "0")).join("");
+  const id = toHex(await crypto.keyId(endpoint.publicKey));
   await store.saveRequest({ id, endpoint, label: "", at: Date.now() });
   /** @type {HTMLTextAreaElement} */ ($("request-link")).value = sharing.requestLink(endpoint.publicKey, "");
   say($("friend-status"), "Send the link to the car's owner, then paste their grant below.");

@@ -3,7 +3,7 @@
 // Bluetooth. ``requestDevice`` needs a user's tap (a button), as browsers require.
 
 import { RX, Reassembler, SERVICE, TX, fragment } from "./gatt.js";
-import { TransportClosed } from "./transport.js";
+import { Inbox, TransportClosed } from "./transport.js";
 
 /** Data bytes per write: one ATT packet at the MTU of 247 that phones negotiate. */
 export const FRAGMENT = 244;
@@ -17,11 +17,7 @@ export class BluetoothTransport {
     this.device = device;
     this.rx = rx;
     this.reassembler = new Reassembler();
-    /** @type {Uint8Array[]} */
-    this.inbox = [];
-    /** @type {Array<(value: Uint8Array | null) => void>} */
-    this.waiting = [];
-    this.closed = false;
+    this.inbox = new Inbox();
     this.sending = Promise.resolve();
     tx.addEventListener("characteristicvaluechanged", (/** @type {any} */ event) => {
       const view = /** @type {DataView} */ (event.target.value);
@@ -32,15 +28,9 @@ export class BluetoothTransport {
         this.close();
         return;
       }
-      if (whole === null) return;
-      const next = this.waiting.shift();
-      if (next) next(whole);
-      else this.inbox.push(whole);
+      if (whole !== null) this.inbox.put(whole);
     });
-    device.addEventListener("gattserverdisconnected", () => {
-      this.closed = true;
-      for (const next of this.waiting.splice(0)) next(null);
-    });
+    device.addEventListener("gattserverdisconnected", () => this.inbox.end());
   }
 
   /** Ask the person to choose the car, connect, and subscribe (the car then greets). */
@@ -59,7 +49,7 @@ export class BluetoothTransport {
 
   /** Writes go one after another (with response), so fragments never interleave. @param {Uint8Array} message */
   send(message) {
-    if (this.closed) throw new TransportClosed();
+    if (this.inbox.closed) throw new TransportClosed();
     const pieces = fragment(message, FRAGMENT);
     this.sending = this.sending.then(async () => {
       for (const piece of pieces) await this.rx.writeValueWithResponse(piece);
@@ -67,23 +57,12 @@ export class BluetoothTransport {
   }
 
   /** @param {number} [timeoutMs] @returns {Promise<Uint8Array>} */
-  async receive(timeoutMs = 10000) {
-    const ready = this.inbox.shift();
-    if (ready) return ready;
-    if (this.closed) throw new TransportClosed();
-    const data = await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(null), timeoutMs);
-      this.waiting.push((value) => {
-        clearTimeout(timer);
-        resolve(value);
-      });
-    });
-    if (data === null) throw new TransportClosed("the car is out of reach");
-    return /** @type {Uint8Array} */ (data);
+  receive(timeoutMs = 10000) {
+    return this.inbox.take(timeoutMs, "the car is out of reach");
   }
 
   close() {
-    this.closed = true;
+    this.inbox.end();
     if (this.device.gatt.connected) this.device.gatt.disconnect();
   }
 }

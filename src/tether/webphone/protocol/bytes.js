@@ -64,3 +64,25 @@ export function len8(data) {
   new DataView(prefix.buffer).setBigUint64(0, BigInt(data.length), true);
   return concat(prefix, data);
 }
+
+/** Standard base64 with padding (RFC 9530 digests, RFC 9421 signatures). @param {Uint8Array} bytes */
+export function b64(bytes) {
+  let text = "";
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text);
+}
+
+/** base64url without padding (links, JWK, the server's JSON). @param {Uint8Array} bytes */
+export function b64url(bytes) {
+  return b64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+/** The bytes of base64url text (padding optional); throws a TypeError if it is not. @param {string} text */
+export function unb64url(text) {
+  const plain = text.replaceAll("-", "+").replaceAll("_", "/");
+  try {
+    return Uint8Array.from(atob(plain + "=".repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
+  } catch {
+    throw new TypeError("not base64url");
+  }
+}

@@ -2,6 +2,8 @@
 // HMAC-SHA256, HKDF-SHA256, PBKDF2-HMAC-SHA256, AES-256-GCM, ECDSA and ECDH on P-256.
 // Only SPAKE2+'s point arithmetic, which WebCrypto lacks, lives elsewhere (spake2plus.js).
 
+import { b64url } from "./bytes.js";
+
 const subtle = globalThis.crypto.subtle;
 const P256 = { name: "ECDSA", namedCurve: "P-256" };
 
@@ -94,15 +96,6 @@ export class CryptoError extends Error {
     super(message);
     this.code = code;
   }
-}
-
-/** @param {Uint8Array} bytes @returns {string} */
-function b64url(bytes) {
-  let text = "";
-  for (const b of bytes) {
-    text += String.fromCharCode(b);
-  }
-  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 }
 
 /**

@@ -2,28 +2,10 @@
 // car, the server relays it, and only an answer signed by that car and naming the envelope counts.
 // Requests to the server are signed per RFC 9421 with the same endpoint key (docs/cloud.md).
 
-import { equal, toHex } from "./bytes.js";
+import { b64, b64url, equal, toHex, unb64url } from "./bytes.js";
 import * as crypto from "./crypto.js";
 import { sign1, verify1 } from "./cose.js";
 import { ProtocolError } from "./codec.js";
-
-/** @param {Uint8Array} bytes */
-function b64(bytes) {
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return btoa(text);
-}
-
-/** The server's JSON carries bytes as base64url without padding. @param {Uint8Array} bytes */
-export function b64url(bytes) {
-  return b64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-/** @param {string} text */
-export function unb64url(text) {
-  const plain = text.replaceAll("-", "+").replaceAll("_", "/");
-  return Uint8Array.from(atob(plain + "=".repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
-}
 
 /**
  * @param {{ privateKey: CryptoKey, publicKey: Uint8Array }} endpoint

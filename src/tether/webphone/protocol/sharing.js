@@ -4,7 +4,7 @@
 
 import { decode, encode, rfc8949EncodeOptions } from "cborg";
 
-import { toHex } from "./bytes.js";
+import { b64url, toHex, unb64url } from "./bytes.js";
 import { ProtocolError } from "./codec.js";
 import { peek1, sign1, verify1 } from "./cose.js";
 import * as crypto from "./crypto.js";
@@ -14,18 +14,10 @@ export const INVITE_LINK = "tether://invite/";
 export const GRANT_LINK = "tether://grant/";
 export const RIGHTS = ["climate", "drive", "locate", "lock", "share", "trunk", "unlock"];
 
-/** @param {Uint8Array} bytes */
-function b64url(bytes) {
-  let text = "";
-  for (const b of bytes) text += String.fromCharCode(b);
-  return btoa(text).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
 /** @param {string} text @param {string} what */
-function unb64url(text, what) {
+function unlink(text, what) {
   try {
-    const plain = text.replaceAll("-", "+").replaceAll("_", "/");
-    return Uint8Array.from(atob(plain + "=".repeat((4 - (plain.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    return unb64url(text);
   } catch {
     throw new ProtocolError("usage_error", `the ${what} link is damaged`);
   }
@@ -37,7 +29,7 @@ function load(link, prefix, kind, what) {
   /** @type {any} */
   let obj;
   try {
-    obj = decode(unb64url(link.slice(prefix.length).trim(), what), { useMaps: false });
+    obj = decode(unlink(link.slice(prefix.length).trim(), what), { useMaps: false });
   } catch (error) {
     if (error instanceof ProtocolError) throw error;
     throw new ProtocolError("usage_error", `this is not a tether ${what}`);
@@ -174,7 +166,7 @@ export function readInvite(link) {
     throw new ProtocolError("usage_error", "an invitation link starts with tether://invite/");
   }
   const [encoded = "", token = ""] = link.slice(INVITE_LINK.length).split("#", 2);
-  const server = new TextDecoder().decode(unb64url(encoded, "invitation"));
+  const server = new TextDecoder().decode(unlink(encoded, "invitation"));
   if (!/^https?:\/\//.test(server) || !token) throw new ProtocolError("usage_error", "the invitation link is damaged");
   return { server, token };
 }

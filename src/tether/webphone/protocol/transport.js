@@ -1,5 +1,5 @@
 // A WebSocket to the car's ws:// listener (docs/protocol.md §2.1): one binary WebSocket
-// message per tether message, whole and in order. The same shape serves Web Bluetooth later.
+// message per tether message, whole and in order. Its Inbox serves Web Bluetooth too.
 
 import { MAX_MESSAGE_SIZE } from "./codec.js";
 
@@ -10,30 +10,67 @@ export class TransportClosed extends Error {
   }
 }
 
+/**
+ * Whole messages as they arrive, handed to whoever waits for one: the part every byte pipe
+ * (WebSocket, Web Bluetooth) shares.
+ */
+export class Inbox {
+  constructor() {
+    /** @type {Uint8Array[]} */
+    this.queue = [];
+    /** @type {Array<(value: Uint8Array | null) => void>} */
+    this.waiting = [];
+    this.closed = false;
+  }
+
+  /** A message arrived. @param {Uint8Array} message */
+  put(message) {
+    const next = this.waiting.shift();
+    if (next) next(message);
+    else this.queue.push(message);
+  }
+
+  /** The pipe ended: whoever waits hears it at once. */
+  end() {
+    this.closed = true;
+    for (const next of this.waiting.splice(0)) next(null);
+  }
+
+  /**
+   * The next message, or TransportClosed (``gone`` says why, when the pipe ended).
+   * @param {number} timeoutMs @param {string} gone @returns {Promise<Uint8Array>}
+   */
+  async take(timeoutMs, gone) {
+    const ready = this.queue.shift();
+    if (ready) return ready;
+    if (this.closed) throw new TransportClosed();
+    const data = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), timeoutMs);
+      this.waiting.push((value) => {
+        clearTimeout(timer);
+        resolve(value);
+      });
+    });
+    if (data === null) throw new TransportClosed(this.closed ? gone : "no answer in time");
+    return /** @type {Uint8Array} */ (data);
+  }
+}
+
 export class WsTransport {
   /** @param {WebSocket} socket an open socket */
   constructor(socket) {
     this.socket = socket;
     socket.binaryType = "arraybuffer";
-    /** @type {Uint8Array[]} */
-    this.inbox = [];
-    /** @type {Array<(value: Uint8Array | null) => void>} */
-    this.waiting = [];
-    this.closed = false;
+    this.inbox = new Inbox();
     socket.addEventListener("message", (event) => {
       const data = event.data instanceof ArrayBuffer ? new Uint8Array(event.data) : null;
       if (data === null || data.length > MAX_MESSAGE_SIZE) {
         socket.close(1003, "binary tether messages only");
         return;
       }
-      const next = this.waiting.shift();
-      if (next) next(data);
-      else this.inbox.push(data);
+      this.inbox.put(data);
     });
-    socket.addEventListener("close", () => {
-      this.closed = true;
-      for (const next of this.waiting.splice(0)) next(null);
-    });
+    socket.addEventListener("close", () => this.inbox.end());
   }
 
   /** Open ``url`` (ws:// or wss://). @param {string} url @param {number} [timeoutMs] */
@@ -55,28 +92,17 @@ export class WsTransport {
 
   /** @param {Uint8Array} message */
   send(message) {
-    if (this.closed) throw new TransportClosed();
+    if (this.inbox.closed) throw new TransportClosed();
     this.socket.send(message);
   }
 
   /** The next message, or TransportClosed. @param {number} [timeoutMs] @returns {Promise<Uint8Array>} */
-  async receive(timeoutMs = 10000) {
-    const ready = this.inbox.shift();
-    if (ready) return ready;
-    if (this.closed) throw new TransportClosed();
-    const data = await new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(null), timeoutMs);
-      this.waiting.push((value) => {
-        clearTimeout(timer);
-        resolve(value);
-      });
-    });
-    if (data === null) throw new TransportClosed(this.closed ? "the car closed the connection" : "no answer in time");
-    return /** @type {Uint8Array} */ (data);
+  receive(timeoutMs = 10000) {
+    return this.inbox.take(timeoutMs, "the car closed the connection");
   }
 
   close() {
-    this.closed = true;
+    this.inbox.end();
     this.socket.close();
   }
 }
