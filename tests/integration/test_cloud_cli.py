@@ -39,6 +39,8 @@ class ServerProc:
         self.url = line.split()[1]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> str:
+        if self.proc.returncode is not None:
+            return ""  # stopped before: its output was read then
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         _, err = self.proc.communicate(timeout=20)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.integration.procs import CLI, Agent, tether, tether_json
 from tests.integration.test_cloud_cli import ServerProc
@@ -22,6 +23,26 @@ pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)"
 )
 NODE_MODULES = Path(__file__).parents[2] / "node_modules"
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2}
+#: TETHER_SCREENSHOTS=docs/screenshots writes the README's pictures of the app at phone width.
+SHOTS = os.environ.get("TETHER_SCREENSHOTS", "")
+
+
+async def phone(browser: Browser) -> Page:
+    """A phone of its own: a fresh browser context (its own IndexedDB) at phone width."""
+    return await (await browser.new_context(**PHONE)).new_page()  # type: ignore[arg-type]
+
+
+async def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        await page.screenshot(path=str(Path(SHOTS) / f"webphone-{name}.png"), full_page=False)
+
+
+async def show_qr(sender: Page, qr: str, receiver: Page, tmp_path: Path) -> None:
+    """``receiver`` reads the QR code on ``sender``'s screen, as a picture taken of it."""
+    picture = tmp_path / f"{qr}.png"
+    await sender.get_by_test_id(qr).screenshot(path=str(picture))
+    await receiver.get_by_test_id("scan-file").set_input_files(str(picture))
 
 
 async def pair(page: Page, address: str, code: str, car: str) -> None:
@@ -32,6 +53,14 @@ async def pair(page: Page, address: str, code: str, car: str) -> None:
     await expect(page.get_by_test_id("pair-status")).to_have_text(
         f"Paired with {car}.", timeout=20_000
     )
+
+
+CACHED_LIBRARIES = """async () => {
+  const cache = await caches.open("tether-phone-v2");
+  const names = (await cache.keys()).map((r) => new URL(r.url).pathname);
+  return ["/phone/", "/phone/vendor/cborg/cborg.js", "/phone/qr.js"].every((n) => names.includes(n))
+    && names.some((n) => n.startsWith("/phone/vendor/@noble/curves/"));
+}"""
 
 
 KEY_IS_PRIVATE = """async () => {
@@ -56,7 +85,7 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            page = await phone(browser)
             problems: list[str] = []
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             try:
@@ -117,6 +146,15 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
                 assert screens[0]["data"]["profile"] == {"seat": {"position": 618}}
                 assert "contacts" in screens[-1]["denied"]
                 assert problems == [], problems
+                await shot(page, "car")
+
+                # At the car with no network but the car itself: the app comes from its worker.
+                await page.wait_for_function(CACHED_LIBRARIES, timeout=20_000)
+                server.stop()
+                await page.reload()
+                await expect(page.get_by_test_id("car-name")).to_have_text("Web car")
+                await page.get_by_test_id("unlock").click()
+                await expect(outcome).to_have_text("unlock: done (fast)", timeout=20_000)
             finally:
                 await browser.close()
         audit = tether_json("vehicle", "audit", "--dir", str(car))["entries"]
@@ -141,7 +179,7 @@ async def test_the_web_phone_sends_remote_commands_through_the_server(tmp_path: 
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = await browser.new_page(viewport={"width": 390, "height": 844})
+            page = await phone(browser)
             try:
                 await page.goto(f"{server.url}/phone/")
                 await pair(page, agent.address, code, "Far car")
@@ -167,6 +205,7 @@ async def test_the_web_phone_sends_remote_commands_through_the_server(tmp_path: 
 
 @pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="needs `npm ci` (scripts/check runs it)")
 async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> None:
+    """Ada shares by QR codes with Bea, who may share on; Bea gives Cy less; revoking Bea ends both."""
     car = tmp_path / "car"
     tether("vehicle", "init", "--dir", str(car), "--name", "Shared car")
     code = tether_json("vehicle", "pairing-code", "--dir", str(car))["code"]
@@ -175,33 +214,37 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            ada = await (await browser.new_context()).new_page()  # two phones: two browsers
-            bea = await (await browser.new_context()).new_page()
+            ada, bea, cy = await phone(browser), await phone(browser), await phone(browser)
             try:
                 await ada.goto(f"{server.url}/phone/")
                 await pair(ada, agent.address, code, "Shared car")
 
                 await bea.goto(f"{server.url}/phone/")
                 await bea.get_by_test_id("ask-key").click()
-                request = bea.get_by_test_id("request-link")
-                await expect(request).to_have_value(re.compile("^tether://key-request/"))
-
-                await ada.get_by_test_id("share").locator("summary").click()
-                await ada.get_by_test_id("share-request").fill(await request.input_value())
+                await expect(bea.get_by_test_id("request-link")).to_have_value(
+                    re.compile("^tether://key-request/")
+                )
+                await show_qr(bea, "request-qr", ada, tmp_path)  # Ada scans Bea's screen
+                await expect(ada.get_by_test_id("scan-status")).to_contain_text("A key request")
+                assert (await ada.get_by_test_id("share-request").input_value()).startswith(
+                    "tether://key-request/"
+                )
+                await ada.get_by_test_id("right-share").check()
                 await ada.get_by_test_id("share-button").click()
                 grant = ada.get_by_test_id("share-link")
                 await expect(grant).to_have_value(re.compile("^tether://grant/"))
+                await shot(ada, "share")
 
                 good = await grant.input_value()
                 at = len("tether://grant/") + 80  # inside the signed grant
                 tampered = good[:at] + ("B" if good[at] == "A" else "A") + good[at + 1 :]
                 await bea.get_by_test_id("grant-link").fill(tampered)
                 await bea.get_by_test_id("accept").click()
-                await expect(bea.get_by_test_id("friend-status")).to_contain_text("Not accepted")
-                await bea.get_by_test_id("grant-link").fill(await grant.input_value())
-                await bea.get_by_test_id("accept").click()
-                await expect(bea.get_by_test_id("friend-status")).to_have_text(
-                    "Accepted a key to Shared car: lock, unlock."
+                friend = bea.get_by_test_id("friend-status")
+                await expect(friend).to_contain_text("Not accepted")
+                await show_qr(ada, "share-qr", bea, tmp_path)  # and Bea scans Ada's
+                await expect(friend).to_have_text(
+                    "Accepted a key to Shared car: lock, share, unlock."
                 )
 
                 outcome = bea.get_by_test_id("outcome")
@@ -212,9 +255,33 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
                 await bea.get_by_test_id("start").click()  # she may not drive
                 await expect(outcome).to_contain_text("start refused (no_right)", timeout=20_000)
 
-                # Ada sees the key she gave and revokes it; Bea's phone no longer opens the car.
+                # Bea holds share: she hands Cy a narrower key (a sub-grant, unlock only).
+                await cy.goto(f"{server.url}/phone/")
+                await cy.get_by_test_id("ask-key").click()
+                await bea.get_by_test_id("share").locator("summary").click()
+                assert await bea.get_by_test_id("right-drive").is_disabled()  # not hers to give
+                await bea.get_by_test_id("share-request").fill(
+                    await cy.get_by_test_id("request-link").input_value()
+                )
+                await bea.get_by_test_id("share").get_by_label("lock", exact=True).uncheck()
+                await bea.get_by_test_id("share-button").click()
+                await expect(bea.get_by_test_id("share-status")).to_contain_text("unlock")
+                await cy.get_by_test_id("grant-link").fill(
+                    await bea.get_by_test_id("share-link").input_value()
+                )
+                await cy.get_by_test_id("accept").click()
+                await expect(cy.get_by_test_id("friend-status")).to_have_text(
+                    "Accepted a key to Shared car: unlock."
+                )
+                cy_outcome = cy.get_by_test_id("outcome")
+                await cy.get_by_test_id("unlock").click()  # her credential: Ada's grant, then Bea's
+                await expect(cy_outcome).to_have_text("unlock: done (standard)", timeout=20_000)
+                await cy.get_by_test_id("lock").click()
+                await expect(cy_outcome).to_contain_text("lock refused (no_right)", timeout=20_000)
+
+                # Ada sees the key she gave and revokes it: Bea's phone and Cy's, given by Bea, fail.
                 issued = ada.get_by_test_id("issued")
-                await expect(issued).to_contain_text("a friend: lock, unlock until")
+                await expect(issued).to_contain_text("a friend: lock, share, unlock until")
                 await ada.get_by_test_id("revoke-0").click()
                 await expect(ada.get_by_test_id("share-status")).to_have_text(
                     "Revoked a friend's key.", timeout=20_000
@@ -222,10 +289,13 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
                 await expect(issued).to_contain_text("(revoked)")
                 await bea.get_by_test_id("unlock").click()
                 await expect(outcome).to_contain_text("unlock failed", timeout=20_000)
+                await cy.get_by_test_id("unlock").click()
+                await expect(cy_outcome).to_contain_text("unlock failed", timeout=20_000)
             finally:
                 await browser.close()
         keys = tether_json("vehicle", "status", "--dir", str(car))["keys"]
         assert sorted((k["role"], k["revoked"]) for k in keys) == [
+            ("delegate", True),
             ("friend", True),
             ("owner", False),
         ]
@@ -244,8 +314,7 @@ async def test_a_friend_answers_an_invitation_through_the_server(tmp_path: Path)
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            ada = await (await browser.new_context()).new_page()
-            bea = await (await browser.new_context()).new_page()
+            ada, bea = await phone(browser), await phone(browser)
             try:
                 await ada.goto(f"{server.url}/phone/")
                 await pair(ada, agent.address, code, "Invited car")
@@ -261,8 +330,7 @@ async def test_a_friend_answers_an_invitation_through_the_server(tmp_path: Path)
                 assert invitation.startswith("tether://invite/")
 
                 await bea.goto(f"{server.url}/phone/")
-                await bea.get_by_test_id("invitation").fill(invitation)
-                await bea.get_by_test_id("answer-invite").click()
+                await show_qr(ada, "invite-qr", bea, tmp_path)  # Bea scans the invitation
                 friend = bea.get_by_test_id("friend-status")
                 await expect(friend).to_have_text(
                     "Requested: once the owner grants it, fetch your key."
@@ -277,6 +345,19 @@ async def test_a_friend_answers_an_invitation_through_the_server(tmp_path: Path)
                 await bea.get_by_test_id("unlock").click()
                 await expect(bea.get_by_test_id("outcome")).to_have_text(
                     "unlock: done (standard)", timeout=20_000
+                )
+
+                # Ada is away: her revocation goes through the server, and counts only with the
+                # car's signed receipt.
+                await ada.get_by_test_id("remote").check()
+                await ada.get_by_test_id("revoke-0").click()
+                await expect(status).to_have_text(
+                    "Revoked a friend's key (the car's signed receipt).", timeout=30_000
+                )
+                await expect(ada.get_by_test_id("issued")).to_contain_text("(revoked)")
+                await bea.get_by_test_id("unlock").click()
+                await expect(bea.get_by_test_id("outcome")).to_contain_text(
+                    "unlock failed", timeout=20_000
                 )
             finally:
                 await browser.close()

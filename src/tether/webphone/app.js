@@ -8,6 +8,7 @@ import * as sharing from "./protocol/sharing.js";
 import { PhonePairing, PhoneTransaction, codeSecret } from "./protocol/phone.js";
 import { BluetoothTransport } from "./protocol/bluetooth.js";
 import { WsTransport } from "./protocol/transport.js";
+import { readQrFile, scanCamera, showQr } from "./qr.js";
 import * as store from "./store.js";
 import * as vault from "./vault.js";
 
@@ -156,7 +157,9 @@ async function invite() {
   try {
     const vid = toHex(await crypto.keyId(car.vehicleKey));
     const answer = await remote.call(car.endpoint, "POST", `/v1/vehicles/${vid}/invitations`, { label: "", ttl: 7 * 86400 });
-    /** @type {HTMLTextAreaElement} */ ($("invite-link")).value = sharing.inviteLink(location.origin, String(answer.token));
+    const link = sharing.inviteLink(location.origin, String(answer.token));
+    /** @type {HTMLTextAreaElement} */ ($("invite-link")).value = link;
+    showQr($("invite-qr"), link, "The invitation as a QR code");
     say(status, "Send the invitation; then grant the request it brings.", "ok");
   } catch (error) {
     say(status, `No invitation: ${describe(error)}`, "bad");
@@ -231,7 +234,9 @@ async function askForKey() {
   const endpoint = await crypto.generateKey("ECDSA"); // for the friend's car, made here
   const id = toHex(await crypto.keyId(endpoint.publicKey));
   await store.saveRequest({ id, endpoint, label: "", at: Date.now() });
-  /** @type {HTMLTextAreaElement} */ ($("request-link")).value = sharing.requestLink(endpoint.publicKey, "");
+  const link = sharing.requestLink(endpoint.publicKey, "");
+  /** @type {HTMLTextAreaElement} */ ($("request-link")).value = link;
+  showQr($("request-qr"), link, "The key request as a QR code");
   say($("friend-status"), "Send the link to the car's owner, then paste their grant below.");
 }
 
@@ -253,6 +258,8 @@ async function acceptGrant() {
         role: "friend",
         credential: got.credential,
         enrolled: false,
+        ownerKey: got.ownerKey, // so that a key holding share can hand on a checkable bundle
+        rights: got.rights,
       };
       await store.save(car);
       await store.dropRequest(request.id);
@@ -281,6 +288,7 @@ async function shareCar() {
     const now = Math.floor(Date.now() / 1000);
     const made = await sharing.share(car, request, { rights, notBefore: now - 60, expires: now + hours * 3600, now });
     /** @type {HTMLTextAreaElement} */ ($("share-link")).value = made.link;
+    showQr($("share-qr"), made.link, "The key as a QR code");
     car.issued = [...(car.issued ?? []), { serial: made.serial, label: request.label || "a friend", rights: made.rights, expires: made.expires, revoked: false }];
     await store.save(car);
     renderIssued(car);
@@ -300,6 +308,10 @@ function renderIssued(car) {
     item.textContent = `${grant.label}: ${grant.rights.join(", ")} until ${until} `;
     if (grant.revoked) {
       item.append("(revoked)");
+    } else if (grant.queued) {
+      item.append("(revocation queued on the server)");
+    } else if (car.role === "friend") {
+      item.append("(only the owner can revoke it)");
     } else {
       const button = document.createElement("button");
       button.type = "button";
@@ -313,8 +325,9 @@ function renderIssued(car) {
 }
 
 /**
- * Revoke one issued grant: signed here, delivered to the car in a session, believed only when
- * the car says it is durable.
+ * Revoke one issued grant: signed here, then delivered to the car in a session, or queued on the
+ * server when "Through the server" is ticked or the car cannot be reached; believed only when
+ * the car says (in the session, or with a receipt it signed) that it is durable.
  * @param {store.Car} car @param {number} index
  */
 async function revoke(car, index) {
@@ -326,7 +339,20 @@ async function revoke(car, index) {
     car.revocationSeq = seq;
     await store.save(car);
     const raw = await sharing.revocation(car, [grant.serial], seq, Date.now() / 1000);
-    const link = await connect(car.address);
+    const away = /** @type {HTMLInputElement} */ ($("remote")).checked;
+    const link = away ? null : await connect(car.address).catch(() => null);
+    if (link === null) {
+      await remote.queueRevocation(car, raw);
+      grant.queued = raw;
+      await store.save(car);
+      renderIssued(car);
+      say(status, `Queued on the server: ${grant.label}'s key is revoked once the car confirms it.`);
+      for (let tries = 0; tries < 40 && grant.queued; tries += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        await settle(car, grant);
+      }
+      return;
+    }
     try {
       const tx = new PhoneTransaction({ endpoint: car.endpoint, vehicleKey: car.vehicleKey, persistent: car.persistent, early: [] });
       const { session, persistent } = await drive(link, tx);
@@ -352,6 +378,27 @@ async function revoke(car, index) {
   }
 }
 
+/**
+ * Ask the server for the car's receipt of a queued revocation; true once there is one.
+ * @param {store.Car} car @param {store.Issued} grant
+ */
+async function settle(car, grant) {
+  if (!grant.queued) return true;
+  const receipt = await remote.revocationReceipt(car, grant.queued).catch(() => null);
+  if (receipt === null) return false;
+  const status = $("share-status");
+  delete grant.queued;
+  if (receipt.ok) {
+    grant.revoked = true;
+    say(status, `Revoked ${grant.label}'s key (the car's signed receipt).`, "ok");
+  } else {
+    say(status, `The car refused the revocation (${receipt.reason}).`, "bad");
+  }
+  await store.save(car);
+  if (chosen === car) renderIssued(car);
+  return true;
+}
+
 /** @param {store.Car} car */
 function choose(car) {
   chosen = car;
@@ -360,8 +407,16 @@ function choose(car) {
   for (const button of document.querySelectorAll("#car-list button")) {
     button.setAttribute("aria-pressed", String(button.textContent === car.name));
   }
-  $("share").hidden = car.role === "friend";
+  // A shared key may hand on what it holds only when it holds share (a sub-grant, §9.2).
+  const held = car.role === "friend" ? (car.rights ?? []) : sharing.RIGHTS;
+  $("share").hidden = !held.includes("share");
+  for (const box of /** @type {NodeListOf<HTMLInputElement>} */ (document.querySelectorAll("#share input[name=right]"))) {
+    box.disabled = !held.includes(box.value);
+    if (box.disabled) box.checked = false;
+  }
+  $("invite").hidden = car.role === "friend"; // invitations are the owner's to make
   renderIssued(car);
+  for (const grant of car.issued ?? []) if (grant.queued) void settle(car, grant);
   void renderData();
 }
 
@@ -463,6 +518,77 @@ async function send(command) {
   }
 }
 
+/**
+ * A scanned link goes where it belongs: an invitation is answered, a key request waits for the
+ * owner's terms, a key is accepted.
+ * @param {string | null} text
+ */
+async function useScanned(text) {
+  const status = $("scan-status");
+  if (!text) {
+    say(status, "No QR code found; try again closer, or paste the link.", "bad");
+    return;
+  }
+  const link = text.trim();
+  if (link.startsWith(sharing.INVITE_LINK)) {
+    /** @type {HTMLTextAreaElement} */ ($("invitation")).value = link;
+    say(status, "An invitation: asking for a key.", "ok");
+    await answerInvite();
+  } else if (link.startsWith(sharing.REQUEST_LINK)) {
+    /** @type {HTMLTextAreaElement} */ ($("share-request")).value = link;
+    /** @type {HTMLDetailsElement} */ ($("share")).open = true;
+    say(status, chosen ? `A key request: choose what they may do with ${chosen.name}, then Share.` : "A key request: pair a car first.", "ok");
+  } else if (link.startsWith(sharing.GRANT_LINK)) {
+    /** @type {HTMLTextAreaElement} */ ($("grant-link")).value = link;
+    say(status, "A key: checking it.", "ok");
+    await acceptGrant();
+  } else {
+    say(status, "That QR code is not a tether link.", "bad"); // its text is not shown: not ours
+  }
+}
+
+/** @type {AbortController | null} */
+let scanning = null;
+
+async function scanWithCamera() {
+  const button = /** @type {HTMLButtonElement} */ ($("scan-camera"));
+  const video = /** @type {HTMLVideoElement} */ ($("scan-video"));
+  if (scanning) {
+    scanning.abort();
+    return;
+  }
+  scanning = new AbortController();
+  button.textContent = "Stop the camera";
+  video.hidden = false;
+  say($("scan-status"), "Point the camera at the code.");
+  try {
+    const text = await scanCamera(video, scanning.signal);
+    if (!scanning.signal.aborted) await useScanned(text);
+    else say($("scan-status"), "");
+  } catch (error) {
+    say($("scan-status"), `No camera: ${describe(error)}; choose a picture or paste the link.`, "bad");
+  } finally {
+    scanning = null;
+    video.hidden = true;
+    button.textContent = "Use the camera";
+  }
+}
+
+/** @param {Event} event */
+async function scanFile(event) {
+  const input = /** @type {HTMLInputElement} */ (event.target);
+  const file = input.files?.[0];
+  input.value = "";
+  if (!file) return;
+  try {
+    await useScanned(await readQrFile(file));
+  } catch (error) {
+    say($("scan-status"), `Not read: ${describe(error)}`, "bad");
+  }
+}
+
+$("scan-camera").addEventListener("click", () => void scanWithCamera());
+$("scan-file").addEventListener("change", (event) => void scanFile(event));
 $("pair-form").addEventListener("submit", (event) => void pair(/** @type {SubmitEvent} */ (event)));
 $("ask-key").addEventListener("click", () => void askForKey());
 $("invite").addEventListener("click", () => void invite());
@@ -478,6 +604,12 @@ for (const button of document.querySelectorAll("#key button")) {
   button.addEventListener("click", () => void send(command));
 }
 if ("serviceWorker" in navigator) {
-  void navigator.serviceWorker.register("sw.js").catch(() => undefined); // offline at the car
+  // Offline at the car: the worker keeps the shell, and every module this page loaded (the
+  // libraries' files are many, and only the page knows which it imported).
+  void navigator.serviceWorker.register("sw.js").catch(() => undefined);
+  void navigator.serviceWorker.ready.then((registration) => {
+    const loaded = performance.getEntriesByType("resource").map((entry) => entry.name);
+    registration.active?.postMessage({ cache: [location.href, ...loaded] });
+  });
 }
 void render();

@@ -9,8 +9,11 @@ const DB = "tether-phone";
  *   endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
  *   persistent: Uint8Array | null, pairedAt: number, remoteCounter?: number,
  *   role?: "owner" | "friend", credential?: Uint8Array, enrolled?: boolean,
- *   issued?: Array<{ serial: Uint8Array, label: string, rights: string[], expires: number,
- *     revoked: boolean }>, revocationSeq?: number }} Car
+ *   ownerKey?: Uint8Array, rights?: string[],
+ *   issued?: Issued[], revocationSeq?: number }} Car
+ * @typedef {{ serial: Uint8Array, label: string, rights: string[], expires: number,
+ *   revoked: boolean, queued?: Uint8Array }} Issued a key this phone gave; ``queued``: the
+ *   revocation waiting on the server for the car's receipt
  * @typedef {{ id: string, endpoint: { privateKey: CryptoKey, publicKey: Uint8Array },
  *   label: string, at: number, server?: string }} KeyRequest
  * @typedef {{ at: number, car: string, category: string, purpose: string,

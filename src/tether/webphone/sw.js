@@ -1,7 +1,7 @@
 // The service worker: the app shell and its modules from the cache, so the key opens the car
 // with no network but the link to the car itself. Network first, so an update shows at once.
 
-const CACHE = "tether-phone-v1";
+const CACHE = "tether-phone-v2";
 const SHELL = [
   "./",
   "index.html",
@@ -11,6 +11,7 @@ const SHELL = [
   "icon.svg",
   "store.js",
   "vault.js",
+  "qr.js",
   "protocol/bluetooth.js",
   "protocol/bytes.js",
   "protocol/codec.js",
@@ -29,13 +30,32 @@ self.addEventListener("install", (event) => {
   /** @type {any} */ (event).waitUntil(ready);
 });
 
+/** @param {string} href */
+function ours(href) {
+  const url = new URL(href);
+  const scope = new URL(/** @type {any} */ (self).registration.scope).pathname;
+  return url.origin === self.location.origin && url.pathname.startsWith(scope);
+}
+
+self.addEventListener("activate", (event) => {
+  // Old versions' caches go; this worker serves the open page at once.
+  const cleaned = caches.keys().then((names) => Promise.all(names.filter((n) => n !== CACHE).map((n) => caches.delete(n))));
+  /** @type {any} */ (event).waitUntil(cleaned.then(() => /** @type {any} */ (self).clients.claim()));
+});
+
+// The page names the files it loaded (its modules and their libraries): keep them for offline.
+self.addEventListener("message", (event) => {
+  const message = /** @type {any} */ (event).data;
+  if (!message || !Array.isArray(message.cache)) return;
+  const wanted = message.cache.filter((/** @type {unknown} */ href) => typeof href === "string" && ours(href)).slice(0, 500);
+  /** @type {any} */ (event).waitUntil(caches.open(CACHE).then((cache) => cache.addAll(wanted)).catch(() => undefined));
+});
+
 self.addEventListener("fetch", (event) => {
   const fetchEvent = /** @type {any} */ (event);
   const request = fetchEvent.request;
-  const url = new URL(request.url);
-  const scope = new URL(/** @type {any} */ (self).registration.scope).pathname;
   // Only the app's own files: the server's API (/v1/...) always goes to the network, uncached.
-  if (request.method !== "GET" || url.origin !== self.location.origin || !url.pathname.startsWith(scope)) return;
+  if (request.method !== "GET" || !ours(request.url)) return;
   fetchEvent.respondWith(
     fetch(request)
       .then((response) => {

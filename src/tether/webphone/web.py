@@ -1,6 +1,6 @@
-"""Serve the web phone at ``/phone/``: its files as they are, and the two libraries it imports.
+"""Serve the web phone at ``/phone/``: its files as they are, and the libraries it imports.
 
-The libraries (cborg, @noble/curves with @noble/hashes) come from the checkout's
+The libraries (cborg, ical.js, qr, @noble/curves with @noble/hashes) come from the checkout's
 ``node_modules`` that ``npm ci`` fills from ``package-lock.json``; the page's import map points
 at ``/phone/vendor/``. Only the web phone's own file kinds are served, never the Python beside.
 """
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 NODE_MODULES = HERE.parents[2] / "node_modules"
-VENDOR = ("cborg", "ical.js", "@noble/curves", "@noble/hashes")
+VENDOR = ("cborg", "ical.js", "qr", "@noble/curves", "@noble/hashes")
 _KINDS = (".html", ".js", ".css", ".svg", ".webmanifest", ".json")
 
 

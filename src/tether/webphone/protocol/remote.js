@@ -100,3 +100,44 @@ export async function command(car, cmd, counter) {
   }
   return verifyResult(unb64url(String(answer.result)), car.vehicleKey, sent);
 }
+
+/**
+ * The car's signed receipt for a revocation: it must name this car and the revocation's hash.
+ * @param {Uint8Array} receipt @param {Uint8Array} vehicleKey @param {Uint8Array} revocation
+ */
+export async function verifyReceipt(receipt, vehicleKey, revocation) {
+  const claims = await verify1(receipt, vehicleKey);
+  const aud = claims["aud"];
+  const rev = claims["rev"];
+  if (!(aud instanceof Uint8Array) || !equal(aud, await crypto.keyId(vehicleKey))) {
+    throw new ProtocolError("result_mismatch", "a receipt from another car");
+  }
+  if (!(rev instanceof Uint8Array) || !equal(rev, await crypto.sha256(revocation))) {
+    throw new ProtocolError("result_mismatch", "a receipt for another revocation");
+  }
+  return { ok: claims["ok"] === true, reason: String(claims["reason"] ?? "") };
+}
+
+/**
+ * (Owner) Queue a signed revocation on the server, for the car to apply when it is online.
+ * @param {{ endpoint: { privateKey: CryptoKey, publicKey: Uint8Array }, vehicleKey: Uint8Array }} car
+ * @param {Uint8Array} revocation
+ */
+export async function queueRevocation(car, revocation) {
+  const vid = toHex(await crypto.keyId(car.vehicleKey));
+  await call(car.endpoint, "POST", `/v1/vehicles/${vid}/revocations`, { revocation: b64url(revocation) });
+}
+
+/**
+ * The car's verified receipt for a revocation queued on the server, or null while it is pending.
+ * @param {{ endpoint: { privateKey: CryptoKey, publicKey: Uint8Array }, vehicleKey: Uint8Array }} car
+ * @param {Uint8Array} revocation
+ */
+export async function revocationReceipt(car, revocation) {
+  const vid = toHex(await crypto.keyId(car.vehicleKey));
+  const id = toHex(await crypto.sha256(revocation));
+  const { revocations } = await call(car.endpoint, "GET", `/v1/vehicles/${vid}/revocations`);
+  const entry = /** @type {any[]} */ (revocations ?? []).find((r) => r.id === id);
+  if (!entry || !entry.receipt) return null; // the server's word alone ("applied") is not enough
+  return verifyReceipt(unb64url(String(entry.receipt)), car.vehicleKey, revocation);
+}
