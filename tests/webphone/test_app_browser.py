@@ -146,6 +146,7 @@ async def test_the_web_phone_pairs_and_opens_the_car(tmp_path: Path) -> None:
                 assert screens[0]["data"]["profile"] == {"seat": {"position": 618}}
                 assert "contacts" in screens[-1]["denied"]
                 assert problems == [], problems
+                await page.evaluate("window.scrollTo(0, 0)")
                 await shot(page, "car")
 
                 # At the car with no network but the car itself: the app comes from its worker.
@@ -233,6 +234,8 @@ async def test_an_owner_shares_a_key_with_a_friends_browser(tmp_path: Path) -> N
                 await ada.get_by_test_id("share-button").click()
                 grant = ada.get_by_test_id("share-link")
                 await expect(grant).to_have_value(re.compile("^tether://grant/"))
+                await expect(ada.get_by_test_id("outcome")).to_have_text("")  # no command sent
+                await ada.get_by_test_id("share-qr").scroll_into_view_if_needed()
                 await shot(ada, "share")
 
                 good = await grant.input_value()

@@ -468,7 +468,7 @@ async function send(command) {
   const car = chosen;
   if (!car) return;
   const outcome = $("outcome");
-  const buttons = /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll("#key button"));
+  const buttons = /** @type {NodeListOf<HTMLButtonElement>} */ (document.querySelectorAll("#key .buttons button"));
   buttons.forEach((b) => (b.disabled = true));
   say(outcome, `${command}…`);
   if (/** @type {HTMLInputElement} */ ($("remote")).checked) {
@@ -599,7 +599,7 @@ $("accept").addEventListener("click", () => void acceptGrant());
 $("share-button").addEventListener("click", () => void shareCar());
 $("profile-form").addEventListener("submit", (event) => void saveProfile(/** @type {SubmitEvent} */ (event)));
 $("data").querySelector("input[type=file]")?.addEventListener("change", (event) => void importFile(event));
-for (const button of document.querySelectorAll("#key button")) {
+for (const button of document.querySelectorAll("#key button[data-command]")) {
   const command = button.getAttribute("data-command") ?? "";
   button.addEventListener("click", () => void send(command));
 }
