@@ -6,15 +6,22 @@ starts them); each test gets an empty database schema.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
-from collections.abc import AsyncIterator
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.cloud.rig import start_server
+from tests.cloud.rig import free_port, start_server
+from tests.integration.procs import tether
 from tether.cloud.server import Server
 
 PG_ADMIN = os.environ.get("TETHER_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -91,3 +98,31 @@ def _dump_tasks(*_: object) -> None:
 
 
 signal.signal(signal.SIGUSR1, _dump_tasks)
+
+
+@pytest.fixture
+def broker() -> Iterator[tuple[int, Path]]:
+    port = free_port()
+    # Not under pytest's tmp_path: its 0700 parents keep out the user Mosquitto drops to.
+    tmp_path = Path(tempfile.mkdtemp(prefix="tether-mqtt-"))
+    tmp_path.chmod(0o711)
+    made = tether("mosquitto-setup", "--dir", str(tmp_path / "mqtt"), "--port", str(port))
+    assert "mosquitto -c" in made.stdout
+    proc = subprocess.Popen(
+        ["mosquitto", "-c", str(tmp_path / "mqtt" / "broker" / "mosquitto.conf")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 0.2),
+        ):
+            break
+        time.sleep(0.05)
+    yield port, tmp_path / "mqtt" / "mqtt-secrets.json"
+    proc.terminate()
+    output, _ = proc.communicate(timeout=10)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+    assert b"Error" not in output, output.decode(errors="replace")

@@ -6,51 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import subprocess
-import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from tests.cloud.rig import free_port, make_car, pair_owner
-from tests.integration.procs import tether
+from tests.cloud.rig import make_car, pair_owner
 from tether.cloud import topics
 from tether.cloud.server import Server, ServerSettings
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
-
-
-@pytest.fixture
-def broker() -> Iterator[tuple[int, Path]]:
-    port = free_port()
-    # Not under pytest's tmp_path: its 0700 parents keep out the user Mosquitto drops to.
-    tmp_path = Path(tempfile.mkdtemp(prefix="tether-mqtt-"))
-    tmp_path.chmod(0o711)
-    made = tether("mosquitto-setup", "--dir", str(tmp_path / "mqtt"), "--port", str(port))
-    assert "mosquitto -c" in made.stdout
-    proc = subprocess.Popen(
-        ["mosquitto", "-c", str(tmp_path / "mqtt" / "broker" / "mosquitto.conf")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            __import__("socket").create_connection(("127.0.0.1", port), 0.2),
-        ):
-            break
-        time.sleep(0.05)
-    yield port, tmp_path / "mqtt" / "mqtt-secrets.json"
-    proc.terminate()
-    output, _ = proc.communicate(timeout=10)
-    shutil.rmtree(tmp_path, ignore_errors=True)
-    assert b"Error" not in output, output.decode(errors="replace")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -39,11 +40,27 @@ def server(
         envvar="TETHER_MQTT_SECRETS",
         help="With --mqtt: the secrets file `tether mosquitto-setup` wrote (logins per car).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        help="Server processes on the one port (N > 1 needs --db postgresql://... and --mqtt).",
+    ),
+    reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
 ) -> None:
     """Run the tether server: relays and stores, and holds no key that can open a car."""
+    from tether.cloud import workers as supervisor
     from tether.cloud.server import Server, ServerSettings
 
     logging.getLogger("tether").setLevel(logging.INFO)
+    supervisor.check(workers, database, mqtt)
+    if workers > 1:
+        listen = supervisor.pin_port(listen)
+        argv = ["server", "--dir", str(directory), "--listen", listen, "--reuse-port"]
+        argv += ["--db", str(database), "--mqtt", str(mqtt)]
+        if mqtt_secrets is not None:
+            argv += ["--mqtt-secrets", str(mqtt_secrets)]
+        _supervise(supervisor.Supervisor(workers, argv, str(database)), listen, str(mqtt))
+        return
 
     async def go() -> None:
         srv = Server(
@@ -54,6 +71,7 @@ def server(
                 mqtt=mqtt,
                 embedded_mqtt_port=mqtt_port,
                 mqtt_secrets=mqtt_secrets,
+                reuse_port=reuse_port,
             )
         )
         await srv.start()
@@ -71,6 +89,25 @@ def server(
             await stop.wait()
         finally:
             await srv.stop()
+
+    asyncio.run(go())
+
+
+def _supervise(workers: Any, listen: str, mqtt: str) -> None:
+    """Run ``workers`` (a Supervisor) until Ctrl-C or SIGTERM; say ready once all of them are."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        running = asyncio.create_task(workers.run(stop))
+        ready = asyncio.create_task(workers.ready.wait())
+        await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            print(f"ready {listen} mqtt {mqtt}", flush=True)
+            out.print(f"tether server: {workers.count} workers on [bold]{listen}[/bold]")
+        await running
 
     asyncio.run(go())
 

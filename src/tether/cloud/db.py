@@ -251,5 +251,9 @@ def upgrade(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Instances starting together on one database: one migrates, the others wait and
+            # then find it at head (the lock ends with this transaction).
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(746574686572)"))
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -19,6 +19,7 @@ from tether.cloud.api import Hub, create_app
 from tether.cloud.broker import EmbeddedBroker
 from tether.cloud.relay import Relay
 from tether.cloud.topics import SERVER_USER
+from tether.cloud.wakeup import Listener
 from tether.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class ServerSettings:
     embedded_mqtt_port: int = 1884
     #: With --mqtt: the secrets of a Mosquitto that `tether server mosquitto-setup` configured.
     mqtt_secrets: Path | None = None
+    #: Share the port with the other workers of `--workers N` (the kernel spreads connections).
+    reuse_port: bool = False
 
 
 class Server:
@@ -53,6 +56,7 @@ class Server:
         self.broker: EmbeddedBroker | None = None
         self.relay: Relay | None = None
         self.hub: Hub | None = None
+        self.listener: Listener | None = None
         self.url = ""
         self.mqtt_url = settings.mqtt or ""
         self._uvicorn: object | None = None
@@ -68,6 +72,8 @@ class Server:
         # Bind first: a port in use is one clear sentence, before anything else has started.
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.settings.reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Accepted connections inherit it: the response's head and body go out at once instead of
         # waiting ~40 ms for the client's delayed ACK on every keep-alive request (Nagle).
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -83,6 +89,9 @@ class Server:
         engine = db.make_engine(url)
         await asyncio.to_thread(db.upgrade, engine)
         self.hub = Hub(engine=engine, clock=self.clock)
+        if Listener.applies(engine):  # results stored by other instances wake requests here
+            self.listener = Listener(self.hub, engine)
+            await self.listener.start()
         login = await self._broker_login(self.hub)
         self.relay = Relay(self.hub, self.mqtt_url, login=login)
         self.hub.publish = self.relay.publish
@@ -140,6 +149,8 @@ class Server:
                 log.warning("the HTTP server did not stop in 10 s; abandoning it")
         if self.relay is not None:
             await self.relay.stop()
+        if self.listener is not None:
+            await self.listener.stop()
         if self.broker is not None:
             try:
                 await asyncio.wait_for(self.broker.stop(), 10.0)

@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -68,6 +69,10 @@ class Hub:
     limits: RateLimits = dataclasses.field(default_factory=RateLimits)
     #: Mosquitto's dynamic-security admin, when the server runs against a broker tether set up.
     dynsec: DynamicSecurity | None = None
+    #: True while this process hears other instances' result notifications (PostgreSQL).
+    listening: bool = False
+    #: This process among the instances serving one database (random per start; for operators).
+    instance: str = dataclasses.field(default_factory=lambda: secrets.token_hex(4))
 
     def provision(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """Run a broker change from a route's worker thread, and wait for it (at most 10 s)."""

@@ -291,7 +291,7 @@ def get_audit(
 
 @router.get("/health", tags=["server"])
 def health(hub: HubDep) -> dict[str, Any]:
-    """Liveness and database reachability (no signature)."""
+    """Liveness, database reachability, and whether this instance hears the others' results."""
     with hub.engine.begin() as conn:
         conn.execute(sa.select(1))
-    return {"ok": True}
+    return {"ok": True, "instance": hub.instance, "listening": hub.listening}

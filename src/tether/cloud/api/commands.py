@@ -135,7 +135,10 @@ async def _answer(
     deadline = hub.clock() + wait
     while row.status == "pending" and hub.clock() < deadline:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout=min(0.5, deadline - hub.clock()))
+            # Woken by this process's uplink or another instance's notification; the re-read
+            # is only a safety net, frequent when no notification can come.
+            every = 5.0 if hub.listening else 0.5
+            await asyncio.wait_for(event.wait(), timeout=min(every, deadline - hub.clock()))
         event.clear()
         result = hub.delivered.get(digest)
         if result is not None:  # stored and verified by this process's uplink: no re-read

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import HTTPException
 from sqlalchemy.engine import Connection
 
-from tether.cloud import db
+from tether.cloud import db, wakeup
 from tether.cloud.api.access import (
     Hub,
     add_friend,
@@ -263,6 +263,7 @@ def _accept_result(conn: Connection, key: PublicKey, body: bytes, digest: bytes,
         .where(db.commands.c.digest == digest)
         .values(status="done", result=body, done_at=now)
     )
+    wakeup.notify(conn, digest)  # the request may be waiting on another instance
     return "stored"
 
 
