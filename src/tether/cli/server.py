@@ -45,6 +45,9 @@ def server(
         "--workers",
         help="Server processes on the one port (N > 1 needs --db postgresql://... and --mqtt).",
     ),
+    telemetry_days: float = typer.Option(
+        400.0, "--telemetry-days", help="Days of telemetry kept (0: all); older months dropped."
+    ),
     reuse_port: bool = typer.Option(False, "--reuse-port", hidden=True),
 ) -> None:
     """Run the tether server: relays and stores, and holds no key that can open a car."""
@@ -56,7 +59,14 @@ def server(
     if workers > 1:
         listen = supervisor.pin_port(listen)
         argv = ["server", "--dir", str(directory), "--listen", listen, "--reuse-port"]
-        argv += ["--db", str(database), "--mqtt", str(mqtt)]
+        argv += [
+            "--db",
+            str(database),
+            "--mqtt",
+            str(mqtt),
+            "--telemetry-days",
+            str(telemetry_days),
+        ]
         if mqtt_secrets is not None:
             argv += ["--mqtt-secrets", str(mqtt_secrets)]
         _supervise(supervisor.Supervisor(workers, argv, str(database)), listen, str(mqtt))
@@ -72,6 +82,7 @@ def server(
                 embedded_mqtt_port=mqtt_port,
                 mqtt_secrets=mqtt_secrets,
                 reuse_port=reuse_port,
+                telemetry_days=telemetry_days,
             )
         )
         await srv.start()

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tether import storage
-from tether.cloud import db
+from tether.cloud import db, telemetry
 from tether.cloud.api import Hub, create_app
 from tether.cloud.broker import EmbeddedBroker
 from tether.cloud.relay import Relay
@@ -23,6 +23,7 @@ from tether.cloud.wakeup import Listener
 from tether.errors import UsageError
 
 log = logging.getLogger(__name__)
+UPKEEP_S = 3600.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +39,8 @@ class ServerSettings:
     mqtt_secrets: Path | None = None
     #: Share the port with the other workers of `--workers N` (the kernel spreads connections).
     reuse_port: bool = False
+    #: Days of telemetry kept (whole monthly partitions dropped past it); 0 keeps everything.
+    telemetry_days: float = 400.0
 
 
 class Server:
@@ -61,6 +64,7 @@ class Server:
         self.mqtt_url = settings.mqtt or ""
         self._uvicorn: object | None = None
         self._task: asyncio.Task[None] | None = None
+        self._upkeep: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         import uvicorn
@@ -88,6 +92,8 @@ class Server:
         url = self.settings.database or db.default_url(self.settings.directory)
         engine = db.make_engine(url)
         await asyncio.to_thread(db.upgrade, engine)
+        await asyncio.to_thread(self._maintain, engine)
+        self._upkeep = asyncio.create_task(self._upkeep_loop(engine))
         self.hub = Hub(engine=engine, clock=self.clock)
         if Listener.applies(engine):  # results stored by other instances wake requests here
             self.listener = Listener(self.hub, engine)
@@ -123,6 +129,18 @@ class Server:
             await asyncio.wait_for(self.relay.connected.wait(), 5.0)
         log.info("server on %s, broker %s, database %s", self.url, self.mqtt_url, engine.url)
 
+    def _maintain(self, engine: Any) -> None:
+        telemetry.maintain(engine, self.clock(), retention_days=self.settings.telemetry_days)
+
+    async def _upkeep_loop(self, engine: Any) -> None:
+        """Hourly: next months' telemetry partitions made, old ones dropped (any instance)."""
+        while True:
+            await asyncio.sleep(UPKEEP_S)
+            try:
+                await asyncio.to_thread(self._maintain, engine)
+            except Exception:  # the database is away: the next hour tries again
+                log.warning("telemetry upkeep failed", exc_info=True)
+
     async def _broker_login(self, hub: Hub) -> tuple[str, str] | None:
         """Start the embedded broker, or read the secrets of a Mosquitto tether set up; the
         server's own broker login."""
@@ -141,6 +159,8 @@ class Server:
         return (SERVER_USER, keys["server"])
 
     async def stop(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
         if self._uvicorn is not None and self._task is not None:
             self._uvicorn.should_exit = True  # type: ignore[attr-defined]
             try:
