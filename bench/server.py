@@ -1,19 +1,26 @@
-"""The cloud relay under load: remote commands with 1,000 cars online, revocation fan-out to 10,000.
+"""The server past one machine: 10,000 cars each on its own MQTT connection, against raw engines.
 
-Runs `tether server` as its own process against a real broker (Mosquitto, mqtt://127.0.0.1:1883 by
-default) and simulates the cars in this process: each car is an MQTT connection that verifies
-every envelope (signature, counter, expiry, as the agent does) and signs its result.
+Starts a Mosquitto configured by `tether mosquitto-setup` (no anonymous clients, a login and topic
+rules per car, the cars' logins preloaded in bulk) and `tether server` processes on one PostgreSQL
+(a fresh database ``tether_bench``). Every simulated car is its own MQTT connection, logged in as
+that car with the password the server derives for it; it verifies every envelope (signature,
+counter, expiry, as the agent does) and signs its result. Each figure has its raw engine,
+measured in the same run:
 
-- relay: phones send signed remote commands through the server's HTTP API (one POST that answers
-  with the car's signed result); round trip p50/p99 over a raw MQTT request/response between this
-  process and the same simulated cars through the same broker (no HTTP, no crypto, no database);
-- fan-out: the operator posts one owner-signed revocation for each of 10,000 cars (bulk, 1,000
-  per request); time until every car received its own, over raw publishing of the same payloads
-  to the same topics.
+- remote command p50/p99 (one signed POST that answers with the car's signed result) against the
+  transport floor: a raw MQTT request/response to the same car through the same broker, plus a
+  raw HTTP request to the same server stack (its health route);
+- commands per second with N phones at once on one instance, then spread over two;
+- revocation fan-out: one owner-signed revocation per car through the fleet bulk API (1,000 per
+  request), until every car has its own, against a raw publish of the same messages to the same
+  topics;
+- telemetry: one signed state from every car, until PostgreSQL holds them all, against a COPY of
+  the very same rows into a table of the same shape;
+- memory: the broker's and the simulator's per connected car, and the server's (no per-car state).
 
-Set-up (registering the cars, their owners and the fleet) writes the server's SQLite database
-directly; only the measured paths go through the API. Ends with exactly one line:
-``relay_p99_over_mqtt=R1 revoke_fanout_over_raw=R2``.
+Set-up (registering cars, owners and a fleet) writes the database directly; only the measured
+paths go through the API. Ends with exactly one line:
+``relay_p99_over_floor=R1 revoke_fanout_over_raw=R2 telemetry_over_copy=R3``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import base64
 import contextlib
 import json
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -40,13 +48,16 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from tether.cloud import db, topics
+from tether.cloud import db, mosquitto, topics
 from tether.cloud.client import signed_headers as client_headers
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
 
 console = Console()
+
+
+RAW = b"RAW:"  # the floor's payloads: not tether messages (the server ignores them)
 
 
 def b64(data: bytes) -> str:
@@ -77,107 +88,112 @@ class SimCar:
 
 
 class Fleet:
-    """Many simulated cars sharing a few MQTT connections (``per_conn`` cars each)."""
+    """Simulated cars, each on an MQTT connection of its own, logged in as that car."""
 
-    def __init__(self, cars: list[SimCar], host: str, port: int, per_conn: int) -> None:
+    def __init__(self, cars: list[SimCar], host: str, port: int, keys: dict[str, str]) -> None:
         self.cars = {c.vid: c for c in cars}
-        self.host, self.port, self.per_conn = host, port, per_conn
-        self.clients: list[aiomqtt.Client] = []
+        self.host, self.port, self.keys = host, port, keys
+        self.clients: dict[bytes, aiomqtt.Client] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.revoked: dict[bytes, float] = {}
         self.all_revoked = asyncio.Event()
-        self.raw_seen: dict[bytes, float] = {}
-        self.all_raw = asyncio.Event()
         self.expected = 0
 
     async def connect(self) -> None:
-        cars = list(self.cars.values())
-        groups = [cars[i : i + self.per_conn] for i in range(0, len(cars), self.per_conn)]
-
-        async def one(group: list[SimCar]) -> None:
+        async def one(car: SimCar) -> None:
             client = aiomqtt.Client(
                 self.host,
                 self.port,
                 protocol=aiomqtt.ProtocolVersion.V5,
-                timeout=30,
+                username=topics.CAR_PREFIX + car.vid.hex(),
+                password=mosquitto.car_password(self.keys["cars"], car.vid),
+                timeout=60,
+                keepalive=300,
                 socket_options=topics.NO_DELAY,
             )
             await client.__aenter__()
-            for car in group:
-                await client.subscribe(topics.down(car.vid), qos=1)
-                await client.subscribe(f"bench/raw/{car.vid.hex()}/req", qos=0)
-                await client.subscribe(f"bench/fan/{car.vid.hex()}", qos=1)
-            self.clients.append(client)
-            self.tasks.append(asyncio.create_task(self._serve(client)))
+            await client.subscribe(topics.down(car.vid), qos=1)
+            self.clients[car.vid] = client
+            self.tasks.append(asyncio.create_task(self._serve(car, client)))
 
-        sem = asyncio.Semaphore(50)
+        sem = asyncio.Semaphore(200)
 
-        async def limited(group: list[SimCar]) -> None:
+        async def limited(car: SimCar) -> None:
             async with sem:
-                await one(group)
+                await one(car)
 
-        await asyncio.gather(*(limited(g) for g in groups))
+        await asyncio.gather(*(limited(c) for c in self.cars.values()))
 
-    async def _serve(self, client: aiomqtt.Client) -> None:
+    async def _serve(self, car: SimCar, client: aiomqtt.Client) -> None:
         try:
-            await self._loop(client)
+            async for message in client.messages:
+                await self._handle(car, client, bytes(message.payload))
         except aiomqtt.MqttError:
             pass
         except Exception:  # a bench bug must show, not hang the run
             console.print_exception()
             raise
 
-    async def _loop(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = str(message.topic)
-            payload = bytes(message.payload)
-            if topic.startswith("bench/raw/"):
-                await client.publish(topic[:-3] + "resp", payload, qos=0)
-                continue
-            if topic.startswith("bench/fan/"):
-                self._count_raw(bytes.fromhex(topic.split("/")[2]))
-                continue
-            vid = topics.vehicle_of(topic)
-            decoded = topics.decode(payload)
-            if vid is None or decoded is None:
-                continue
-            car = self.cars[vid]
-            if decoded.get("t") == "revocation":
-                if vid not in self.revoked:
-                    self.revoked[vid] = time.perf_counter()
-                    if len(self.revoked) >= self.expected:
-                        self.all_revoked.set()
-                continue
-            raw = decoded["raw"]
-            env = remote.verify_envelope(
-                raw,
-                vehicle_id=vid,
-                endpoint_key=car.endpoint_key,
-                last_counter=car.last_counter,
-                now=time.time(),
-            )
-            car.counters[env.key_id] = env.counter
-            result = remote.sign_result(
-                car.key, raw, ok=True, reason="", message="Done.", now=int(time.time())
-            )
-            await client.publish(
-                topics.up(vid),
-                topics.encode({"t": "result", "body": result}),
-                qos=topics.qos("result"),
-            )
+    async def _handle(self, car: SimCar, client: aiomqtt.Client, payload: bytes) -> None:
+        if payload.startswith(RAW):  # the floor: echo on the car's own uplink
+            await client.publish(topics.up(car.vid), payload, qos=0)
+            return
+        decoded = topics.decode(payload)
+        if decoded is None:
+            return
+        if decoded.get("t") == "revocation":
+            if car.vid not in self.revoked:
+                self.revoked[car.vid] = time.perf_counter()
+                if len(self.revoked) >= self.expected:
+                    self.all_revoked.set()
+            return
+        raw = decoded["raw"]
+        env = remote.verify_envelope(
+            raw,
+            vehicle_id=car.vid,
+            endpoint_key=car.endpoint_key,
+            last_counter=car.last_counter,
+            now=time.time(),
+        )
+        car.counters[env.key_id] = env.counter
+        result = remote.sign_result(
+            car.key, raw, ok=True, reason="", message="Done.", now=int(time.time())
+        )
+        await client.publish(
+            topics.up(car.vid),
+            topics.encode({"t": "result", "body": result}),
+            qos=topics.qos("result"),
+        )
 
-    def _count_raw(self, vid: bytes) -> None:
-        if vid not in self.raw_seen:
-            self.raw_seen[vid] = time.perf_counter()
-            if len(self.raw_seen) >= self.expected:
-                self.all_raw.set()
+    @staticmethod
+    def states(cars: list[SimCar], now: int) -> list[bytes]:
+        """One signed state per car (signed ahead: the cars' crypto is not the server's)."""
+        return [
+            remote.sign_state(car.key, {"Vehicle.Speed": 0, "Vehicle.Bench": 1}, now=now)
+            for car in cars
+        ]
+
+    async def report_state(self, cars: list[SimCar], bodies: list[bytes]) -> None:
+        """Each of ``cars`` publishes its state at once, as the agent does on a change."""
+        sem = asyncio.Semaphore(1000)
+
+        async def one(car: SimCar, body: bytes) -> None:
+            async with sem:
+                await self.clients[car.vid].publish(
+                    topics.up(car.vid), topics.encode({"t": "state", "body": body}), qos=1
+                )
+
+        await asyncio.gather(*(one(c, b) for c, b in zip(cars, bodies, strict=True)))
 
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
-        for client in self.clients:
-            with contextlib.suppress(aiomqtt.MqttError):
+
+        async def leave(client: aiomqtt.Client) -> None:
+            with contextlib.suppress(aiomqtt.MqttError, Exception):
                 await client.__aexit__(None, None, None)
+
+        await asyncio.gather(*(leave(c) for c in self.clients.values()))
 
 
 def setup_database(url: str, cars: list[SimCar], fleet_key: PrivateKey) -> None:
@@ -292,16 +308,21 @@ async def relay_round_trip(http: httpx.AsyncClient, car: SimCar) -> float:
     return time.perf_counter() - started
 
 
-async def raw_round_trip(
-    client: aiomqtt.Client, car: SimCar, waiters: dict[str, asyncio.Future[None]]
+async def raw_floor(
+    client: aiomqtt.Client,
+    http: httpx.AsyncClient,
+    car: SimCar,
+    waiters: dict[bytes, asyncio.Future[None]],
 ) -> float:
-    topic = f"bench/raw/{car.vid.hex()}"
-    nonce = secrets.token_hex(8)
+    """The transport floor: an MQTT request/response to the same car through the same broker,
+    plus a plain HTTP request to the same server stack (its health route, one database read)."""
+    nonce = RAW + secrets.token_hex(8).encode()
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     waiters[nonce] = future
     started = time.perf_counter()
-    await client.publish(topic + "/req", nonce.encode(), qos=0)
+    await client.publish(topics.down(car.vid), nonce, qos=0)
     await asyncio.wait_for(future, 10)
+    (await http.get("/v1/health")).raise_for_status()
     return time.perf_counter() - started
 
 
@@ -310,158 +331,329 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(args: argparse.Namespace) -> None:
-    host, port, _ = topics.parse_broker(args.mqtt)
-    work = Path(tempfile.mkdtemp(prefix="tether-bench-server-"))
-    http_port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tether.cli",
-            "server",
-            "--dir",
-            str(work),
-            "--listen",
-            f"http://127.0.0.1:{http_port}",
-            "--mqtt",
-            args.mqtt,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=(work / "server.log").open("w"),
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    if not line.startswith("ready "):
-        server.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    base = line.split()[1]
-    total = max(args.cars, args.fanout)
-    console.print(f"Making {total} car identities and owners...")
-    cars = [SimCar() for _ in range(total)]
-    fleet_key = SystemEntropy().new_private_key()
-    setup_database(db.default_url(work), cars, fleet_key)
-    console.print(f"Connecting {total} simulated cars ({args.per_conn} per MQTT connection)...")
-    fleet = Fleet(cars, host, port, args.per_conn)
-    await fleet.connect()
-    relay_cars = cars[: args.cars]
+def rss(pid: int | str = "self") -> int:
+    """Resident memory of a process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class Instance:
+    """One `tether server` process on the bench's database and broker."""
+
+    def __init__(self, work: Path, db_url: str, mqtt: str, secrets_file: Path) -> None:
+        self.port = free_port()
+        self.log = (work / f"server-{self.port}.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tether", "server", "--dir", str(work)),
+                *("--listen", f"http://127.0.0.1:{self.port}", "--db", db_url),
+                *("--mqtt", mqtt, "--mqtt-secrets", str(secrets_file)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("ready "):
+            self.proc.kill()
+            raise SystemExit(f"server did not start: {line!r} (log: {self.log.name})")
+        self.url = line.split()[1]
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=30)
+        self.log.close()
+
+
+class Broker:
+    """A Mosquitto set up by `tether mosquitto-setup`, the cars' logins preloaded."""
+
+    def __init__(self, work: Path, cars: list[SimCar]) -> None:
+        self.port = free_port()
+        top = work / "mqtt"
+        files = mosquitto.setup(top, port=self.port)
+        self.secrets = files["secrets"]
+        self.keys = mosquitto.read_secrets(self.secrets)
+        mosquitto.preload_cars(files["dynamic_security"], self.keys, [c.vid for c in cars])
+
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(files["config"])],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("mosquitto did not start")
+            time.sleep(0.05)
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def fresh_database(admin: str) -> str:
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS tether_bench WITH (FORCE)"))
+        conn.execute(sa.text("CREATE DATABASE tether_bench"))
+    engine.dispose()
+    url = admin.rsplit("/", 1)[0] + "/tether_bench"
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    return url
+
+
+async def throughput(
+    urls: list[str], cars: list[SimCar], concurrency: int, seconds: float
+) -> float:
+    """Commands per second with ``concurrency`` phones sending one after the other, spread over
+    ``urls``; each phone has cars of its own (its counters only grow)."""
+    done = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def phone(index: int) -> None:
+        nonlocal done
+        mine = cars[index::concurrency]
+        async with httpx.AsyncClient(base_url=urls[index % len(urls)], timeout=30) as http:
+            n = 0
+            while time.perf_counter() < stop_at:
+                await relay_round_trip(http, mine[n % len(mine)])
+                done += 1
+                n += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(phone(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def telemetry_rates(fleet: Fleet, cars: list[SimCar], url: str) -> tuple[float, float]:
+    """Rows per second: signed states through the broker and the server into PostgreSQL, and a
+    COPY of the very same rows into a table of the same shape (index included)."""
+    engine = db.make_engine(url)
     try:
-        # -- remote commands through the relay vs raw MQTT request/response -------------------
+
+        def count() -> int:
+            with engine.begin() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM telemetry")).scalar() or 0)
+
+        before = await asyncio.to_thread(count)
+        bodies = fleet.states(cars, int(time.time()))
+        started = time.perf_counter()
+        await fleet.report_state(cars, bodies)
+        while await asyncio.to_thread(count) < before + len(cars):
+            await asyncio.sleep(0.05)
+            if time.perf_counter() - started > 600:
+                raise SystemExit("the server stored too few states")
+        served = len(cars) / (time.perf_counter() - started)
+
+        def copy() -> float:
+            raw = engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                cur.execute("SELECT vehicle_id, at, state::text FROM telemetry")
+                rows = cur.fetchall()
+                cur.execute("CREATE TABLE bench_copy (LIKE telemetry INCLUDING DEFAULTS)")
+                cur.execute("CREATE INDEX ON bench_copy (vehicle_id, at)")
+                raw.commit()
+                began = time.perf_counter()
+                with cur.copy("COPY bench_copy (vehicle_id, at, state) FROM STDIN") as out:
+                    for row in rows:
+                        out.write_row(row)
+                raw.commit()
+                return len(rows) / (time.perf_counter() - began)
+            finally:
+                raw.close()
+
+        return served, await asyncio.to_thread(copy)
+    finally:
+        engine.dispose()
+
+
+async def main(args: argparse.Namespace) -> None:
+    # One socket per car, here and in the broker (which inherits the limit).
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    work = Path(tempfile.mkdtemp(prefix="tether-bench-server-"))
+    work.chmod(0o711)  # the broker's user reads its files below
+    console.print(f"Making {args.cars} car identities and owners...")
+    cars = [SimCar() for _ in range(args.cars)]
+    fleet_key = SystemEntropy().new_private_key()
+    db_url = fresh_database(args.pg)
+    setup_database(db_url, cars, fleet_key)
+    broker = Broker(work, cars)
+    one = Instance(work, db_url, broker.url, broker.secrets)
+    two: Instance | None = None
+    fleet = Fleet(cars, "127.0.0.1", broker.port, broker.keys)
+    try:
+        broker_idle, sim_idle = rss(broker.proc.pid), rss()
+        console.print(f"Connecting {args.cars} cars, each on its own MQTT connection, as itself...")
+        began = time.perf_counter()
+        await fleet.connect()
+        connect_s = time.perf_counter() - began
+        # Mosquitto's RSS hardly moves per connection (its heap is already there): the whole
+        # resident size over the cars is an upper bound, the growth a lower one.
+        broker_busy = rss(broker.proc.pid)
+        broker_per_car = broker_busy / args.cars
+        broker_growth = (broker_busy - broker_idle) / args.cars
+        sim_per_car = (rss() - sim_idle) / args.cars
+        server_rss = rss(one.proc.pid)
+
+        # -- remote command latency vs the transport floor ---------------------------------
         async with (
-            httpx.AsyncClient(base_url=base, timeout=30) as http,
+            httpx.AsyncClient(base_url=one.url, timeout=30) as http,
             aiomqtt.Client(
-                host, port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=topics.NO_DELAY
+                "127.0.0.1",
+                broker.port,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                username=topics.SERVER_USER,
+                password=broker.keys["server"],
+                socket_options=topics.NO_DELAY,
             ) as requester,
         ):
-            waiters: dict[str, asyncio.Future[None]] = {}
-            await requester.subscribe("bench/raw/+/resp", qos=0)
+            waiters: dict[bytes, asyncio.Future[None]] = {}
+            await requester.subscribe(topics.UPLINK_FILTER, qos=0)
 
             async def route() -> None:
                 async for message in requester.messages:
-                    nonce = bytes(message.payload).decode()
-                    future = waiters.pop(nonce, None)
+                    future = waiters.pop(bytes(message.payload), None)
                     if future is not None and not future.done():
                         future.set_result(None)
 
             router = asyncio.create_task(route())
-            for car in relay_cars[:20]:  # warm-up
+            for car in cars[:20]:  # warm-up
                 await relay_round_trip(http, car)
-                await raw_round_trip(requester, car, waiters)
+                await raw_floor(requester, http, car, waiters)
             relay: list[float] = []
-            raw: list[float] = []
+            floor: list[float] = []
             for i in range(args.commands):
-                car = relay_cars[(i * 7919) % len(relay_cars)]
+                car = cars[(i * 7919) % len(cars)]
                 relay.append(await relay_round_trip(http, car))
-                raw.append(await raw_round_trip(requester, car, waiters))
+                floor.append(await raw_floor(requester, http, car, waiters))
             router.cancel()
 
-        # -- revocation fan-out vs raw publishing ----------------------------------------------
-        fan_cars = cars[: args.fanout]
+        # -- commands per second: one instance, then two ----------------------------------
+        console.print("Throughput, one instance, then two...")
+        rate_one = await throughput([one.url], cars, args.concurrency, args.seconds)
+        two = Instance(work, db_url, broker.url, broker.secrets)
+        rate_two = await throughput([one.url, two.url], cars, args.concurrency, args.seconds)
+
+        # -- revocation fan-out vs raw publishing ------------------------------------------
+        console.print(f"Revocation fan-out to {args.cars} cars...")
         revocations = [
             credentials.issue_revocation(
                 c.owner, vehicle_id=c.vid, seq=1, keys=[os.urandom(16)], issued_at=int(time.time())
             )
-            for c in fan_cars
+            for c in cars
         ]
-        fleet.expected = len(fan_cars)
+        fleet.expected = len(cars)
         fleet.revoked.clear()
         fleet.all_revoked.clear()
         path = f"/v1/fleets/{fleet_key.public_key.key_id.hex()}/revocations"
         started = time.perf_counter()
-        async with httpx.AsyncClient(base_url=base, timeout=300) as http:
-
-            async def post(chunk: list[bytes]) -> None:
+        async with httpx.AsyncClient(base_url=one.url, timeout=300) as http:
+            for i in range(0, len(revocations), 1000):  # one batch after the other
+                chunk = revocations[i : i + 1000]
                 body = json.dumps({"revocations": [b64(r) for r in chunk]}).encode()
                 response = await http.post(
                     path, content=body, headers=signed_headers(fleet_key, "POST", path, "", body)
                 )
                 response.raise_for_status()
-
-            # One batch after the other, as an operator's phone sends them.
-            for i in range(0, len(revocations), 1000):
-                await post(revocations[i : i + 1000])
             posted_s = time.perf_counter() - started
         await asyncio.wait_for(fleet.all_revoked.wait(), 600)
         fanout_s = max(fleet.revoked.values()) - started
 
-        fleet.raw_seen.clear()
-        fleet.all_raw.clear()
+        fleet.revoked.clear()
+        fleet.all_revoked.clear()
         async with aiomqtt.Client(
-            host, port, protocol=aiomqtt.ProtocolVersion.V5, socket_options=topics.NO_DELAY
+            "127.0.0.1",
+            broker.port,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            username=topics.SERVER_USER,
+            password=broker.keys["server"],
+            socket_options=topics.NO_DELAY,
         ) as publisher:
             started = time.perf_counter()
-            for car, revocation in zip(fan_cars, revocations, strict=True):
+            for car, revocation in zip(cars, revocations, strict=True):
                 await publisher.publish(
-                    f"bench/fan/{car.vid.hex()}",
+                    topics.down(car.vid),
                     topics.encode({"t": "revocation", "raw": revocation}),
                     qos=1,
                 )
-            await asyncio.wait_for(fleet.all_raw.wait(), 600)
-        raw_fanout_s = max(fleet.raw_seen.values()) - started
-    except Exception:
-        console.print(f"[red]failed; the server's log is {work / 'server.log'}[/red]")
+            await asyncio.wait_for(fleet.all_revoked.wait(), 600)
+        raw_fanout_s = max(fleet.revoked.values()) - started
+
+        # -- telemetry rows per second vs COPY ---------------------------------------------
+        console.print(f"Telemetry: one signed state from each of {args.cars} cars...")
+        served_rows, copy_rows = await telemetry_rates(fleet, cars, db_url)
+    except BaseException:
+        console.print(f"[red]failed; the servers' logs are in {work}[/red]")
         raise
     finally:
         await fleet.close()
-        server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=30)
+        one.stop()
+        if two is not None:
+            two.stop()
+        broker.stop()
 
     table = Table(
         "measure", "p50 ms", "p99 ms", title=f"{args.cars} cars online, {args.commands} commands"
     )
     table.add_row(
-        "remote command via the server (HTTP + MQTT, signed both ways)",
+        "remote command via the server (HTTP + MQTT, signed both ways, stored)",
         f"{statistics.median(relay) * 1000:.2f}",
         f"{pct(relay, 0.99) * 1000:.2f}",
     )
     table.add_row(
-        "raw MQTT request/response, same broker and cars",
-        f"{statistics.median(raw) * 1000:.2f}",
-        f"{pct(raw, 0.99) * 1000:.2f}",
+        "floor: raw MQTT request/response + raw HTTP request, same broker and server",
+        f"{statistics.median(floor) * 1000:.2f}",
+        f"{pct(floor, 0.99) * 1000:.2f}",
     )
     console.print(table)
-    fan = Table("measure", "seconds", title=f"revocation fan-out to {args.fanout} cars")
-    fan.add_row(
-        "owner-signed revocations via the server (bulk API, verified, stored, pushed)",
-        f"{fanout_s:.3f}",
+    other = Table("measure", "value", title="throughput, fan-out, telemetry, memory")
+    other.add_row(f"commands/s, one instance ({args.concurrency} phones)", f"{rate_one:.0f}")
+    other.add_row("commands/s, two instances", f"{rate_two:.0f}")
+    other.add_row(f"revocation fan-out to {args.cars} cars via the server, s", f"{fanout_s:.3f}")
+    other.add_row("  of which the bulk requests were answered, s", f"{posted_s:.3f}")
+    other.add_row("raw publish of the same messages to the same topics, s", f"{raw_fanout_s:.3f}")
+    other.add_row("telemetry rows/s through the broker and the server", f"{served_rows:.0f}")
+    other.add_row("COPY of the same rows, rows/s", f"{copy_rows:.0f}")
+    other.add_row(f"connecting {args.cars} cars, s", f"{connect_s:.1f}")
+    other.add_row(
+        "broker memory per connected car, KiB (all of its RSS / growth)",
+        f"{broker_per_car / 1024:.1f} / {broker_growth / 1024:.1f}",
     )
-    fan.add_row(
-        "  of which the bulk requests were answered (verified and stored)", f"{posted_s:.3f}"
+    other.add_row("simulator memory per car (aiomqtt client), KiB", f"{sim_per_car / 1024:.1f}")
+    other.add_row(
+        "server process memory (holds no per-car state), MiB", f"{server_rss / 2**20:.0f}"
     )
-    fan.add_row("raw publish of the same payloads to the same topics", f"{raw_fanout_s:.3f}")
-    console.print(fan)
+    console.print(other)
     print(
-        f"relay_p99_over_mqtt={pct(relay, 0.99) / pct(raw, 0.99):.2f} "
-        f"revoke_fanout_over_raw={fanout_s / raw_fanout_s:.2f}"
+        f"relay_p99_over_floor={pct(relay, 0.99) / pct(floor, 0.99):.2f} "
+        f"revoke_fanout_over_raw={fanout_s / raw_fanout_s:.2f} "
+        f"telemetry_over_copy={served_rows / copy_rows:.2f}"
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--cars", type=int, default=1000, help="cars online for the relay test")
-    parser.add_argument("--fanout", type=int, default=10_000, help="cars for the fan-out test")
+    parser.add_argument("--cars", type=int, default=10_000, help="cars online, each connected")
     parser.add_argument("--commands", type=int, default=300, help="remote commands to time")
-    parser.add_argument("--per-conn", type=int, default=10, help="cars per MQTT connection")
-    parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", help="the broker (MQTT 5)")
+    parser.add_argument("--concurrency", type=int, default=32, help="phones in the rate test")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each rate test")
+    parser.add_argument(
+        "--pg",
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        help="a PostgreSQL admin URL (the bench makes a database tether_bench)",
+    )
     asyncio.run(main(parser.parse_args()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -56,6 +57,46 @@ def _acl(kind: str, topic: str) -> dict[str, Any]:
 def car_password(car_secret: str, vehicle_id: bytes) -> str:
     """A car's Mosquitto password: derived from the deployment's secret, the same everywhere."""
     return hmac.new(car_secret.encode(), b"car " + vehicle_id, hashlib.sha256).hexdigest()
+
+
+def car_role(vehicle_id: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """A car's role: publish on its own uplink and Home Assistant topics, read its own downlink."""
+    vid = vehicle_id.hex()
+    return f"car-{vid}", [
+        _acl("publishClientSend", f"{topics.PREFIX}/{vid}/up"),
+        _acl("publishClientSend", f"{topics.PREFIX}/{vid}/ha/#"),
+        _acl("publishClientSend", f"{topics.DISCOVERY_PREFIX}/+/tether_{vid}/#"),
+        _acl("subscribeLiteral", f"{topics.PREFIX}/{vid}/down"),
+        _acl("publishClientReceive", f"{topics.PREFIX}/{vid}/down"),
+    ]
+
+
+def preload_cars(dynsec: Path, keys: dict[str, str], vehicle_ids: Iterable[bytes]) -> int:
+    """Write car logins into a broker's plugin file while it is stopped (bulk provisioning,
+    e.g. a fleet moving in); the same logins and rules ``add_car`` makes one by one."""
+    document = json.loads(dynsec.read_text())
+    known = {c["username"] for c in document["clients"]}
+    added = 0
+    for vehicle_id in vehicle_ids:
+        username = topics.CAR_PREFIX + vehicle_id.hex()
+        if username in known:
+            continue
+        role, acls = car_role(vehicle_id)
+        document["roles"].append({"rolename": role, "acls": acls})
+        password = car_password(keys["cars"], vehicle_id)
+        document["clients"].append(
+            {"username": username, "roles": [{"rolename": role}], **_hashed(password)}
+        )
+        added += 1
+    owner = dynsec.stat()
+    fresh = dynsec.with_suffix(".new")  # whole or not at all: a crash leaves the old file
+    _write_private(fresh, json.dumps(document))
+    with contextlib.suppress(PermissionError):
+        os.chown(fresh, owner.st_uid, owner.st_gid)  # still the broker user's file
+    with open(fresh, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(fresh, dynsec)
+    return added
 
 
 def setup(directory: Path, *, port: int = 1883, plugin: str | None = None) -> dict[str, Path]:
@@ -201,16 +242,8 @@ class DynamicSecurity:
 
     async def add_car(self, vehicle_id: bytes) -> None:
         """The car's login and its topics only (idempotent: replaced on each registration)."""
-        vid = vehicle_id.hex()
-        role = f"car-{vid}"
+        role, acls = car_role(vehicle_id)
         username, password = self.car_login(vehicle_id)
-        acls = [
-            _acl("publishClientSend", f"{topics.PREFIX}/{vid}/up"),
-            _acl("publishClientSend", f"{topics.PREFIX}/{vid}/ha/#"),
-            _acl("publishClientSend", f"{topics.DISCOVERY_PREFIX}/+/tether_{vid}/#"),
-            _acl("subscribeLiteral", f"{topics.PREFIX}/{vid}/down"),
-            _acl("publishClientReceive", f"{topics.PREFIX}/{vid}/down"),
-        ]
         await self._replace(role, acls, username, password)
 
     async def add_home_assistant(

@@ -17,11 +17,17 @@ import aiomqtt
 from anyio import to_thread
 
 from tether.cloud import topics
-from tether.cloud.api import Hub, accept_uplink
+from tether.cloud.api import Hub, accept_uplinks
 
 log = logging.getLogger(__name__)
 RECONNECT_S = 0.5
 STOP_S = 5.0
+#: Uplink messages stored in one transaction at most; a batch is whatever has arrived meanwhile,
+#: so one lone result is stored at once and a burst costs one commit per BATCH messages.
+BATCH = 500
+#: Messages taken off the broker and not yet stored; beyond this the relay stops reading (the
+#: broker holds the rest) rather than grow without bound.
+BACKLOG = 20_000
 
 
 class Relay:
@@ -50,6 +56,8 @@ class Relay:
         self.connected = asyncio.Event()
         self.received = 0
         self._stopped = False
+        self._backlog: asyncio.Queue[tuple[bytes, dict[str, Any]]] = asyncio.Queue(BACKLOG)
+        self._store_task: asyncio.Task[None] | None = None
 
     def publish(self, vehicle_id: bytes, message: dict[str, Any]) -> None:
         """Queue a message for a car; callable from any thread (the API's workers)."""
@@ -76,14 +84,16 @@ class Relay:
         self._loop = asyncio.get_running_loop()
         self.hub.loop = self._loop
         self._task = asyncio.create_task(self._run())
+        self._store_task = asyncio.create_task(self._store())
 
     async def stop(self) -> None:
         self._stopped = True  # 3.11's wait_for can swallow the cancel below; the loop checks this
-        if self._task is not None:
-            self._task.cancel()
-            # A database call in a worker thread cannot be cancelled: do not wait for it forever.
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, STOP_S)
+        for task in (self._task, self._store_task):
+            if task is not None:
+                task.cancel()
+                # A database call in a worker thread cannot be cancelled: do not wait forever.
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(task, STOP_S)
 
     async def _run(self) -> None:
         protocol = aiomqtt.ProtocolVersion.V5 if self.level == 5 else aiomqtt.ProtocolVersion.V311
@@ -125,10 +135,19 @@ class Relay:
         if vehicle_id is None or message is None:
             return
         self.received += 1
-        try:
-            outcome = await to_thread.run_sync(accept_uplink, self.hub, vehicle_id, message)
-        except Exception:  # a database hiccup must not stop the relay; the car resends
-            log.exception("could not store an uplink message")
-            return
-        if outcome not in ("stored", "duplicate"):
-            log.info("uplink from %s dropped: %s", vehicle_id.hex()[:12], outcome)
+        await self._backlog.put((vehicle_id, message))
+
+    async def _store(self) -> None:
+        """Store what the cars sent, a batch per transaction, in arrival order."""
+        while True:
+            batch = [await self._backlog.get()]
+            while len(batch) < BATCH and not self._backlog.empty():
+                batch.append(self._backlog.get_nowait())
+            try:
+                outcomes = await to_thread.run_sync(accept_uplinks, self.hub, batch)
+            except Exception:  # a database hiccup must not stop the relay; the car resends
+                log.exception("could not store %d uplink message(s)", len(batch))
+                continue
+            for (vehicle_id, _), outcome in zip(batch, outcomes, strict=True):
+                if outcome not in ("stored", "duplicate"):
+                    log.info("uplink from %s dropped: %s", vehicle_id.hex()[:12], outcome)

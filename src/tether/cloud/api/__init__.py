@@ -19,9 +19,9 @@ from tether.cloud import httpsig
 from tether.cloud.api import cars, commands, fleets, home, sharing
 from tether.cloud.api.access import PROBLEMS, Hub
 from tether.cloud.api.limits import BodyLimit, validation_problem
-from tether.cloud.api.objects import accept_uplink
+from tether.cloud.api.objects import accept_uplink, accept_uplinks
 
-__all__ = ["Hub", "accept_uplink", "create_app"]
+__all__ = ["Hub", "accept_uplink", "accept_uplinks", "create_app"]
 
 
 def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:

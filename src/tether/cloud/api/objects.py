@@ -217,31 +217,105 @@ def revocation_json(row: Any) -> dict[str, Any]:
 # -- what the relay does with what the cars send ---------------------------------------------------
 def accept_uplink(hub: Hub, vehicle_id: bytes, message: dict[str, Any]) -> str:
     """Store a car's signed result, receipt or state; anything not signed by that car is dropped."""
+    return accept_uplinks(hub, [(vehicle_id, message)])[0]
+
+
+def accept_uplinks(hub: Hub, items: list[tuple[bytes, dict[str, Any]]]) -> list[str]:
+    """:func:`accept_uplink` for many messages in one transaction (one commit for the batch the
+    relay took off the broker); if the batch fails, each message is tried on its own, so one
+    bad row never costs the others. The outcome of each, in order."""
+    now = hub.clock()
+    try:
+        with hub.engine.begin() as conn:
+            states = _accept_states(conn, items, now)  # the bulk of a busy fleet: set-wise
+            done = [
+                states.get(index) or _accept_one(conn, vid, message, now)
+                for index, (vid, message) in enumerate(items)
+            ]
+    except Exception:
+        if len(items) == 1:
+            raise
+        return [accept_uplinks(hub, [item])[0] for item in items]
+    for outcome, digest, body in done:
+        if digest and outcome == "stored":
+            hub.wake(digest, body)  # after the commit: the poll must see it
+    return [outcome for outcome, _, _ in done]
+
+
+def _accept_states(
+    conn: Connection, items: list[tuple[bytes, dict[str, Any]]], now: float
+) -> dict[int, tuple[str, bytes, bytes]]:
+    """The batch's signed states, each verified under its car's key, stored in three statements
+    whatever their number (one read of the keys, one insert, one update); by index."""
+    wanted = [
+        (index, vid, message["body"])
+        for index, (vid, message) in enumerate(items)
+        if message.get("t") == "state" and type(message.get("body")) is bytes
+    ]
+    if not wanted:
+        return {}
+    keys = {
+        bytes(r.vehicle_id): PublicKey(bytes(r.public_key))
+        for r in conn.execute(
+            sa.select(db.vehicles.c.vehicle_id, db.vehicles.c.public_key).where(
+                db.vehicles.c.vehicle_id.in_({vid for _, vid, _ in wanted})
+            )
+        )
+    }
+    out: dict[int, tuple[str, bytes, bytes]] = {}
+    rows: list[dict[str, Any]] = []
+    latest: dict[bytes, dict[str, Any]] = {}
+    for index, vid, body in wanted:
+        key = keys.get(vid)
+        if key is None:
+            out[index] = ("unknown car", b"", b"")
+            continue
+        try:
+            state = remote.verify_state(body, vehicle_key=key)
+        except remote.RemoteError:
+            out[index] = ("forged", b"", b"")
+            continue
+        rows.append({"vehicle_id": vid, "at": float(state.at), "state": state.signals})
+        latest[vid] = {"vid": vid, "s": state.signals, "at": float(state.at), "seen": now}
+        out[index] = ("stored", b"", b"")
+    if rows:
+        conn.execute(sa.insert(db.telemetry), rows)
+        conn.execute(
+            sa.update(db.vehicles)
+            .where(db.vehicles.c.vehicle_id == sa.bindparam("vid"))
+            .values(
+                state=sa.bindparam("s"),
+                state_at=sa.bindparam("at"),
+                last_seen=sa.bindparam("seen"),
+            ),
+            list(latest.values()),
+        )
+    return out
+
+
+def _accept_one(
+    conn: Connection, vehicle_id: bytes, message: dict[str, Any], now: float
+) -> tuple[str, bytes, bytes]:
+    """(outcome, the command's digest for a result, the body)."""
     kind, body = message.get("t"), message.get("body")
     if type(body) is not bytes:
-        return "malformed"
+        return "malformed", b"", b""
     digest = b""
     if kind == "result":
         try:
             digest = remote.result_request(body)  # which command it answers: read once
         except remote.RemoteError:
-            return "malformed"
-    now = hub.clock()
-    with hub.engine.begin() as conn:
-        key = find_vehicle_key(conn, vehicle_id)
-        if key is None:
-            return "unknown car"
-        if kind == "result":
-            outcome = _accept_result(conn, key, body, digest, now)
-        elif kind == "receipt":
-            outcome = _accept_receipt(conn, key, body, now)
-        elif kind == "state":
-            outcome = _accept_state(conn, key, body, now)
-        else:
-            outcome = "unknown kind"
-    if kind == "result" and outcome == "stored":
-        hub.wake(digest, body)  # after the commit: the poll must see it
-    return outcome
+            return "malformed", b"", b""
+    key = find_vehicle_key(conn, vehicle_id)
+    if key is None:
+        return "unknown car", b"", b""
+    if kind == "result":
+        return _accept_result(conn, key, body, digest, now), digest, body
+    if kind == "receipt":
+        return _accept_receipt(conn, key, body, now), b"", b""
+    if kind == "state":
+        return _accept_state(conn, key, body, now), b"", b""
+    return "unknown kind", b"", b""
 
 
 def _accept_result(conn: Connection, key: PublicKey, body: bytes, digest: bytes, now: float) -> str:
