@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.cloud.rig import free_port, start_server
+from tests.cloud.rig import Instance, free_port, start_server
 from tests.integration.procs import tether
 from tether.cloud.server import Server
 
@@ -126,3 +126,18 @@ def broker() -> Iterator[tuple[int, Path]]:
     output, _ = proc.communicate(timeout=10)
     shutil.rmtree(tmp_path, ignore_errors=True)
     assert b"Error" not in output, output.decode(errors="replace")
+
+
+@pytest.fixture
+def instances(
+    pg_url: str, broker: tuple[int, Path], tmp_path: Path
+) -> Iterator[tuple[Instance, Instance]]:
+    reset_pg(pg_url)
+    port, secrets = broker
+    a = Instance(tmp_path / "a", pg_url, port, secrets)
+    b = Instance(tmp_path / "b", pg_url, port, secrets)
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

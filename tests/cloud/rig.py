@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+import httpx
 
 from tether.cloud.server import Server
 from tether.phone import client
@@ -138,3 +143,50 @@ async def start_server(directory: Path, *, database: str | None, mqtt: str | Non
     )
     await server.start()
     return server
+
+
+SERVER = [sys.executable, "-m", "tether", "server"]
+
+
+class Instance:
+    """One `tether server` process (`python -m tether server ...`)."""
+
+    def __init__(self, directory: Path, db: str, mqtt_port: int, secrets: Path) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [
+                *SERVER,
+                *("--dir", str(directory), "--listen", self.url, "--db", db),
+                *("--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--mqtt-secrets", str(secrets)),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("ready "), line
+
+    def health(self) -> dict[str, object]:
+        answer: dict[str, object] = httpx.get(f"{self.url}/v1/health", timeout=5).json()
+        return answer
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close()

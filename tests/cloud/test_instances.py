@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.cloud.conftest import reset_pg
-from tests.cloud.rig import Car, eventually, free_port, make_car, pair_owner, run
+from tests.cloud.rig import SERVER, Car, Instance, eventually, free_port, make_car, pair_owner, run
 from tether.errors import PeerError
 from tether.phone import cloud
 from tether.phone.wallet import CarKey, PhoneWallet
@@ -29,67 +26,7 @@ from tether.protocol import remote
 from tether.protocol.commands import Command
 from tether.protocol.credentials import Limits
 
-SERVER = [sys.executable, "-m", "tether", "server"]
 SAFETY_NET_S = 5.0  # how long a request would wait without a notification
-
-
-class Instance:
-    """One `tether server` process (`python -m tether server ...`)."""
-
-    def __init__(self, directory: Path, db: str, mqtt_port: int, secrets: Path) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [
-                *SERVER,
-                *("--dir", str(directory), "--listen", self.url, "--db", db),
-                *("--mqtt", f"mqtt://127.0.0.1:{mqtt_port}", "--mqtt-secrets", str(secrets)),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready "), line
-
-    def health(self) -> dict[str, object]:
-        answer: dict[str, object] = httpx.get(f"{self.url}/v1/health", timeout=5).json()
-        return answer
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._close()
-
-    def _close(self) -> None:
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close()
-
-
-@pytest.fixture
-def instances(
-    pg_url: str, broker: tuple[int, Path], tmp_path: Path
-) -> Iterator[tuple[Instance, Instance]]:
-    reset_pg(pg_url)
-    port, secrets = broker
-    a = Instance(tmp_path / "a", pg_url, port, secrets)
-    b = Instance(tmp_path / "b", pg_url, port, secrets)
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 async def _post(key: CarKey, wallet: PhoneWallet, url: str, which: Command) -> dict[str, object]:
