@@ -48,8 +48,9 @@ import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
-from tether.cloud import db, mosquitto, topics
-from tether.cloud.client import signed_headers as client_headers
+from tether.cloud import db, mosquitto
+from tether.link import topics
+from tether.link.client import signed_headers as client_headers
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy

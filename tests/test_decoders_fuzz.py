@@ -17,10 +17,10 @@ from fastapi import HTTPException
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.cloud import httpsig, topics
 from tether.cloud.api.cars import _audit_entry
 from tether.errors import TetherError
-from tether.phone import sharing, vault
+from tether.link import bundles, httpsig, topics
+from tether.phone import vault
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy
@@ -34,7 +34,7 @@ _RESULT = remote.sign_result(_CAR, _ENVELOPE, ok=True, reason="", message="Done.
 _REVOCATION = credentials.issue_revocation(
     _OWNER, vehicle_id=_CAR.public_key.key_id, seq=1, keys=[os.urandom(16)], issued_at=1_000
 )
-_REQUEST = sharing.make_request(_E.new_private_key().public_key, "Bea")
+_REQUEST = bundles.make_request(_E.new_private_key().public_key, "Bea")
 _HEADERS = {
     k.lower(): v
     for k, v in httpsig.sign_request(
@@ -59,8 +59,8 @@ BYTE_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "grant": credentials.parse_grant,
     "chain": credentials.decode_chain,
     "revocation": credentials.parse_revocation,
-    "key request": sharing.read_request,
-    "grant bundle": sharing.read_bundle,
+    "key request": bundles.read_request,
+    "grant bundle": bundles.read_bundle,
 }
 SAMPLES: dict[str, bytes] = {
     "envelope": _ENVELOPE,
@@ -73,7 +73,7 @@ TEXT_DECODERS: dict[str, Callable[[str], Any]] = {
     "vCard": vault.parse_vcards,
     "iCalendar": lambda t: vault.parse_icalendar(t, now=_NOW),
     "tether JSON": vault.parse_json,
-    "grant link": sharing.read_bundle,
+    "grant link": bundles.read_bundle,
 }
 TEXT_SAMPLES = {"vCard": _VCARD, "iCalendar": _ICAL, "tether JSON": '{"profile": {"seat": 3}}'}
 

@@ -14,6 +14,8 @@
     ├── TransportError               the bytes did not get through (may_have_succeeded, temporary)
     ├── CloudError                   the server refused a request (its HTTP status and sentence)
     └── UsageError                   the user asked for something that cannot be done as asked
+        ├── PassphraseNeeded         the wallet is locked and no passphrase was given
+        └── WrongPassphrase          the passphrase given does not open the wallet
 
 Every ProtocolError has a stable machine-readable ``code`` (used in audit entries and on the
 wire in ``Error`` messages) and a sentence a person can act on.
@@ -131,6 +133,14 @@ class UsageError(TetherError):
     """The user asked for something that cannot be done as asked."""
 
     code = "usage_error"
+
+
+class PassphraseNeeded(UsageError):
+    """The wallet is locked with a passphrase and none was given (a terminal may ask for one)."""
+
+
+class WrongPassphrase(UsageError):
+    """The passphrase given does not open the wallet (a terminal may ask again)."""
 
 
 class WireCode(enum.StrEnum):

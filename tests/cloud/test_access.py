@@ -11,9 +11,9 @@ import pytest
 
 from tests.cloud.rig import eventually, make_car, pair_owner
 from tether.cloud.api import create_app
-from tether.cloud.client import CloudClient
 from tether.cloud.server import Server
 from tether.errors import CloudError
+from tether.link.client import CloudClient
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol import remote

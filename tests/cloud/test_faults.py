@@ -20,6 +20,7 @@ from tests.cloud.conftest import MOSQUITTO, reset_pg
 from tests.cloud.rig import eventually, make_car, pair_owner, start_server
 from tether.cloud.server import Server
 from tether.errors import CloudError, TransportError
+from tether.link.b64 import b64
 from tether.phone import cloud, sharing
 from tether.phone.wallet import CarKey, PhoneWallet
 
@@ -67,7 +68,7 @@ async def test_restarts_under_load_lose_nothing(pg_url: str, tmp_path: Path) -> 
                         await client.call(
                             "POST",
                             f"/v1/vehicles/{key.vehicle_id.hex()}/revocations",
-                            body={"revocation": cloud.b64(raw)},
+                            body={"revocation": b64(raw)},
                         )
                     return
                 except (CloudError, TransportError):

@@ -11,9 +11,9 @@ import aiomqtt
 import pytest
 
 from tests.cloud.rig import eventually, make_car, pair_owner, run
-from tether.cloud import topics
 from tether.cloud.server import Server
 from tether.errors import CloudError, PeerError
+from tether.link import topics
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol.commands import Command

@@ -10,10 +10,12 @@ import httpx
 import sqlalchemy as sa
 
 from tests.cloud.rig import start_server
-from tether.cloud import db, httpsig
+from tether.cloud import db
 from tether.cloud.api import create_app
-from tether.cloud.api.access import NONCE_SWEEP, Hub, b64
-from tether.cloud.client import signed_headers
+from tether.cloud.api.access import NONCE_SWEEP, Hub
+from tether.link import httpsig
+from tether.link.b64 import b64
+from tether.link.client import signed_headers
 from tether.protocol.crypto import SystemEntropy
 
 

@@ -20,6 +20,7 @@ import pytest
 from tests.cloud.conftest import reset_pg
 from tests.cloud.rig import SERVER, Car, Instance, eventually, free_port, make_car, pair_owner, run
 from tether.errors import PeerError
+from tether.link.b64 import b64
 from tether.phone import cloud
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol import remote
@@ -42,7 +43,7 @@ async def _post(key: CarKey, wallet: PhoneWallet, url: str, which: Command) -> d
         answer: dict[str, object] = await http.call(
             "POST",
             f"/v1/vehicles/{key.vehicle_id.hex()}/commands",
-            body={"envelope": cloud.b64(envelope)},
+            body={"envelope": b64(envelope)},
             params={"wait": 15},
             timeout=25,
         )

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.cloud.rig import make_car
-from tether.cloud.client import CloudClient
 from tether.cloud.server import Server
 from tether.errors import CloudError
+from tether.link.client import CloudClient
 from tether.protocol import remote
 from tether.protocol.crypto import PrivateKey, SystemEntropy
 

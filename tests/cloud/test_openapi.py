@@ -31,7 +31,7 @@ from schemathesis.checks import (
 from tests.cloud.rig import free_port
 from tether.cloud import db
 from tether.cloud.api import Hub, create_app
-from tether.cloud.client import signed_headers
+from tether.link.client import signed_headers
 from tether.protocol.crypto import PrivateKey, SystemEntropy
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.cloud.rig import make_car, pair_owner
-from tether.cloud.client import CloudClient
 from tether.cloud.server import Server
 from tether.errors import CloudError
+from tether.link import bundles
+from tether.link.client import CloudClient
 from tether.phone import cloud, sharing
 from tether.phone.wallet import PhoneWallet
 from tether.protocol.credentials import Limits
@@ -50,7 +51,7 @@ async def test_a_friend_with_share_cannot_demote_or_revoke_the_owner(
         # naming it, then posts it: the server must not let that make Ada a friend.
         trap, _ = sharing.grant(
             bea,
-            sharing.KeyRequest(key=ada.endpoint_key.public_key, label="Ada"),
+            bundles.KeyRequest(key=ada.endpoint_key.public_key, label="Ada"),
             rights=frozenset({"unlock"}),
             not_before=now - 60,
             expires=now + 600,

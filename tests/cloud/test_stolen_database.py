@@ -17,9 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.cloud.rig import eventually, make_car, pair_owner, run
-from tether.cloud import db, topics
+from tether.cloud import db
 from tether.cloud.server import Server
 from tether.errors import PeerError
+from tether.link import topics
+from tether.link.b64 import b64
 from tether.phone import cloud, sharing
 from tether.phone.wallet import PhoneWallet
 from tether.protocol import credentials, remote
@@ -166,7 +168,7 @@ async def test_attacker_with_the_database_cannot_open_the_car(
         await car.disconnect()  # the car is offline: the revocation stays pending
         async with cloud.client_for(url, ada.endpoint_key) as client:
             await client.call(
-                "POST", f"/v1/vehicles/{vid.hex()}/revocations", body={"revocation": cloud.b64(raw)}
+                "POST", f"/v1/vehicles/{vid.hex()}/revocations", body={"revocation": b64(raw)}
             )
         forged_receipt = remote.sign_receipt(evil, raw, seq=seq, ok=True, reason="", now=now)
         with engine.begin() as conn:

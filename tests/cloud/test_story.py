@@ -11,6 +11,7 @@ import pytest
 from tests.cloud.rig import eventually, make_car, pair_owner, run
 from tether.cloud.server import Server
 from tether.errors import PeerError
+from tether.link.b64 import b64, unb64
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol import remote
@@ -98,7 +99,7 @@ async def test_a_command_waits_for_an_offline_car_and_one_post_answers_an_online
         async with cloud.client_for(server.url, ada.endpoint_key) as http:
             honk = envelope(Command.HONK)
             pending = await http.call(
-                "POST", path, body={"envelope": cloud.b64(honk)}, params={"wait": 0.3}
+                "POST", path, body={"envelope": b64(honk)}, params={"wait": 0.3}
             )
             assert pending["status"] == "pending" and pending["result"] is None
 
@@ -114,24 +115,22 @@ async def test_a_command_waits_for_an_offline_car_and_one_post_answers_an_online
             done, other = await asyncio.gather(*polls)
             assert done["status"] == "done" and other == done
             answered = remote.verify_result(
-                cloud.unb64(done["result"]), vehicle_key=ada.vehicle_key, envelope_raw=honk
+                unb64(done["result"]), vehicle_key=ada.vehicle_key, envelope_raw=honk
             )
             assert answered.ok
 
             # Online, one POST carries the command and brings back the car's signed result.
             lock = envelope(Command.LOCK)
             answer = await http.call(
-                "POST", path, body={"envelope": cloud.b64(lock)}, params={"wait": 10}
+                "POST", path, body={"envelope": b64(lock)}, params={"wait": 10}
             )
             assert answer["status"] == "done"
             result = remote.verify_result(
-                cloud.unb64(answer["result"]), vehicle_key=ada.vehicle_key, envelope_raw=lock
+                unb64(answer["result"]), vehicle_key=ada.vehicle_key, envelope_raw=lock
             )
             assert result.ok
             # The same envelope again is not run twice: the stored answer comes back.
-            again = await http.call(
-                "POST", path, body={"envelope": cloud.b64(lock)}, params={"wait": 1}
-            )
+            again = await http.call("POST", path, body={"envelope": b64(lock)}, params={"wait": 1})
             assert again["status"] == "done" and again["result"] == answer["result"]
     finally:
         await car.close()

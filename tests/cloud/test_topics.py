@@ -11,8 +11,8 @@ import aiomqtt
 import pytest
 
 from tests.cloud.rig import make_car, pair_owner
-from tether.cloud import topics
 from tether.cloud.server import Server
+from tether.link import topics
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol.crypto import SystemEntropy

@@ -8,6 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tether.link import bundles
 from tether.phone import sharing
 from tether.phone.wallet import PhoneWallet
 from tether.protocol.credentials import Limits
@@ -30,7 +31,7 @@ def test_a_flipped_byte_is_refused_and_the_genuine_grant_still_works(tmp_path: P
     friend = str(tmp_path / "bea")
     tether("phone", "init", "--dir", friend, "--name", "Bea")
     tether("phone", "key-request", "--dir", friend, "--out", str(tmp_path / "req"), "--name", "Bea")
-    request = sharing.read_request((tmp_path / "req").read_bytes())
+    request = bundles.read_request((tmp_path / "req").read_bytes())
     now = int(time.time())
     bundle, _ = sharing.grant(
         car,

@@ -19,7 +19,8 @@ from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.virtual import VirtualBody
 from tether.vehicle.hands_free import Reading
 from tether.vehicle.keystore import VehicleStore
-from tether.vehicle.ranging import SimulatedRanger, locate
+from tether.vehicle.ranging import locate
+from tether.vehicle.simulation import SimulatedRanger
 
 
 async def test_pair_and_command_over_ble_with_and_without_ranging(tmp_path: Path) -> None:

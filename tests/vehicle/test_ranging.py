@@ -15,15 +15,8 @@ from tether.protocol import ranging
 from tether.protocol.commands import Command, DenialReason
 from tether.protocol.ranging import Round
 from tether.vehicle.hands_free import HandsFree, Reading, placed_for
-from tether.vehicle.ranging import (
-    CAR_ANCHORS,
-    EarlyAnswer,
-    Location,
-    Relay,
-    SimulatedRanger,
-    Zone,
-    locate,
-)
+from tether.vehicle.ranging import CAR_ANCHORS, Location, Zone, locate
+from tether.vehicle.simulation import EarlyAnswer, Relay, SimulatedRanger
 
 KEY = ranging.ranging_key(b"\x11" * 32)
 RATES: dict[str, str] = {}  # printed by conftest's terminal summary

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tether.errors import PeerError
+from tether.link import bundles
 from tether.phone import client, sharing
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol import credentials
@@ -36,7 +37,7 @@ def share(
     """What `phone key-request`, `phone share` and `phone accept` do, in process (via a link)."""
     key = rig.entropy.new_private_key()
     friend.add_request(key, now=NOW)
-    request = sharing.read_request(sharing.make_request(key.public_key, label))
+    request = bundles.read_request(bundles.make_request(key.public_key, label))
     bundle = sharing.issue(
         issuer,
         request,
@@ -48,7 +49,7 @@ def share(
         now=int(NOW),
     )
     return sharing.accept(
-        friend, sharing.read_bundle(bundle.link()), name=name, now=min(NOW, exp - 1)
+        friend, bundles.read_bundle(bundle.link()), name=name, now=min(NOW, exp - 1)
     )
 
 
@@ -70,7 +71,7 @@ def share_unchecked(
         issued_at=int(NOW),
         parent=credentials.parse_grant(chain[-1]),
     )
-    bundle = sharing.Bundle(
+    bundle = bundles.Bundle(
         chain=[*chain, grant],
         leaf=credentials.parse_grant(grant),
         vehicle_key=issuer.vehicle_key,
@@ -319,13 +320,13 @@ def test_bundles_and_requests_refuse_garbage() -> None:
         b"",
         b"\x00",
         b"junk",
-        sharing.make_request(PrivateKey.from_scalar(b"\x01" * 32).public_key, "x"),
+        bundles.make_request(PrivateKey.from_scalar(b"\x01" * 32).public_key, "x"),
     ):
         with pytest.raises(UsageError):
-            sharing.read_bundle(bad)
+            bundles.read_bundle(bad)
     with pytest.raises(UsageError, match="starts with"):
-        sharing.read_bundle("https://example.invalid/grant")
+        bundles.read_bundle("https://example.invalid/grant")
     with pytest.raises(UsageError, match=r"damaged|not a tether grant"):
-        sharing.read_bundle(sharing.LINK_PREFIX + "!!!")
+        bundles.read_bundle(bundles.LINK_PREFIX + "!!!")
     with pytest.raises(UsageError):
-        sharing.read_request(b"\xa0")
+        bundles.read_request(b"\xa0")

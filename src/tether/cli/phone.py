@@ -18,7 +18,15 @@ from rich.markup import escape
 
 from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
-from tether.errors import PairingError, PeerError, UsageError, peer_text
+from tether.errors import (
+    PairingError,
+    PassphraseNeeded,
+    PeerError,
+    UsageError,
+    WrongPassphrase,
+    peer_text,
+)
+from tether.link import bundles
 from tether.phone import client, consent, sharing
 from tether.phone import wallet as wallet_module
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, KeyStatus, PhoneWallet
@@ -69,14 +77,14 @@ def _passphrase(*, new: bool) -> str | None:
 def _open(directory: Path) -> PhoneWallet:
     try:
         return PhoneWallet.open(directory, passphrase=os.environ.get(PASSPHRASE_ENV))
-    except UsageError as exc:
-        if "passphrase" not in exc.message or not sys.stdin.isatty():
+    except (PassphraseNeeded, WrongPassphrase):
+        if not sys.stdin.isatty():
             raise
     for attempt in range(PASSPHRASE_TRIES):  # a typo is not the end
         try:
             return PhoneWallet.open(directory, passphrase=_passphrase(new=False))
-        except UsageError as exc:
-            if "wrong passphrase" not in exc.message or attempt == PASSPHRASE_TRIES - 1:
+        except WrongPassphrase:
+            if attempt == PASSPHRASE_TRIES - 1:
                 raise
             err.print("Wrong passphrase; try again.")
     raise AssertionError("unreachable")  # pragma: no cover
@@ -318,12 +326,12 @@ def key_request(
     """(Friend) Make a new key and a request for the car's owner: a link, a QR code, a file."""
     wallet = _open(directory)
     key = SystemEntropy().new_private_key()
-    data = sharing.make_request(key.public_key, label or wallet.name)
+    data = bundles.make_request(key.public_key, label or wallet.name)
     if out_path is not None:
         out_path.write_bytes(data)
     wallet.add_request(key, now=time.time())
     wallet.close()
-    link = sharing.request_link(data)
+    link = bundles.request_link(data)
     if as_json:
         emit_json({"key_id": key.public_key.key_id.hex(), "link": link, "file": str(out_path)})
         return
@@ -399,7 +407,7 @@ def share(
         raise UsageError(
             f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
         )
-    friend = sharing.read_request(_link_or_file(request))
+    friend = bundles.read_request(_link_or_file(request))
     now = time.time()
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
     if exp <= max(nbf, int(now)):
@@ -444,7 +452,7 @@ def accept(
     as_json: bool = JsonOption,
 ) -> None:
     """(Friend) Store a grant you received, for the key you requested."""
-    bundle = sharing.read_bundle(_link_or_file(grant))
+    bundle = bundles.read_bundle(_link_or_file(grant))
     wallet = _open(directory)
     try:
         car = sharing.accept(wallet, bundle, name=name, now=time.time())

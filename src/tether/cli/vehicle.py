@@ -16,7 +16,7 @@ from tether.errors import UsageError, peer_text
 from tether.protocol.crypto import SystemEntropy
 from tether.vehicle.headunit import profile_signals
 from tether.vehicle.keystore import VehicleStore
-from tether.vehicle.ranging import Attack, Place
+from tether.vehicle.simulation import Attack, Place
 
 app = typer.Typer(help="The car: identity, pairing codes, the agent, state and audit log.")
 

@@ -3,7 +3,7 @@
 A car logs in as ``car:<id>`` with a fresh signature by its identity key and may use only its own
 topics; the server logs in with a per-process secret; Home Assistant logs in with a credential an
 owner made and reads only that owner's cars; anonymous clients are refused. The rules are
-:func:`tether.cloud.topics.may`.
+:func:`tether.link.topics.may`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Protocol
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from tether.cloud import topics
+from tether.link import topics
 from tether.protocol.crypto import PublicKey
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tether import storage
-from tether.cloud import topics
 from tether.errors import UsageError
+from tether.link import topics
 
 log = logging.getLogger(__name__)
 

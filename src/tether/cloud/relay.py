@@ -16,8 +16,8 @@ from typing import Any
 import aiomqtt
 from anyio import to_thread
 
-from tether.cloud import topics
 from tether.cloud.api import Hub, accept_uplinks
+from tether.link import topics
 
 log = logging.getLogger(__name__)
 RECONNECT_S = 0.5

@@ -18,9 +18,9 @@ from tether.cloud import db, telemetry
 from tether.cloud.api import Hub, create_app
 from tether.cloud.broker import EmbeddedBroker
 from tether.cloud.relay import Relay
-from tether.cloud.topics import SERVER_USER
 from tether.cloud.wakeup import Listener
 from tether.errors import UsageError
+from tether.link.topics import SERVER_USER
 
 log = logging.getLogger(__name__)
 UPKEEP_S = 3600.0
@@ -151,7 +151,8 @@ class Server:
             return (SERVER_USER, self.broker.secret)
         if self.settings.mqtt_secrets is None:
             return None
-        from tether.cloud import mosquitto, topics
+        from tether.cloud import mosquitto
+        from tether.link import topics
 
         keys = mosquitto.read_secrets(self.settings.mqtt_secrets)
         host, port, _ = topics.parse_broker(self.mqtt_url)

@@ -45,7 +45,8 @@ from tether.vehicle.cloud_link import CloudLink
 from tether.vehicle.hands_free import Reading
 from tether.vehicle.headunit import HeadUnitEvent
 from tether.vehicle.keystore import VehicleStore
-from tether.vehicle.ranging import EarlyAnswer, Relay, SimulatedRanger, locate
+from tether.vehicle.ranging import locate
+from tether.vehicle.simulation import EarlyAnswer, Relay, SimulatedRanger
 
 PASSPHRASE = "demo only"  # noqa: S105 - throwaway wallets in a temporary directory
 PHONES = ("owner", "friend")

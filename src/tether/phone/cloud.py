@@ -7,12 +7,13 @@ revocation's receipt) is verified here with the car's key before the user is tol
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from tether.errors import TransportError, UsageError
+from tether.link import bundles
+from tether.link.b64 import b64, unb64
 from tether.phone import sharing
 from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol import credentials, remote
@@ -20,23 +21,15 @@ from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
 
 if TYPE_CHECKING:
-    from tether.cloud.client import CloudClient
+    from tether.link.client import CloudClient
 
 INVITE_PREFIX = "tether://invite/"
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def client_for(server: str, key: PrivateKey) -> CloudClient:
     # httpx and its kin load only when a command really talks to a server (~50 ms of every
     # other CLI command's start).
-    from tether.cloud.client import CloudClient
+    from tether.link.client import CloudClient
 
     return CloudClient(server, key)
 
@@ -139,7 +132,7 @@ async def fetch_grants(wallet: PhoneWallet, server: str, *, now: float) -> list[
             except UsageError:
                 continue
         for item in answer.get("grants", []):
-            bundle = sharing.read_bundle(unb64(item["bundle"]))
+            bundle = bundles.read_bundle(unb64(item["bundle"]))
             if bundle.leaf.grantee.key_id != key.public_key.key_id:
                 continue  # not ours: the server may not slip us another key's grant
             accepted.append(sharing.accept(wallet, bundle, name="", now=now))
@@ -228,9 +221,9 @@ async def command(
     )
 
 
-def _key_request(request: dict[str, Any]) -> sharing.KeyRequest:
+def _key_request(request: dict[str, Any]) -> bundles.KeyRequest:
     """A key request as the server lists it (the key is checked again when it is signed for)."""
-    return sharing.KeyRequest(key=PublicKey(unb64(request["public_key"])), label=request["label"])
+    return bundles.KeyRequest(key=PublicKey(unb64(request["public_key"])), label=request["label"])
 
 
 def _owner(car: CarKey) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from tether import storage
-from tether.errors import StorageError, UsageError
+from tether.errors import PassphraseNeeded, StorageError, UsageError, WrongPassphrase
 from tether.protocol.credentials import Limits
 from tether.protocol.crypto import PrivateKey, PublicKey
 
@@ -273,14 +273,16 @@ class PhoneWallet:
         if meta["protection"] == "passphrase":
             if not passphrase:
                 conn.close()
-                raise UsageError(f"this wallet is locked with a passphrase: set {PASSPHRASE_ENV}")
+                raise PassphraseNeeded(
+                    f"this wallet is locked with a passphrase: set {PASSPHRASE_ENV}"
+                )
             try:
                 key = _Sealer(_kek(passphrase, bytes(meta["salt"]))).open(
                     bytes(meta["wrapped_key"]), b"key"
                 )
             except StorageError:
                 conn.close()
-                raise UsageError("wrong passphrase for this wallet") from None
+                raise WrongPassphrase("wrong passphrase for this wallet") from None
         else:
             backend = _keyring_backend()
             stored = backend.get_password(KEYRING_SERVICE, meta["wallet_id"]) if backend else None
@@ -303,7 +305,7 @@ class PhoneWallet:
         try:
             key = _Sealer(_kek(old, bytes(meta["salt"]))).open(bytes(meta["wrapped_key"]), b"key")
         except StorageError:
-            raise UsageError("wrong passphrase for this wallet") from None
+            raise WrongPassphrase("wrong passphrase for this wallet") from None
         salt = os.urandom(16)
         wrapped = _Sealer(_kek(new, salt)).seal(key, b"key")
         with storage.write(self._conn) as conn:  # both or neither: never a key no one can open

@@ -10,7 +10,6 @@ when they come back.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import logging
@@ -19,9 +18,10 @@ from typing import Any
 
 import aiomqtt
 
-from tether.cloud import topics
-from tether.cloud.client import CloudClient
 from tether.errors import TetherError
+from tether.link import topics
+from tether.link.b64 import b64, unb64
+from tether.link.client import CloudClient
 from tether.protocol import remote
 from tether.protocol.crypto import sha256
 from tether.vehicle.agent import AgentEvent, VehicleAgent
@@ -34,14 +34,6 @@ MAX_RETRY_S = 60.0
 _RESULTS_KEPT = 256
 MQTT_TIMEOUT_S = 3.0
 MQTT_KEEPALIVE_S = 15
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclasses.dataclass(slots=True)
@@ -130,10 +122,10 @@ class CloudLink:
             "PUT",
             f"/v1/vehicles/{self.vehicle_id.hex()}",
             body={
-                "public_key": _b64(self.store.identity.public_key.encoded),
+                "public_key": b64(self.store.identity.public_key.encoded),
                 "name": self.store.name,
                 "address": self.address,
-                "owners": [_b64(o) for o in owners],
+                "owners": [b64(o) for o in owners],
             },
         )
         self._owners = tuple(owners)
@@ -194,9 +186,9 @@ class CloudLink:
         answer = await self.client.call("GET", f"/v1/vehicles/{self.vehicle_id.hex()}/inbox")
         self.stats.inbox_checks += 1
         for text in answer.get("revocations", []):
-            await self.handle({"t": "revocation", "raw": _unb64(text)})
+            await self.handle({"t": "revocation", "raw": unb64(text)})
         for text in answer.get("commands", []):
-            await self.handle({"t": "command", "raw": _unb64(text)})
+            await self.handle({"t": "command", "raw": unb64(text)})
 
     # -- what goes up ---------------------------------------------------------------------------
     async def _send(self, kind: str, body: bytes) -> None:
@@ -216,7 +208,7 @@ class CloudLink:
             await self.client.call(
                 "POST",
                 f"/v1/vehicles/{self.vehicle_id.hex()}/uplink",
-                body={"t": kind, "body": _b64(body)},
+                body={"t": kind, "body": b64(body)},
             )
         except TetherError as exc:
             log.info("could not report a %s (the inbox will bring it back): %s", kind, exc)

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 def make_rangers(kind: str) -> Rangers | None:
     """The car's ranging radios by name; None (hands-free off) unless asked for."""
     if kind == "sim":
-        from tether.vehicle.ranging import SimulatedRangers
+        from tether.vehicle.simulation import SimulatedRangers
 
         return SimulatedRangers()
     return None
@@ -249,7 +249,7 @@ async def _serve_control(agent: VehicleAgent, path: Path) -> asyncio.AbstractSer
     """
     import json
 
-    from tether.vehicle.ranging import Attack, Place, SimulatedRangers
+    from tether.vehicle.simulation import Attack, Place, SimulatedRangers
 
     async def answer(request: object) -> dict[str, object]:
         if not isinstance(request, dict):

@@ -1,7 +1,7 @@
 """The server's HTTP API (FastAPI, OpenAPI): every route signed, every caller checked.
 
 Callers are keys, not accounts: a car signs with its identity key, a phone with its endpoint key
-for that car, a fleet operator with its fleet key (RFC 9421, :mod:`tether.cloud.httpsig`).
+for that car, a fleet operator with its fleet key (RFC 9421, :mod:`tether.link.httpsig`).
 Who may act on a car is what the car itself declared (its owners) plus the grantees of grants its
 owners signed; a revocation the server relays also closes the server's doors to the revoked keys.
 The server verifies every signed object it stores but can make none of them (docs/cloud.md).
@@ -15,11 +15,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from tether.cloud import httpsig
 from tether.cloud.api import cars, commands, fleets, home, sharing
 from tether.cloud.api.access import PROBLEMS, Hub
 from tether.cloud.api.limits import BodyLimit, validation_problem
 from tether.cloud.api.objects import accept_uplink, accept_uplinks
+from tether.link import httpsig
 
 __all__ = ["Hub", "accept_uplink", "accept_uplinks", "create_app"]
 

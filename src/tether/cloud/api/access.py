@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import hashlib
 import hmac
@@ -18,10 +17,12 @@ from fastapi import Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 from sqlalchemy.engine import Connection, Engine
 
-from tether.cloud import db, httpsig
+from tether.cloud import db
 from tether.cloud.api.rates import RateLimits
 from tether.cloud.mosquitto import DynamicSecurity
 from tether.errors import MalformedMessage
+from tether.link import b64 as link_b64
+from tether.link import httpsig
 from tether.protocol.crypto import PublicKey
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,12 @@ HEX32 = r"^[0-9a-f]{64}$"
 
 
 # -- wire helpers ----------------------------------------------------------------------------------
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 def unb64(text: str, what: str) -> bytes:
+    """A request field's bytes, or 400."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
-        raise HTTPException(400, f"{what} is not base64url") from None
+        return link_b64.unb64(text, what)
+    except MalformedMessage as exc:
+        raise HTTPException(400, exc.message) from None
 
 
 def public_key_from(text: str, what: str) -> PublicKey:

@@ -8,14 +8,13 @@ import sqlalchemy as sa
 from anyio import to_thread
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from tether.cloud import db, topics
+from tether.cloud import db
 from tether.cloud.api import rates
 from tether.cloud.api.access import (
     HubDep,
     SignedBy,
     VehicleId,
     add_principal,
-    b64,
     check_signature,
     forbidden,
     public_key_from,
@@ -30,6 +29,8 @@ from tether.cloud.api.bodies import (
 from tether.cloud.api.objects import (
     accept_uplink,
 )
+from tether.link import topics
+from tether.link.b64 import b64
 
 router = APIRouter(prefix="/v1")
 

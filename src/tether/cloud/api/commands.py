@@ -20,7 +20,6 @@ from tether.cloud.api.access import (
     HubDep,
     SignedBy,
     VehicleId,
-    b64,
     require,
     unb64,
     vehicle_key,
@@ -28,6 +27,7 @@ from tether.cloud.api.access import (
 from tether.cloud.api.bodies import (
     CommandIn,
 )
+from tether.link.b64 import b64
 from tether.protocol import remote
 
 router = APIRouter(prefix="/v1")

@@ -37,7 +37,7 @@ from tether.cloud.api.objects import (
     verify_revocations,
 )
 from tether.errors import TetherError
-from tether.phone.sharing import read_bundle
+from tether.link.bundles import read_bundle
 from tether.protocol import credentials
 
 router = APIRouter(prefix="/v1")

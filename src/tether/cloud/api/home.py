@@ -9,9 +9,10 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path, Request
 
-from tether.cloud import db, topics
+from tether.cloud import db
 from tether.cloud.api import rates
 from tether.cloud.api.access import HubDep, SignedBy, forbidden
+from tether.link import topics
 
 router = APIRouter(prefix="/v1")
 MAX_CREDENTIALS = 8  # per owner key

@@ -13,13 +13,13 @@ from tether.cloud.api.access import (
     Hub,
     add_friend,
     add_principal,
-    b64,
     find_vehicle_key,
     owner_lookup,
     owners_of,
 )
 from tether.errors import TetherError
-from tether.phone.sharing import read_bundle
+from tether.link.b64 import b64
+from tether.link.bundles import read_bundle
 from tether.protocol import credentials, remote
 from tether.protocol.credentials import Revocation
 from tether.protocol.crypto import PublicKey, sha256

@@ -16,7 +16,6 @@ from tether.cloud.api.access import (
     SignedBy,
     VehicleId,
     add_principal,
-    b64,
     check_signature,
     forbidden,
     public_key_from,
@@ -39,7 +38,8 @@ from tether.cloud.api.objects import (
     verify_revocations,
 )
 from tether.errors import TetherError
-from tether.phone.sharing import read_bundle
+from tether.link.b64 import b64
+from tether.link.bundles import read_bundle
 from tether.protocol import credentials
 
 router = APIRouter(prefix="/v1")

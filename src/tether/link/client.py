@@ -13,8 +13,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from tether.cloud import httpsig
 from tether.errors import CloudError, TransportError
+from tether.link import httpsig
 from tether.protocol.crypto import Signer
 
 
