@@ -31,7 +31,7 @@ from tether.vehicle.keystore import VehicleStore
 
 from .procs import Agent
 
-ROUNDS = int(os.environ.get("TETHER_SIGKILL_ROUNDS", "200"))
+ROUNDS = int(os.environ.get("TETHER_SIGKILL_ROUNDS", "100"))  # more: TETHER_SIGKILL_ROUNDS
 HERE = Path(__file__).parent
 
 
