@@ -17,130 +17,15 @@
         ├── PassphraseNeeded         the wallet is locked and no passphrase was given
         └── WrongPassphrase          the passphrase given does not open the wallet
 
-Every ProtocolError has a stable machine-readable ``code`` (used in audit entries and on the
-wire in ``Error`` messages) and a sentence a person can act on.
+Every error has a machine-readable ``code`` and a sentence a person can act on. Codes are enums,
+never free text: a :class:`WireCode` may cross the wire in an ``Error`` message (the set
+docs/protocol.md §10 lists, checked by a test), a :class:`LocalCode` names what went wrong on
+this side only. Code branches on these members, not on strings or message text.
 """
 
 from __future__ import annotations
 
 import enum
-
-
-class TetherError(Exception):
-    """Base class of every error tether raises on purpose."""
-
-    code: str = "error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class ProtocolError(TetherError):
-    """The peer sent something we refuse; the connection cannot go on."""
-
-    code = "protocol_error"
-
-
-class MalformedMessage(ProtocolError):
-    """Bytes that are not a valid tether message."""
-
-    code = "malformed"
-
-
-class UnsupportedVersion(ProtocolError):
-    """A message in a protocol version this implementation does not speak."""
-
-    code = "unsupported_version"
-
-
-class UnexpectedMessage(ProtocolError):
-    """A valid message that is not allowed in the current state."""
-
-    code = "unexpected_message"
-
-
-class AuthenticationFailed(ProtocolError):
-    """A signature, MAC or AEAD check failed, or the presented key is unknown."""
-
-    code = "authentication_failed"
-
-
-class ChannelError(ProtocolError):
-    """A secure-channel record was replayed, reordered, truncated or modified."""
-
-    code = "channel_error"
-
-
-class PairingError(ProtocolError):
-    """Owner pairing failed: wrong, expired or used code, or pairing is locked."""
-
-    code = "pairing_failed"
-
-
-class PeerError(ProtocolError):
-    """The peer refused and said why in an ``Error`` message."""
-
-    code = "peer_error"
-
-
-class LocalProtocolError(TetherError):
-    """A state machine was driven wrongly by its caller: a bug in the calling code."""
-
-    code = "local_protocol_error"
-
-
-class StorageError(TetherError):
-    """Persisted state could not be read or written."""
-
-    code = "storage_error"
-
-
-class TransportError(TetherError):
-    """Bytes did not get through; says whether the command may have run and if a retry helps."""
-
-    code = "transport_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        may_have_succeeded: bool = False,
-        temporary: bool = True,
-    ) -> None:
-        super().__init__(message, code=code)
-        self.may_have_succeeded = may_have_succeeded
-        self.temporary = temporary
-
-
-class CloudError(TetherError):
-    """The server refused a request; ``status`` is its HTTP status, the message its sentence."""
-
-    code = "cloud_refused"
-
-    def __init__(self, message: str, *, status: int, code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.status = status
-
-
-class UsageError(TetherError):
-    """The user asked for something that cannot be done as asked."""
-
-    code = "usage_error"
-
-
-class PassphraseNeeded(UsageError):
-    """The wallet is locked with a passphrase and none was given (a terminal may ask for one)."""
-
-
-class WrongPassphrase(UsageError):
-    """The passphrase given does not open the wallet (a terminal may ask again)."""
 
 
 class WireCode(enum.StrEnum):
@@ -227,6 +112,154 @@ class WireCode(enum.StrEnum):
         if isinstance(text, str) and text in cls._value2member_map_:
             return cls(text)
         return cls.UNKNOWN
+
+
+class LocalCode(enum.StrEnum):
+    """Codes that never cross the wire: what went wrong on this side, for exit codes and logs."""
+
+    ERROR = "error"
+    LOCAL_PROTOCOL_ERROR = "local_protocol_error"
+    STORAGE_ERROR = "storage_error"
+    MISSING = "missing"
+    WALLET_CORRUPT = "wallet_corrupt"
+    TRANSPORT_ERROR = "transport_error"
+    CLOSED = "closed"
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    NO_ANSWER = "no_answer"
+    NO_KEY = "no_key"
+    CLOUD_REFUSED = "cloud_refused"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    CLOUD_TIMEOUT = "cloud_timeout"
+    CLOUD_UNREACHABLE = "cloud_unreachable"
+    CAR_OFFLINE = "car_offline"
+    BAD_REQUEST_SIGNATURE = "bad_request_signature"
+    USAGE_ERROR = "usage_error"
+
+
+#: Every code an error may carry.
+Code = WireCode | LocalCode
+
+
+class TetherError(Exception):
+    """Base class of every error tether raises on purpose."""
+
+    code: Code = LocalCode.ERROR
+
+    def __init__(self, message: str, *, code: Code | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ProtocolError(TetherError):
+    """The peer sent something we refuse; the connection cannot go on."""
+
+    code: Code = WireCode.PROTOCOL_ERROR
+
+
+class MalformedMessage(ProtocolError):
+    """Bytes that are not a valid tether message."""
+
+    code: Code = WireCode.MALFORMED
+
+
+class UnsupportedVersion(ProtocolError):
+    """A message in a protocol version this implementation does not speak."""
+
+    code: Code = WireCode.UNSUPPORTED_VERSION
+
+
+class UnexpectedMessage(ProtocolError):
+    """A valid message that is not allowed in the current state."""
+
+    code: Code = WireCode.UNEXPECTED_MESSAGE
+
+
+class AuthenticationFailed(ProtocolError):
+    """A signature, MAC or AEAD check failed, or the presented key is unknown."""
+
+    code: Code = WireCode.AUTHENTICATION_FAILED
+
+
+class ChannelError(ProtocolError):
+    """A secure-channel record was replayed, reordered, truncated or modified."""
+
+    code: Code = WireCode.CHANNEL_ERROR
+
+
+class PairingError(ProtocolError):
+    """Owner pairing failed: wrong, expired or used code, or pairing is locked."""
+
+    code: Code = WireCode.PAIRING_FAILED
+
+
+class PeerError(ProtocolError):
+    """The peer refused and said why in an ``Error`` message."""
+
+    code: Code = WireCode.PEER_ERROR
+
+
+class LocalProtocolError(TetherError):
+    """A state machine was driven wrongly by its caller: a bug in the calling code."""
+
+    code: Code = LocalCode.LOCAL_PROTOCOL_ERROR
+
+
+class StorageError(TetherError):
+    """Persisted state could not be read or written."""
+
+    code: Code = LocalCode.STORAGE_ERROR
+
+
+class TransportError(TetherError):
+    """Bytes did not get through; says whether the command may have run and if a retry helps."""
+
+    code: Code = LocalCode.TRANSPORT_ERROR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: Code | None = None,
+        may_have_succeeded: bool = False,
+        temporary: bool = True,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.may_have_succeeded = may_have_succeeded
+        self.temporary = temporary
+
+
+class CloudError(TetherError):
+    """The server refused a request; ``status`` is its HTTP status, the message its sentence."""
+
+    code: Code = LocalCode.CLOUD_REFUSED
+
+    def __init__(self, message: str, *, status: int, code: Code | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+
+
+class UsageError(TetherError):
+    """The user asked for something that cannot be done as asked."""
+
+    code: Code = LocalCode.USAGE_ERROR
+
+
+class PassphraseNeeded(UsageError):
+    """The wallet is locked with a passphrase and none was given (a terminal may ask for one)."""
+
+
+class WrongPassphrase(UsageError):
+    """The passphrase given does not open the wallet (a terminal may ask again)."""
 
 
 _PRINTABLE_LIMIT = 200

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from tether.errors import StorageError
+from tether.errors import LocalCode, StorageError
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -44,7 +44,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     with looser modes is tightened when it is opened).
     """
     if not create and not path.exists():
-        raise StorageError(f"no store at {path}; create it first (init)", code="missing")
+        raise StorageError(f"no store at {path}; create it first (init)", code=LocalCode.MISSING)
     if create:
         private_dir(path.parent)
     _private_file(path)

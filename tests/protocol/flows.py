@@ -7,7 +7,7 @@ import enum
 from collections.abc import Sequence
 from typing import Any
 
-from tether.errors import PairingError
+from tether.errors import PairingError, WireCode
 from tether.protocol import codec
 from tether.protocol.codec import Kind, Message
 from tether.protocol.crypto import DeterministicEntropy, PrivateKey
@@ -131,7 +131,7 @@ class GuessBudget:
 
     def __call__(self) -> int:
         if self.left <= 0:
-            raise PairingError("pairing is locked", code="pairing_locked")
+            raise PairingError("pairing is locked", code=WireCode.PAIRING_LOCKED)
         self.left -= 1
         return self.left
 

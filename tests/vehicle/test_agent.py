@@ -13,10 +13,10 @@ from tether.protocol import codec
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy
 from tether.protocol.messages import Error, PairRequest, Record, VehicleHello
+from tether.protocol.vss import DOORS, POWER, SPEED
 from tether.transport.base import TransportClosed
 from tether.transport.memory import MemoryListener
 from tether.vehicle.agent import VehicleAgent
-from tether.vehicle.body.base import DOORS, POWER, SPEED
 from tether.vehicle.body.virtual import VirtualBody
 from tether.vehicle.keystore import VehicleStore
 

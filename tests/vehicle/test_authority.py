@@ -19,7 +19,8 @@ from tether.phone.wallet import CarKey
 from tether.protocol import remote
 from tether.protocol.commands import Command, DenialReason
 from tether.protocol.crypto import PrivateKey
-from tether.vehicle.body.base import DOORS, POWER, Signals
+from tether.protocol.vss import DOORS, POWER
+from tether.vehicle.body.base import Signals
 from tether.vehicle.hands_free import Reading
 from tether.vehicle.ranging import Location, Zone
 

@@ -20,8 +20,8 @@ from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, SystemEntropy
 from tether.protocol.messages import Error, StandardHello, VehicleHello
 from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
+from tether.protocol.vss import SPEED, SPEED_LIMIT
 from tether.transport.base import Transport, TransportClosed
-from tether.vehicle.body.base import SPEED, SPEED_LIMIT
 
 from ..integration.procs import tether
 from .conftest import Rig

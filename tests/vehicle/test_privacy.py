@@ -17,9 +17,9 @@ from tether.phone import client, consent
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, PhoneWallet
 from tether.protocol.commands import Command
+from tether.protocol.vss import POWER, SPEED
 from tether.vehicle.agent import AgentEvent
 from tether.vehicle.body import base as body_base
-from tether.vehicle.body.base import POWER, SPEED
 from tether.vehicle.headunit import HeadUnitEvent
 
 from .conftest import Rig

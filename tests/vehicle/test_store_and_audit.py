@@ -9,6 +9,7 @@ import pytest
 
 from tether.errors import PairingError, StorageError, UsageError
 from tether.protocol.crypto import DeterministicEntropy
+from tether.protocol.names import RIGHTS
 from tether.protocol.pump import pump
 from tether.protocol.transaction import (
     Established,
@@ -16,7 +17,7 @@ from tether.protocol.transaction import (
     PhoneTransaction,
     VehicleTransaction,
 )
-from tether.vehicle.keystore import DB_NAME, OWNER_RIGHTS, VehicleStore
+from tether.vehicle.keystore import DB_NAME, VehicleStore
 
 
 def make(tmp_path: Path) -> VehicleStore:
@@ -65,7 +66,7 @@ def test_enrol_ratchet_revoke_survive_reopen(tmp_path: Path) -> None:
     store.new_pairing_code(now=1.0)
     phone = DeterministicEntropy(b"p").new_private_key().public_key
     endpoint = store.enroll_owner(phone, name="Phone", now=2.0)
-    assert endpoint.rights == OWNER_RIGHTS and store.pairing_code().used  # type: ignore[union-attr]
+    assert endpoint.rights == RIGHTS and store.pairing_code().used  # type: ignore[union-attr]
     assert store.endpoint_key(phone.key_id) == phone
     assert store.set_persistent_key(phone.key_id, b"k1" * 16, now=3.0) == 1
     assert store.set_persistent_key(phone.key_id, b"k2" * 16, now=4.0) == 2

@@ -19,6 +19,7 @@ from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol import credentials, vss
 from tether.protocol.commands import Command
+from tether.protocol.names import parse_rights
 from tether.protocol.remote import REMOTE_COMMANDS
 
 ServerOption = typer.Option(
@@ -47,16 +48,6 @@ def _window(start: str | None, until: str, now: float) -> tuple[int, int]:
     if exp <= max(nbf, int(now)):
         raise UsageError("--until must be in the future and after --from")
     return nbf, exp
-
-
-def _rights(text: str) -> frozenset[str]:
-    wanted = frozenset(r.strip() for r in text.split(",") if r.strip())
-    unknown = wanted - credentials.RIGHTS
-    if unknown or not wanted:
-        raise UsageError(
-            f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
-        )
-    return wanted
 
 
 @app.command()
@@ -144,7 +135,7 @@ def grant(
             wallet,
             wallet.car(vehicle),
             server,
-            rights=_rights(rights),
+            rights=parse_rights(rights),
             not_before=nbf,
             expires=exp,
             limits=credentials.Limits(),
@@ -416,7 +407,7 @@ def fleet_show(
         title=f"Fleet {info['name']}",
     )
     for v in info["vehicles"]:
-        locked = v["state"].get("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked")
+        locked = v["state"].get(vss.DRIVER_DOOR_LOCKED)
         table.add_row(
             v["name"],
             when(v["last_seen"]),
@@ -447,7 +438,7 @@ def fleet_grant(
     issued = _with_wallet(
         directory,
         lambda wallet: cloud.fleet_grant_pending(
-            wallet, server, rights=_rights(rights), not_before=nbf, expires=exp, now=int(now)
+            wallet, server, rights=parse_rights(rights), not_before=nbf, expires=exp, now=int(now)
         ),
     )
     rows: list[dict[str, Any]] = [

@@ -11,7 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether import __version__
-from tether.errors import StorageError, TetherError, TransportError, UsageError, peer_text
+from tether.errors import (
+    LocalCode,
+    StorageError,
+    TetherError,
+    TransportError,
+    UsageError,
+    peer_text,
+)
 
 app = typer.Typer(
     name="tether",
@@ -109,8 +116,15 @@ def main() -> None:
 def _classify(exc: Exception) -> tuple[str, str, int, bool]:
     """(code, sentence, exit code, may the command have run) for any error."""
     said = peer_text(getattr(exc, "message", ""), 600)
-    if isinstance(exc, UsageError) or (isinstance(exc, StorageError) and exc.code == "missing"):
-        return "usage_error" if isinstance(exc, UsageError) else exc.code, said, EXIT_USAGE, False
+    if isinstance(exc, UsageError) or (
+        isinstance(exc, StorageError) and exc.code is LocalCode.MISSING
+    ):
+        return (
+            LocalCode.USAGE_ERROR if isinstance(exc, UsageError) else exc.code,
+            said,
+            EXIT_USAGE,
+            False,
+        )
     if isinstance(exc, TransportError):
         return exc.code, said, EXIT_UNREACHABLE, exc.may_have_succeeded
     if isinstance(exc, TetherError):
@@ -120,7 +134,7 @@ def _classify(exc: Exception) -> tuple[str, str, int, bool]:
 
 def _sentence(exc: Exception, code: str, said: str, may_have_run: bool) -> str:
     said = escape(said)
-    if isinstance(exc, UsageError) or code == "missing":
+    if isinstance(exc, UsageError) or code == LocalCode.MISSING:
         return f"[red]error:[/red] {said}"
     if isinstance(exc, TransportError):
         who = "server" if code.startswith("cloud") else "car"

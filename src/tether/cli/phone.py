@@ -23,6 +23,7 @@ from tether.errors import (
     PassphraseNeeded,
     PeerError,
     UsageError,
+    WireCode,
     WrongPassphrase,
     peer_text,
 )
@@ -30,9 +31,10 @@ from tether.link import bundles
 from tether.phone import client, consent, sharing
 from tether.phone import wallet as wallet_module
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, KeyStatus, PhoneWallet
-from tether.protocol import credentials, vss
+from tether.protocol import credentials, names, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
+from tether.protocol.names import CATEGORIES, Role
 from tether.protocol.pairing import VehiclePaired, check_code
 from tether.transport import registry
 from tether.transport.base import Transport
@@ -170,8 +172,8 @@ def pair(
         vehicle_name=paired.vehicle_name,
         address=vehicle,
         endpoint_key=endpoint_key,
-        role="owner",
-        rights=credentials.RIGHTS,
+        role=Role.OWNER,
+        rights=names.RIGHTS,
         now=time.time(),
     )
     wallet.close()
@@ -401,12 +403,7 @@ def share(
     """Sign a grant for a friend's key (owner, or a key holding `share`)."""
     wallet = _open(directory)
     car = wallet.car(vehicle)
-    wanted = frozenset(r.strip() for r in rights.split(",") if r.strip())
-    unknown = wanted - credentials.RIGHTS
-    if unknown or not wanted:
-        raise UsageError(
-            f"unknown rights {sorted(unknown)}; choose from {sorted(credentials.RIGHTS)}"
-        )
+    wanted = names.parse_rights(rights)
     friend = bundles.read_request(_link_or_file(request))
     now = time.time()
     nbf, exp = int(_time(start, now)), int(_time(until, 0))
@@ -480,7 +477,7 @@ def revoke(
         raise UsageError("give exactly one of --key or --grant")
     wallet = _open(directory)
     car = wallet.car(vehicle)
-    if car.role != "owner":
+    if car.role != Role.OWNER:
         raise UsageError("only an owner key can revoke")
     keys: list[bytes] = []
     serials: list[bytes] = []
@@ -563,7 +560,7 @@ def _command(
             ),
         )
     except PeerError as exc:
-        if exc.code in ("unknown_key", "grant_revoked"):
+        if exc.code in (WireCode.UNKNOWN_KEY, WireCode.GRANT_REVOKED):
             wallet.set_status(car.name, KeyStatus.REVOKED)
         raise
     finally:
@@ -753,7 +750,7 @@ def data_show(
     as_json: bool = JsonOption,
 ) -> None:
     """Show what the vault holds (on this phone only)."""
-    from tether.phone.vault import CATEGORIES, Vault
+    from tether.phone.vault import Vault
 
     wallet = _open(directory)
     try:
@@ -800,7 +797,6 @@ def _cell(value: object) -> str:
 def consent_show(directory: Path = DirOption, as_json: bool = JsonOption) -> None:
     """The rule for every car and category, and what this phone disclosed to which car."""
     from tether.phone import consent
-    from tether.phone.vault import CATEGORIES
 
     wallet = _open(directory)
     try:

@@ -13,6 +13,7 @@ from rich.markup import escape
 from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, out, styled, when
 from tether.errors import UsageError, peer_text
+from tether.protocol import vss
 from tether.protocol.crypto import SystemEntropy
 from tether.vehicle.headunit import profile_signals
 from tether.vehicle.keystore import VehicleStore
@@ -326,10 +327,10 @@ def _profile(profile: object) -> str:
     if not isinstance(profile, dict):
         return "no profile"
     short = {
-        "Vehicle.Cabin.Seat.Row1.DriverSide.Position": "seat",
-        "Vehicle.Cabin.Seat.Row1.DriverSide.Height": "height",
-        "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": "backrest",
-        "Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature": "°C",
+        vss.SEAT_POSITION: "seat",
+        vss.SEAT_HEIGHT: "height",
+        vss.SEAT_BACKREST: "backrest",
+        vss.CABIN_TEMPERATURE: "°C",
     }
     shown = [f"{short[name]} {value}" for name, value in profile_signals(profile).items()]
     return ", ".join(shown) or "no seat or climate"

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from tether.cloud.server import Server, ServerSettings
-from tether.errors import ProtocolError, TetherError
+from tether.errors import LocalCode, ProtocolError, TetherError, WireCode
 from tether.phone import client, cloud, consent
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, KeyStatus, PhoneWallet
-from tether.protocol import codec, credentials
+from tether.protocol import codec, credentials, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.messages import Error
+from tether.protocol.names import RIGHTS
 from tether.protocol.pump import pump
 from tether.protocol.ranging import ranging_key
 from tether.protocol.session import PhoneSession, RangingReadied, RangingRequested, VehicleSession
@@ -356,7 +357,7 @@ class DemoWorld:
         cars = self.phones[phone].wallet.cars()
         if not cars:
             raise TetherError(
-                f"{self.phones[phone].name} has no key to this car yet", code="no_key"
+                f"{self.phones[phone].name} has no key to this car yet", code=LocalCode.NO_KEY
             )
         # The newest usable key (a re-share after a revoke brings a new one); else the last.
         active = [c for c in cars if c.status is KeyStatus.ACTIVE]
@@ -421,7 +422,7 @@ class DemoWorld:
             address=self.listener.address,
             endpoint_key=key,
             role="owner",
-            rights=credentials.RIGHTS,
+            rights=RIGHTS,
             now=time.time(),
         )
         return Step(
@@ -474,7 +475,7 @@ class DemoWorld:
         try:
             (outcome,) = await outcomes
         except ProtocolError as exc:
-            if exc.code in ("unknown_key", "grant_revoked"):
+            if exc.code in (WireCode.UNKNOWN_KEY, WireCode.GRANT_REVOKED):
                 wallet.set_status(key.name, KeyStatus.REVOKED)
             raise
         kind = "fast" if outcome.fast else "standard"
@@ -657,7 +658,7 @@ class DemoWorld:
                     done=True,
                     outcome=f"{who} at the door: unlocked by itself at {unlocked:.2f} m",
                 )
-            locked = self.body.state()["Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"]
+            locked = self.body.state()[vss.DRIVER_DOOR_LOCKED]
             return Step(
                 action="walk to the car",
                 phone=phone,
@@ -683,7 +684,7 @@ class DemoWorld:
                 outcome=f"refused ({reason.value})",
             )
         await self._end_drive(phone)
-        if self.body.state().get("Vehicle.LowVoltageSystemState") == "ON":
+        if self.body.state().get(vss.POWER) == "ON":
             await self.body.execute(Command.STOP)
         locked_at = None
         for x in _WALK_AWAY:

@@ -13,7 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from tether.errors import CloudError, TransportError
+from tether.errors import CloudError, LocalCode, TransportError
 from tether.link import httpsig
 from tether.protocol.crypto import Signer
 
@@ -37,6 +37,13 @@ def signed_headers(
 def _tls() -> ssl.SSLContext:
     """One TLS context per process: building one (loading the CA store) costs tens of ms."""
     return ssl.create_default_context()
+
+
+_STATUS_CODES = {
+    401: LocalCode.UNAUTHENTICATED,
+    403: LocalCode.FORBIDDEN,
+    404: LocalCode.NOT_FOUND,
+}
 
 
 class CloudClient:
@@ -103,12 +110,13 @@ class CloudClient:
         except httpx.TimeoutException as exc:
             raise TransportError(
                 f"the server at {self.base_url} did not answer in time",
-                code="cloud_timeout",
+                code=LocalCode.CLOUD_TIMEOUT,
                 may_have_succeeded=method != "GET",
             ) from exc
         except httpx.HTTPError as exc:
             raise TransportError(
-                f"cannot reach the server at {self.base_url}: {exc}", code="cloud_unreachable"
+                f"cannot reach the server at {self.base_url}: {exc}",
+                code=LocalCode.CLOUD_UNREACHABLE,
             ) from exc
         try:
             answer = response.json()
@@ -121,8 +129,6 @@ class CloudClient:
             raise CloudError(
                 f"the server refused ({response.status_code}): {detail}",
                 status=response.status_code,
-                code={401: "unauthenticated", 403: "forbidden", 404: "not_found"}.get(
-                    response.status_code, "cloud_refused"
-                ),
+                code=_STATUS_CODES.get(response.status_code, LocalCode.CLOUD_REFUSED),
             )
         return answer if isinstance(answer, dict) else {"value": answer}

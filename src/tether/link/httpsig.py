@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import re
 
-from tether.errors import AuthenticationFailed
+from tether.errors import AuthenticationFailed, Code, LocalCode
 from tether.protocol.crypto import PublicKey, Signer
 
 ALG = "ecdsa-p256-sha256"
@@ -36,7 +36,7 @@ _SIGNATURE = re.compile(r"^sig1=:(?P<sig>[A-Za-z0-9+/]{86}==):$")
 class SignatureRefused(AuthenticationFailed):
     """A request's signature is missing, malformed, stale, replayed or does not verify."""
 
-    code = "bad_request_signature"
+    code: Code = LocalCode.BAD_REQUEST_SIGNATURE
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,16 +22,13 @@ MAX_PAYLOAD = 16 * 1024
 NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 #: The signals a car reports to the cloud: its body, never the driver's seat or climate profile.
 TELEMETRY_SIGNALS = (
-    "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked",
-    "Vehicle.Cabin.Door.Row1.PassengerSide.IsLocked",
-    "Vehicle.Cabin.Door.Row2.DriverSide.IsLocked",
-    "Vehicle.Cabin.Door.Row2.PassengerSide.IsLocked",
-    "Vehicle.Body.Trunk.Rear.IsOpen",
-    "Vehicle.Body.Trunk.Rear.IsLocked",
-    "Vehicle.LowVoltageSystemState",
-    "Vehicle.Powertrain.Type",
-    "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current",
-    "Vehicle.Speed",
+    *vss.DOORS,
+    vss.TRUNK_OPEN,
+    vss.TRUNK_LOCKED,
+    vss.POWER,
+    vss.POWERTRAIN,
+    vss.BATTERY,
+    vss.SPEED,
     vss.LATITUDE,
     vss.LONGITUDE,
 )
@@ -163,13 +160,13 @@ def discovery(vehicle_id: bytes, name: str) -> dict[str, dict[str, Any]]:
 def ha_payload(signals: dict[str, Any]) -> bytes:
     """The state Home Assistant reads, from VSS signals (no personal data)."""
     state = {
-        "locked": bool(signals.get("Vehicle.Cabin.Door.Row1.DriverSide.IsLocked", True)),
-        "door_open": bool(signals.get("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen", False)),
-        "trunk_open": bool(signals.get("Vehicle.Body.Trunk.Rear.IsOpen", False)),
-        "battery": signals.get("Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"),
+        "locked": bool(signals.get(vss.DRIVER_DOOR_LOCKED, True)),
+        "door_open": bool(signals.get(vss.DRIVER_DOOR_OPEN, False)),
+        "trunk_open": bool(signals.get(vss.TRUNK_OPEN, False)),
+        "battery": signals.get(vss.BATTERY),
         "latitude": signals.get(vss.LATITUDE),
         "longitude": signals.get(vss.LONGITUDE),
-        "speed": signals.get("Vehicle.Speed", 0),
+        "speed": signals.get(vss.SPEED, 0),
     }
     return json.dumps(state, sort_keys=True).encode()
 

@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.errors import LocalProtocolError, ProtocolError, TransportError
+from tether.errors import LocalCode, LocalProtocolError, ProtocolError, TransportError
 from tether.phone.wallet import CarKey
 from tether.protocol.commands import Command
 from tether.protocol.crypto import Entropy, PrivateKey
@@ -126,7 +126,9 @@ async def _answer(transport: Transport, session: PhoneSession, timeout: float) -
     except TransportError as exc:
         # The request reached the car, which may have acted on it before the link failed.
         raise TransportError(
-            f"no answer from the car: {exc.message}", code="no_answer", may_have_succeeded=True
+            f"no answer from the car: {exc.message}",
+            code=LocalCode.NO_ANSWER,
+            may_have_succeeded=True,
         ) from exc
     events = session.receive(data)
     if any(isinstance(e, SessionClosed) for e in events):

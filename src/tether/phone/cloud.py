@@ -11,7 +11,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tether.errors import TransportError, UsageError
+from tether.errors import LocalCode, TransportError, UsageError
 from tether.link import bundles
 from tether.link.b64 import b64, unb64
 from tether.phone import sharing
@@ -19,6 +19,7 @@ from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol import credentials, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, PublicKey, SystemEntropy
+from tether.protocol.names import Role
 
 if TYPE_CHECKING:
     from tether.link.client import CloudClient
@@ -213,7 +214,7 @@ async def command(
     if status.get("status") != "done" or not status.get("result"):
         raise TransportError(
             "the car did not answer in time (it may be offline; the command expires by itself)",
-            code="car_offline",
+            code=LocalCode.CAR_OFFLINE,
             may_have_succeeded=True,
         )
     return remote.verify_result(
@@ -227,7 +228,7 @@ def _key_request(request: dict[str, Any]) -> bundles.KeyRequest:
 
 
 def _owner(car: CarKey) -> None:
-    if car.role != "owner":
+    if car.role != Role.OWNER:
         raise UsageError("only an owner key can do this")
 
 
@@ -286,7 +287,7 @@ async def fleet_show(wallet: PhoneWallet, server: str) -> dict[str, Any]:
 
 
 def _owned(wallet: PhoneWallet) -> dict[str, CarKey]:
-    return {c.vehicle_id.hex(): c for c in wallet.cars() if c.role == "owner"}
+    return {c.vehicle_id.hex(): c for c in wallet.cars() if c.role == Role.OWNER}
 
 
 async def fleet_grant_pending(

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tether.errors import UsageError
-from tether.phone.vault import CATEGORIES
 from tether.phone.wallet import CarKey, PhoneWallet
+from tether.protocol.names import CATEGORIES, Role
 from tether.protocol.session import DataRequested
 
 DECISIONS = ("allow", "ask", "deny")
@@ -24,9 +24,9 @@ ASK_TIMEOUT = 20.0
 
 
 def default_decision(car: CarKey) -> str:
-    if car.role == "owner":
+    if car.role == Role.OWNER:
         return "allow"
-    if car.role in ("friend", "delegate"):
+    if car.role in (Role.FRIEND, Role.DELEGATE):
         return "ask"
     return "deny"
 

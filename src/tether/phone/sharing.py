@@ -20,6 +20,7 @@ from tether.protocol.credentials import (
     parse_grant,
     verify_chain,
 )
+from tether.protocol.names import Role, role_of_chain
 
 
 def issue(
@@ -40,7 +41,7 @@ def issue(
     """
     chain: list[bytes] = []
     parent: Grant | None = None
-    if issuer.role != "owner":
+    if issuer.role != Role.OWNER:
         if issuer.credential is None:
             raise UsageError("this key has no grant to share from")
         chain = decode_chain(issuer.credential)
@@ -71,7 +72,7 @@ def issue(
         vehicle_key=issuer.vehicle_key,
         vehicle_name=issuer.vehicle_name,
         address=issuer.address,
-        owner_key=issuer.endpoint_key.public_key if issuer.role == "owner" else None,
+        owner_key=issuer.endpoint_key.public_key if issuer.role == Role.OWNER else None,
     )
 
 
@@ -131,7 +132,7 @@ def accept(wallet: PhoneWallet, bundle: Bundle, *, name: str, now: float) -> Car
         vehicle_name=bundle.vehicle_name,
         address=bundle.address,
         endpoint_key=key,
-        role="friend" if len(bundle.chain) == 1 else "delegate",
+        role=role_of_chain(len(bundle.chain)),
         rights=leaf.rights,
         not_before=float(leaf.not_before),
         not_after=float(leaf.expires),
@@ -193,7 +194,7 @@ def make_revocation(
     wallet: PhoneWallet, car: CarKey, *, keys: list[bytes], serials: list[bytes], now: float
 ) -> tuple[int, bytes]:
     """(Owner) Sign a revocation of ``keys`` and ``serials`` with the next sequence number."""
-    if car.role != "owner":
+    if car.role != Role.OWNER:
         raise UsageError("only an owner key can revoke")
     seq = wallet.next_revocation_seq(now)
     raw = issue_revocation(

@@ -17,8 +17,8 @@ from typing import Any
 
 from tether.errors import UsageError
 from tether.phone.wallet import PhoneWallet
+from tether.protocol.names import CATEGORIES
 
-CATEGORIES = ("contacts", "calendar", "favourites", "media", "profile")
 #: Recurring events are expanded this far ahead at import time.
 CALENDAR_HORIZON = datetime.timedelta(days=180)
 Record = dict[str, Any]

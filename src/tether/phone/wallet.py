@@ -17,12 +17,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from tether import storage
-from tether.errors import PassphraseNeeded, StorageError, UsageError, WrongPassphrase
+from tether.errors import (
+    AuthenticationFailed,
+    LocalCode,
+    PassphraseNeeded,
+    StorageError,
+    UsageError,
+    WrongPassphrase,
+)
+from tether.protocol import crypto
 from tether.protocol.credentials import Limits
 from tether.protocol.crypto import PrivateKey, PublicKey
 
@@ -158,23 +162,23 @@ class _Sealer:
     """AES-GCM under the wallet key; the associated data names what is sealed."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(key)
+        self._aead = crypto.Aead(key)
 
     def seal(self, plaintext: bytes, label: bytes) -> bytes:
         nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, plaintext, b"tether wallet " + label)
+        return nonce + self._aead.seal(nonce, plaintext, b"tether wallet " + label)
 
     def open(self, sealed: bytes, label: bytes) -> bytes:
         try:
-            return self._aead.decrypt(sealed[:12], sealed[12:], b"tether wallet " + label)
-        except InvalidTag:
+            return self._aead.open(sealed[:12], sealed[12:], b"tether wallet " + label)
+        except AuthenticationFailed:
             raise StorageError(
-                "the wallet is damaged or the key is wrong", code="wallet_corrupt"
+                "the wallet is damaged or the key is wrong", code=LocalCode.WALLET_CORRUPT
             ) from None
 
 
 def _kek(passphrase: str, salt: bytes) -> bytes:
-    return Scrypt(salt=salt, length=32, n=_SCRYPT_N, r=8, p=1).derive(passphrase.encode())
+    return crypto.scrypt(passphrase.encode(), salt=salt, n=_SCRYPT_N)
 
 
 def has_keyring() -> bool:

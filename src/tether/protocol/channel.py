@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from tether.errors import AuthenticationFailed, ChannelError, LocalProtocolError, ProtocolError
+from tether.errors import (
+    AuthenticationFailed,
+    ChannelError,
+    LocalProtocolError,
+    ProtocolError,
+    WireCode,
+)
 from tether.protocol import codec
 from tether.protocol.crypto import AEAD_NONCE_SIZE, Aead
 from tether.protocol.messages import Record
@@ -59,18 +65,18 @@ class SecureChannel:
     def open(self, data: bytes) -> bytes:
         """Decrypt the next record; anything but exactly the next record breaks the channel."""
         if self.broken:
-            raise ChannelError("the channel is closed after an error", code="channel_closed")
+            raise ChannelError("the channel is closed after an error", code=WireCode.CHANNEL_CLOSED)
         try:
             record = codec.decode_as(data, Record)
             if self._recv_count >= MAX_RECORDS:
-                raise ChannelError("too many records on one channel", code="record_limit")
+                raise ChannelError("too many records on one channel", code=WireCode.RECORD_LIMIT)
             plain = self._recv.open(
                 _nonce(self._recv_iv, self._recv_count), record.ciphertext, _AAD
             )
         except AuthenticationFailed:
             self.broken = True
             raise ChannelError(
-                "record replayed, reordered or modified", code="bad_record"
+                "record replayed, reordered or modified", code=WireCode.BAD_RECORD
             ) from None
         except ProtocolError:
             self.broken = True

@@ -16,10 +16,10 @@ from typing import Any
 
 import cbor2
 
-from tether.errors import AuthenticationFailed, MalformedMessage, ProtocolError
+from tether.errors import AuthenticationFailed, Code, MalformedMessage, ProtocolError, WireCode
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer
+from tether.protocol.names import RIGHTS
 
-RIGHTS = frozenset({"unlock", "lock", "trunk", "drive", "climate", "locate", "share"})
 COSE_SIGN1_TAG = 18
 ES256 = -7
 SERIAL_SIZE = 16
@@ -49,7 +49,7 @@ _GRANT_CLAIMS = {
 class GrantError(ProtocolError):
     """A grant, chain or revocation is refused; ``code`` says why (audited, shown to the user)."""
 
-    code = "grant_refused"
+    code: Code = WireCode.GRANT_REFUSED
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,22 +73,22 @@ class Limits:
     @classmethod
     def from_cbor(cls, raw: Any) -> Limits:
         if type(raw) is not dict or not set(raw) <= {"hours", "weekdays", "max_speed"}:
-            raise GrantError("grant limits are malformed", code="grant_malformed")
+            raise GrantError("grant limits are malformed", code=WireCode.GRANT_MALFORMED)
         hours = raw.get("hours")
         if hours is not None and (
             type(hours) is not list
             or len(hours) != 2
             or not all(type(h) is int and 0 <= h <= 24 for h in hours)
         ):
-            raise GrantError("grant hours are malformed", code="grant_malformed")
+            raise GrantError("grant hours are malformed", code=WireCode.GRANT_MALFORMED)
         days = raw.get("weekdays")
         if days is not None and (
             type(days) is not list or not all(type(d) is int and 0 <= d <= 6 for d in days)
         ):
-            raise GrantError("grant weekdays are malformed", code="grant_malformed")
+            raise GrantError("grant weekdays are malformed", code=WireCode.GRANT_MALFORMED)
         speed = raw.get("max_speed")
         if speed is not None and (type(speed) is not int or not 0 <= speed <= 400):
-            raise GrantError("grant speed limit is malformed", code="grant_malformed")
+            raise GrantError("grant speed limit is malformed", code=WireCode.GRANT_MALFORMED)
         return cls(
             hours=(hours[0], hours[1]) if hours is not None else None,
             weekdays=frozenset(days) if days is not None else None,
@@ -159,16 +159,16 @@ def sign1(signer: Signer, payload: bytes) -> bytes:
 def open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
     """(protected, kid, payload, signature) of a COSE_Sign1 with ES256, strictly checked."""
     if type(data) is not bytes or len(data) > MAX_CREDENTIAL_SIZE:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code="grant_malformed")
+        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
     try:
         obj = cbor2.loads(data)
     except Exception as exc:  # any garbage is ours to refuse
-        raise GrantError(f"{what} is not valid CBOR", code="grant_malformed") from exc
+        raise GrantError(f"{what} is not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
     if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code="grant_malformed")
+        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
     parts = list(obj.value) if isinstance(obj.value, list | tuple) else None
     if parts is None or len(parts) != 4:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code="grant_malformed")
+        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
     protected, unprotected, payload, signature = parts
     if (
         type(protected) is not bytes
@@ -177,15 +177,15 @@ def open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
         or not isinstance(unprotected, Mapping)
         or type(unprotected.get(4)) is not bytes
     ):
-        raise GrantError(f"{what} has malformed COSE fields", code="grant_malformed")
+        raise GrantError(f"{what} has malformed COSE fields", code=WireCode.GRANT_MALFORMED)
     try:
         header = cbor2.loads(protected)
     except Exception as exc:
         raise GrantError(
-            f"{what} has a malformed protected header", code="grant_malformed"
+            f"{what} has a malformed protected header", code=WireCode.GRANT_MALFORMED
         ) from exc
     if header != {1: ES256}:
-        raise GrantError(f"{what} must be signed with ES256", code="grant_malformed")
+        raise GrantError(f"{what} must be signed with ES256", code=WireCode.GRANT_MALFORMED)
     return protected, unprotected[4], payload, signature
 
 
@@ -206,9 +206,9 @@ def issue_grant(
     """Sign a grant (the owner's phone, or a holder of ``share`` for a sub-grant)."""
     unknown = rights - RIGHTS
     if unknown or not rights:
-        raise GrantError(f"unknown or no rights: {sorted(unknown)}", code="grant_bad_rights")
+        raise GrantError(f"unknown or no rights: {sorted(unknown)}", code=WireCode.GRANT_BAD_RIGHTS)
     if expires <= not_before:
-        raise GrantError("a grant must end after it starts", code="grant_bad_window")
+        raise GrantError("a grant must end after it starts", code=WireCode.GRANT_BAD_WINDOW)
     claims: dict[int | str, Any] = {
         ISS: issuer.public_key.key_id.hex(),
         SUB: grantee.key_id.hex(),
@@ -231,11 +231,13 @@ def issue_grant(
 
 def _hex_id(value: Any, name: str) -> bytes:
     if type(value) is not str or len(value) != 2 * KEY_ID_SIZE:
-        raise GrantError(f"grant claim {name} is malformed", code="grant_malformed")
+        raise GrantError(f"grant claim {name} is malformed", code=WireCode.GRANT_MALFORMED)
     try:
         return bytes.fromhex(value)
     except ValueError:
-        raise GrantError(f"grant claim {name} is malformed", code="grant_malformed") from None
+        raise GrantError(
+            f"grant claim {name} is malformed", code=WireCode.GRANT_MALFORMED
+        ) from None
 
 
 def parse_grant(data: bytes) -> Grant:
@@ -244,40 +246,44 @@ def parse_grant(data: bytes) -> Grant:
     try:
         claims = cbor2.loads(payload)
     except Exception as exc:
-        raise GrantError("grant claims are not valid CBOR", code="grant_malformed") from exc
+        raise GrantError("grant claims are not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
     if type(claims) is not dict or not set(claims) <= _GRANT_CLAIMS:
-        raise GrantError("grant claims are malformed", code="grant_malformed")
+        raise GrantError("grant claims are malformed", code=WireCode.GRANT_MALFORMED)
     ints = [claims.get(k) for k in (EXP, NBF, IAT)]
     if not all(type(v) is int and v >= 0 for v in ints):
-        raise GrantError("grant times are malformed", code="grant_malformed")
+        raise GrantError("grant times are malformed", code=WireCode.GRANT_MALFORMED)
     serial = claims.get(CTI)
     if type(serial) is not bytes or len(serial) != SERIAL_SIZE:
-        raise GrantError("grant serial is malformed", code="grant_malformed")
+        raise GrantError("grant serial is malformed", code=WireCode.GRANT_MALFORMED)
     cnf = claims.get(CNF)
     key = cnf.get(1) if type(cnf) is dict else None
     if type(key) is not dict or key.get(1) != 2 or key.get(-1) != 1:
-        raise GrantError("grant proof-of-possession key is malformed", code="grant_malformed")
+        raise GrantError(
+            "grant proof-of-possession key is malformed", code=WireCode.GRANT_MALFORMED
+        )
     x, y = key.get(-2), key.get(-3)
     if type(x) is not bytes or type(y) is not bytes or len(x) != 32 or len(y) != 32:
-        raise GrantError("grant proof-of-possession key is malformed", code="grant_malformed")
+        raise GrantError(
+            "grant proof-of-possession key is malformed", code=WireCode.GRANT_MALFORMED
+        )
     try:
         grantee = PublicKey(b"\x04" + x + y)
     except MalformedMessage as exc:
-        raise GrantError("grant key is not a P-256 point", code="grant_malformed") from exc
+        raise GrantError("grant key is not a P-256 point", code=WireCode.GRANT_MALFORMED) from exc
     rights = claims.get(RIGHTS_CLAIM)
     if type(rights) is not list or not all(type(r) is str for r in rights):
-        raise GrantError("grant rights are malformed", code="grant_malformed")
+        raise GrantError("grant rights are malformed", code=WireCode.GRANT_MALFORMED)
     if not set(rights) <= RIGHTS or not rights:
-        raise GrantError("grant names unknown rights", code="grant_malformed")
+        raise GrantError("grant names unknown rights", code=WireCode.GRANT_MALFORMED)
     parent = claims.get(PARENT_CLAIM)
     if parent is not None and (type(parent) is not bytes or len(parent) != SERIAL_SIZE):
-        raise GrantError("grant parent is malformed", code="grant_malformed")
+        raise GrantError("grant parent is malformed", code=WireCode.GRANT_MALFORMED)
     label = claims.get(LABEL_CLAIM, "")
     if type(label) is not str or len(label) > 64:
-        raise GrantError("grant label is malformed", code="grant_malformed")
+        raise GrantError("grant label is malformed", code=WireCode.GRANT_MALFORMED)
     issuer_id = _hex_id(claims.get(ISS), "iss")
     if kid != issuer_id or _hex_id(claims.get(SUB), "sub") != grantee.key_id:
-        raise GrantError("grant ids do not match its keys", code="grant_malformed")
+        raise GrantError("grant ids do not match its keys", code=WireCode.GRANT_MALFORMED)
     return Grant(
         serial=serial,
         vehicle_id=_hex_id(claims.get(AUD), "aud"),
@@ -304,17 +310,17 @@ def encode_chain(chain: Sequence[bytes]) -> bytes:
 
 def decode_chain(data: bytes) -> list[bytes]:
     if len(data) > MAX_CREDENTIAL_SIZE:
-        raise GrantError("credential is too large", code="grant_malformed")
+        raise GrantError("credential is too large", code=WireCode.GRANT_MALFORMED)
     try:
         chain = cbor2.loads(data)
     except Exception as exc:
-        raise GrantError("credential is not valid CBOR", code="grant_malformed") from exc
+        raise GrantError("credential is not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
     if (
         type(chain) is not list
         or not 1 <= len(chain) <= MAX_CHAIN
         or not all(type(g) is bytes for g in chain)
     ):
-        raise GrantError("credential must be a list of grants", code="grant_malformed")
+        raise GrantError("credential must be a list of grants", code=WireCode.GRANT_MALFORMED)
     return chain
 
 
@@ -341,57 +347,61 @@ def verify_chain(
     above it was given to, which must hold ``share``; rights, window and limits may only narrow.
     """
     if not chain:
-        raise GrantError("empty credential", code="grant_malformed")
+        raise GrantError("empty credential", code=WireCode.GRANT_MALFORMED)
     if len(chain) > max_depth:
         raise GrantError(
-            f"delegation is {len(chain)} deep; this car allows {max_depth}", code="grant_too_deep"
+            f"delegation is {len(chain)} deep; this car allows {max_depth}",
+            code=WireCode.GRANT_TOO_DEEP,
         )
     grants = [parse_grant(raw) for raw in chain]
     parent: Grant | None = None
     for grant in grants:
         if grant.vehicle_id != vehicle_id:
-            raise GrantError("this grant is for another car", code="grant_wrong_vehicle")
+            raise GrantError("this grant is for another car", code=WireCode.GRANT_WRONG_VEHICLE)
         if parent is None:
             signer = owner_key(grant.issuer_id)
             if signer is None:
                 raise GrantError(
-                    "the grant's issuer is not an owner of this car", code="grant_unknown_issuer"
+                    "the grant's issuer is not an owner of this car",
+                    code=WireCode.GRANT_UNKNOWN_ISSUER,
                 )
             if grant.parent is not None:
-                raise GrantError("a root grant cannot name a parent", code="grant_malformed")
+                raise GrantError("a root grant cannot name a parent", code=WireCode.GRANT_MALFORMED)
         else:
             if grant.issuer_id != parent.grantee.key_id or grant.parent != parent.serial:
                 raise GrantError(
-                    "the chain is broken: wrong issuer or parent", code="grant_broken_chain"
+                    "the chain is broken: wrong issuer or parent", code=WireCode.GRANT_BROKEN_CHAIN
                 )
             if "share" not in parent.rights:
                 raise GrantError(
-                    "the issuer of a sub-grant may not share", code="grant_no_share_right"
+                    "the issuer of a sub-grant may not share", code=WireCode.GRANT_NO_SHARE_RIGHT
                 )
             if not grant.rights <= parent.rights:
-                raise GrantError("a sub-grant may not add rights", code="grant_widens_rights")
+                raise GrantError(
+                    "a sub-grant may not add rights", code=WireCode.GRANT_WIDENS_RIGHTS
+                )
             if grant.not_before < parent.not_before or grant.expires > parent.expires:
                 raise GrantError(
-                    "a sub-grant may not widen the time window", code="grant_widens_window"
+                    "a sub-grant may not widen the time window", code=WireCode.GRANT_WIDENS_WINDOW
                 )
             if not grant.limits.within(parent.limits):
                 raise GrantError(
-                    "a sub-grant may not loosen its limits", code="grant_widens_limits"
+                    "a sub-grant may not loosen its limits", code=WireCode.GRANT_WIDENS_LIMITS
                 )
             signer = parent.grantee
         try:
             signer.verify(grant.signature, sig_structure(grant.protected, grant.payload))
         except AuthenticationFailed:
             raise GrantError(
-                "a grant's signature does not verify", code="grant_bad_signature"
+                "a grant's signature does not verify", code=WireCode.GRANT_BAD_SIGNATURE
             ) from None
         ids = (grant.serial, grant.grantee.key_id, grant.issuer_id)
         if any(is_revoked(i) for i in ids):
-            raise GrantError("this grant has been revoked", code="grant_revoked")
+            raise GrantError("this grant has been revoked", code=WireCode.GRANT_REVOKED)
         if now < grant.not_before:
-            raise GrantError("this grant is not valid yet", code="grant_not_yet_valid")
+            raise GrantError("this grant is not valid yet", code=WireCode.GRANT_NOT_YET_VALID)
         if now >= grant.expires:
-            raise GrantError("this grant has expired", code="grant_expired")
+            raise GrantError("this grant has expired", code=WireCode.GRANT_EXPIRED)
         parent = grant
     return VerifiedChain(leaf=grants[-1], grants=tuple(grants))
 
@@ -424,7 +434,7 @@ def issue_revocation(
 ) -> bytes:
     if seq < 1 or not (keys or grants):
         raise GrantError(
-            "a revocation needs a sequence number and a target", code="revocation_malformed"
+            "a revocation needs a sequence number and a target", code=WireCode.REVOCATION_MALFORMED
         )
     body = {
         "aud": vehicle_id.hex(),
@@ -441,9 +451,11 @@ def parse_revocation(data: bytes) -> Revocation:
     try:
         body = cbor2.loads(payload)
     except Exception as exc:
-        raise GrantError("revocation is not valid CBOR", code="revocation_malformed") from exc
+        raise GrantError(
+            "revocation is not valid CBOR", code=WireCode.REVOCATION_MALFORMED
+        ) from exc
     if type(body) is not dict or set(body) != {"aud", "seq", "keys", "grants", "iat"}:
-        raise GrantError("revocation is malformed", code="revocation_malformed")
+        raise GrantError("revocation is malformed", code=WireCode.REVOCATION_MALFORMED)
     keys, grants = body["keys"], body["grants"]
     if (
         type(body["seq"]) is not int
@@ -457,7 +469,7 @@ def parse_revocation(data: bytes) -> Revocation:
         or len(keys) + len(grants) > 256
         or type(kid) is not bytes
     ):
-        raise GrantError("revocation is malformed", code="revocation_malformed")
+        raise GrantError("revocation is malformed", code=WireCode.REVOCATION_MALFORMED)
     return Revocation(
         vehicle_id=_hex_id(body["aud"], "aud"),
         seq=body["seq"],
@@ -478,16 +490,19 @@ def verify_revocation(
     """Decode and check a revocation's signature by an owner of this car."""
     revocation = parse_revocation(data)
     if revocation.vehicle_id != vehicle_id:
-        raise GrantError("this revocation is for another car", code="revocation_wrong_vehicle")
+        raise GrantError(
+            "this revocation is for another car", code=WireCode.REVOCATION_WRONG_VEHICLE
+        )
     owner = owner_key(revocation.issuer_id)
     if owner is None:
         raise GrantError(
-            "revocations must be signed by an owner of this car", code="revocation_unknown_issuer"
+            "revocations must be signed by an owner of this car",
+            code=WireCode.REVOCATION_UNKNOWN_ISSUER,
         )
     try:
         owner.verify(revocation.signature, sig_structure(revocation.protected, revocation.payload))
     except AuthenticationFailed:
         raise GrantError(
-            "the revocation's signature does not verify", code="revocation_bad_signature"
+            "the revocation's signature does not verify", code=WireCode.REVOCATION_BAD_SIGNATURE
         ) from None
     return revocation

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from tether.errors import AuthenticationFailed, MalformedMessage
+from tether.errors import AuthenticationFailed, MalformedMessage, WireCode
 
 PUBLIC_KEY_SIZE = 65  # SEC1 uncompressed point: 0x04 || X || Y
 SIGNATURE_SIZE = 64  # r || s, 32 bytes each, as in COSE ES256
@@ -64,6 +65,11 @@ def pbkdf2(secret: bytes, *, salt: bytes, iterations: int, length: int) -> bytes
     WebCrypto has it too, so a phone in a browser derives the same scalars without a library.
     """
     return PBKDF2HMAC(_SHA256, length, salt, iterations).derive(secret)
+
+
+def scrypt(secret: bytes, *, salt: bytes, n: int, length: int = 32) -> bytes:
+    """scrypt (RFC 7914, r=8, p=1): a memory-hard key from a passphrase a person chose."""
+    return Scrypt(salt=salt, length=length, n=n, r=8, p=1).derive(secret)
 
 
 def mac(key: bytes, data: bytes) -> bytes:
@@ -109,7 +115,9 @@ class PublicKey:
         try:
             self._key.verify(encode_dss_signature(r, s), data, _ECDSA)
         except InvalidSignature:
-            raise AuthenticationFailed("signature does not verify", code="bad_signature") from None
+            raise AuthenticationFailed(
+                "signature does not verify", code=WireCode.BAD_SIGNATURE
+            ) from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PublicKey) and other.encoded == self.encoded
@@ -246,4 +254,6 @@ class Aead:
         try:
             return self._aead.decrypt(nonce, ciphertext, aad)
         except InvalidTag:
-            raise AuthenticationFailed("ciphertext does not authenticate", code="bad_tag") from None
+            raise AuthenticationFailed(
+                "ciphertext does not authenticate", code=WireCode.BAD_TAG
+            ) from None

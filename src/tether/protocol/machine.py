@@ -63,7 +63,7 @@ class StateMachine(Generic[S]):
             if isinstance(msg, Error):
                 # The peer's code is read into the closed set and its sentence made printable:
                 # nothing a peer says is kept or shown as given.
-                raise PeerError(peer_text(msg.message), code=WireCode.parse(msg.code).value)
+                raise PeerError(peer_text(msg.message), code=WireCode.parse(msg.code))
             allowed = self.TRANSITIONS.get((self.state, type(msg)))
             if allowed is None:
                 raise UnexpectedMessage(

@@ -21,7 +21,7 @@ import functools
 from collections.abc import Callable
 from typing import ClassVar
 
-from tether.errors import LocalProtocolError, PairingError
+from tether.errors import LocalProtocolError, PairingError, WireCode
 from tether.protocol import codec, crypto, spake2plus
 from tether.protocol.codec import Message
 from tether.protocol.crypto import Aead, Entropy, PrivateKey, PublicKey, Signer
@@ -57,7 +57,7 @@ def check_code(code: str) -> str:
     """Return ``code`` if it is a valid pairing code (8 or more ASCII digits)."""
     if len(code) < MIN_CODE_DIGITS or not code.isascii() or not code.isdigit():
         raise PairingError(
-            f"a pairing code is at least {MIN_CODE_DIGITS} digits", code="invalid_code"
+            f"a pairing code is at least {MIN_CODE_DIGITS} digits", code=WireCode.INVALID_CODE
         )
     return code
 
@@ -189,7 +189,7 @@ class PhonePairing(StateMachine[PairingState]):
         assert isinstance(msg, PairAccept) and self._keys is not None
         keys = self._keys
         if not crypto.equal(msg.confirm, keys.confirm_vehicle):
-            raise PairingError("the car did not confirm the code", code="bad_confirmation")
+            raise PairingError("the car did not confirm the code", code=WireCode.BAD_CONFIRMATION)
         plain = Aead(keys.seal_vehicle).open(_ZERO_NONCE, msg.sealed, keys.transcript)
         identity = codec.decode_as(plain, VehicleIdentity)
         vehicle_key = PublicKey(identity.public_key)
@@ -248,14 +248,14 @@ class VehiclePairing(StateMachine[PairingState]):
         assert isinstance(msg, PairRequest)
         code = self._code
         if code is None or code.used:
-            raise PairingError("no pairing code is active on this car", code="no_code")
+            raise PairingError("no pairing code is active on this car", code=WireCode.NO_CODE)
         if code.failures >= code.max_failures:
             raise PairingError(
                 "pairing is locked after too many wrong codes; show a new code on the car",
-                code="pairing_locked",
+                code=WireCode.PAIRING_LOCKED,
             )
         if self._now >= code.expires_at:
-            raise PairingError("the pairing code has expired", code="code_expired")
+            raise PairingError("the pairing code has expired", code=WireCode.CODE_EXPIRED)
         pake = spake2plus.Verifier(
             code_secret(code.code).verifier(), PAKE_IDS, _scalar(self._entropy)
         )
@@ -274,10 +274,10 @@ class VehiclePairing(StateMachine[PairingState]):
                 raise PairingError(
                     "wrong pairing code; no tries left: pairing is locked until the car shows a"
                     " new code",
-                    code="wrong_code",
+                    code=WireCode.WRONG_CODE,
                 )
             tries = "1 try" if left == 1 else f"{left} tries"
-            raise PairingError(f"wrong pairing code; {tries} left", code="wrong_code")
+            raise PairingError(f"wrong pairing code; {tries} left", code=WireCode.WRONG_CODE)
         plain = Aead(keys.seal_phone).open(_ZERO_NONCE, msg.sealed, keys.transcript)
         enrollment = codec.decode_as(plain, PhoneEnrollment)
         phone_key = PublicKey(enrollment.public_key)

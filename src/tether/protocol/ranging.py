@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from tether.errors import WireCode
 from tether.protocol import crypto
 
 SPEED_OF_LIGHT = 299_792_458.0  # m/s
@@ -88,14 +89,14 @@ def verify(
 ) -> Measurement:
     """Check every answer; the distance is the largest of the rounds' (never the smallest)."""
     if len(rounds) != expected_rounds:
-        return Measurement(distance_m=None, ok=False, reason="wrong_round_count")
+        return Measurement(distance_m=None, ok=False, reason=WireCode.WRONG_ROUND_COUNT)
     distances = []
     for index, r in enumerate(rounds):
         if not 0 <= r.challenge < 256 or r.answer != response(
             key, nonce, index, r.challenge, bits=bits
         ):
-            return Measurement(distance_m=None, ok=False, reason="wrong_answer")
+            return Measurement(distance_m=None, ok=False, reason=WireCode.WRONG_ANSWER)
         if r.reply_ns < 0 or r.round_trip_ns < r.reply_ns:
-            return Measurement(distance_m=None, ok=False, reason="impossible_timing")
+            return Measurement(distance_m=None, ok=False, reason=WireCode.IMPOSSIBLE_TIMING)
         distances.append(SPEED_OF_LIGHT * (r.round_trip_ns - r.reply_ns) * 1e-9 / 2)
     return Measurement(distance_m=max(distances), ok=True)

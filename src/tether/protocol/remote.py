@@ -17,7 +17,7 @@ from typing import Any
 
 import cbor2
 
-from tether.errors import AuthenticationFailed
+from tether.errors import AuthenticationFailed, Code, WireCode
 from tether.protocol.commands import Command
 from tether.protocol.credentials import GrantError, open_sign1, sig_structure, sign1
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer, sha256
@@ -33,7 +33,7 @@ REMOTE_COMMANDS = frozenset(
 class RemoteError(GrantError):
     """A remote command, result or receipt is refused; ``code`` says why."""
 
-    code = "remote_refused"
+    code: Code = WireCode.REMOTE_REFUSED
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +81,7 @@ class Receipt:
     raw: bytes
 
 
-def _load(data: bytes, what: str, code: str) -> tuple[bytes, dict[str, Any]]:
+def _load(data: bytes, what: str, code: WireCode) -> tuple[bytes, dict[str, Any]]:
     try:
         _, kid, payload, _ = open_sign1(data, what)
         body = cbor2.loads(payload)
@@ -94,7 +94,7 @@ def _load(data: bytes, what: str, code: str) -> tuple[bytes, dict[str, Any]]:
     return kid, body
 
 
-def _verify(key: PublicKey, data: bytes, what: str, code: str) -> None:
+def _verify(key: PublicKey, data: bytes, what: str, code: WireCode) -> None:
     protected, _, payload, signature = open_sign1(data, what)
     try:
         key.verify(signature, sig_structure(protected, payload))
@@ -102,7 +102,7 @@ def _verify(key: PublicKey, data: bytes, what: str, code: str) -> None:
         raise RemoteError(f"the {what}'s signature does not verify", code=code) from None
 
 
-def _id(value: Any, size: int, what: str, code: str) -> bytes:
+def _id(value: Any, size: int, what: str, code: WireCode) -> bytes:
     if type(value) is not bytes or len(value) != size:
         raise RemoteError(f"{what} is malformed", code=code)
     return value
@@ -114,7 +114,7 @@ def sign_envelope(
 ) -> bytes:
     """The phone signs one remote command for one car."""
     if command not in REMOTE_COMMANDS:
-        raise RemoteError(f"{command} cannot be sent remotely", code="remote_not_allowed")
+        raise RemoteError(f"{command} cannot be sent remotely", code=WireCode.REMOTE_NOT_ALLOWED)
     if counter < 1 or not 0 < ttl <= MAX_ENVELOPE_LIFETIME:
         raise RemoteError("a remote command needs a counter and a short lifetime")
     body = {
@@ -129,7 +129,7 @@ def sign_envelope(
 
 def parse_envelope(data: bytes) -> Envelope:
     """Decode an envelope strictly, without checking its signature (the server routes on this)."""
-    code = "command_malformed"
+    code = WireCode.COMMAND_MALFORMED
     kid, body = _load(data, "remote command", code)
     if set(body) != {"aud", "cmd", "ctr", "iat", "exp"}:
         raise RemoteError("remote command is malformed", code=code)
@@ -139,7 +139,9 @@ def parse_envelope(data: bytes) -> Envelope:
     try:
         command = Command(body["cmd"])
     except ValueError:
-        raise RemoteError("the car does not know this command", code="unknown_command") from None
+        raise RemoteError(
+            "the car does not know this command", code=WireCode.UNKNOWN_COMMAND
+        ) from None
     return Envelope(
         vehicle_id=_id(body["aud"], KEY_ID_SIZE, "remote command", code),
         key_id=_id(kid, KEY_ID_SIZE, "remote command", code),
@@ -162,22 +164,26 @@ def verify_envelope(
     """The car's checks, in order: its own, a known unrevoked key, signature, fresh, never seen."""
     envelope = parse_envelope(data)
     if envelope.vehicle_id != vehicle_id:
-        raise RemoteError("this command is for another car", code="command_wrong_vehicle")
+        raise RemoteError("this command is for another car", code=WireCode.COMMAND_WRONG_VEHICLE)
     key = endpoint_key(envelope.key_id)
     if key is None:
-        raise RemoteError("this key is not enrolled here or was revoked", code="unknown_key")
-    _verify(key, data, "remote command", "command_bad_signature")
+        raise RemoteError("this key is not enrolled here or was revoked", code=WireCode.UNKNOWN_KEY)
+    _verify(key, data, "remote command", WireCode.COMMAND_BAD_SIGNATURE)
     if envelope.command not in REMOTE_COMMANDS:
-        raise RemoteError(f"{envelope.command} cannot be sent remotely", code="remote_not_allowed")
+        raise RemoteError(
+            f"{envelope.command} cannot be sent remotely", code=WireCode.REMOTE_NOT_ALLOWED
+        )
     if (
         envelope.expires <= envelope.issued_at
         or envelope.expires - envelope.issued_at > MAX_ENVELOPE_LIFETIME
     ):
-        raise RemoteError("this command's lifetime is not allowed", code="command_malformed")
+        raise RemoteError("this command's lifetime is not allowed", code=WireCode.COMMAND_MALFORMED)
     if now >= envelope.expires:
-        raise RemoteError("this command has expired", code="command_expired")
+        raise RemoteError("this command has expired", code=WireCode.COMMAND_EXPIRED)
     if envelope.counter <= last_counter(envelope.key_id):
-        raise RemoteError("this command was already seen (a replay)", code="command_replayed")
+        raise RemoteError(
+            "this command was already seen (a replay)", code=WireCode.COMMAND_REPLAYED
+        )
     return envelope
 
 
@@ -208,7 +214,7 @@ def sign_result(
 
 def verify_result(data: bytes, *, vehicle_key: PublicKey, envelope_raw: bytes) -> Result:
     """The phone checks that *its car* answered *its command*."""
-    code = "result_malformed"
+    code = WireCode.RESULT_MALFORMED
     _, body = _load(data, "command result", code)
     if set(body) - {"state"} != {"aud", "req", "ok", "reason", "msg", "at"}:
         raise RemoteError("command result is malformed", code=code)
@@ -218,9 +224,9 @@ def verify_result(data: bytes, *, vehicle_key: PublicKey, envelope_raw: bytes) -
         raise RemoteError("command result is malformed", code=code)
     if type(body["msg"]) is not str or type(body["at"]) is not int:
         raise RemoteError("command result is malformed", code=code)
-    _verify(vehicle_key, data, "command result", "result_bad_signature")
+    _verify(vehicle_key, data, "command result", WireCode.RESULT_BAD_SIGNATURE)
     if body["aud"] != vehicle_key.key_id or body["req"] != sha256(envelope_raw):
-        raise RemoteError("this result answers another command", code="result_mismatch")
+        raise RemoteError("this result answers another command", code=WireCode.RESULT_MISMATCH)
     return Result(
         vehicle_id=body["aud"],
         request=body["req"],
@@ -235,8 +241,8 @@ def verify_result(data: bytes, *, vehicle_key: PublicKey, envelope_raw: bytes) -
 
 def result_request(data: bytes) -> bytes:
     """The envelope digest a result names (for routing; the phone verifies it)."""
-    _, body = _load(data, "command result", "result_malformed")
-    return _id(body.get("req"), 32, "command result", "result_malformed")
+    _, body = _load(data, "command result", WireCode.RESULT_MALFORMED)
+    return _id(body.get("req"), 32, "command result", WireCode.RESULT_MALFORMED)
 
 
 # -- revocation receipts ---------------------------------------------------------------------------
@@ -257,7 +263,7 @@ def sign_receipt(
 
 def parse_receipt(data: bytes) -> Receipt:
     """Decode a receipt strictly (its signature is checked by :func:`verify_receipt`)."""
-    code = "receipt_malformed"
+    code = WireCode.RECEIPT_MALFORMED
     _, body = _load(data, "revocation receipt", code)
     if set(body) != {"aud", "rev", "seq", "ok", "reason", "at"}:
         raise RemoteError("revocation receipt is malformed", code=code)
@@ -280,8 +286,8 @@ def verify_receipt(data: bytes, *, vehicle_key: PublicKey) -> Receipt:
     """Anyone holding the car's public key (owner, server) checks that the car said this."""
     receipt = parse_receipt(data)
     if receipt.vehicle_id != vehicle_key.key_id:
-        raise RemoteError("this receipt is from another car", code="receipt_mismatch")
-    _verify(vehicle_key, data, "revocation receipt", "receipt_bad_signature")
+        raise RemoteError("this receipt is from another car", code=WireCode.RECEIPT_MISMATCH)
+    _verify(vehicle_key, data, "revocation receipt", WireCode.RECEIPT_BAD_SIGNATURE)
     return receipt
 
 
@@ -315,13 +321,13 @@ def _signals(value: object) -> bool:
 
 
 def verify_state(data: bytes, *, vehicle_key: PublicKey) -> State:
-    code = "state_malformed"
+    code = WireCode.STATE_MALFORMED
     _, body = _load(data, "vehicle state", code)
     if set(body) != {"aud", "at", "state"} or type(body["at"]) is not int:
         raise RemoteError("vehicle state is malformed", code=code)
     if not _signals(body["state"]):
         raise RemoteError("vehicle state is malformed", code=code)
     if body["aud"] != vehicle_key.key_id:
-        raise RemoteError("this state is from another car", code="state_mismatch")
-    _verify(vehicle_key, data, "vehicle state", "state_bad_signature")
+        raise RemoteError("this state is from another car", code=WireCode.STATE_MISMATCH)
+    _verify(vehicle_key, data, "vehicle state", WireCode.STATE_BAD_SIGNATURE)
     return State(vehicle_id=body["aud"], at=body["at"], signals=body["state"])

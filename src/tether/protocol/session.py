@@ -14,7 +14,13 @@ from typing import Any
 
 import cbor2
 
-from tether.errors import ChannelError, LocalProtocolError, MalformedMessage, ProtocolError
+from tether.errors import (
+    ChannelError,
+    LocalProtocolError,
+    MalformedMessage,
+    ProtocolError,
+    WireCode,
+)
 from tether.protocol import codec, crypto
 from tether.protocol.channel import ChannelKeys, SecureChannel
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
@@ -29,6 +35,7 @@ from tether.protocol.messages import (
     RevocationRequest,
     RevocationResult,
 )
+from tether.protocol.names import CATEGORIES
 
 Signals = dict[str, bool | int | float | str]
 
@@ -66,7 +73,6 @@ class RevocationAnswered:
 
 
 #: What a head unit may ask a phone for (docs/protocol.md §8.2).
-DATA_CATEGORIES = ("contacts", "calendar", "favourites", "media", "profile")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,7 +111,7 @@ def _cbor(data: bytes, what: str) -> Any:
 
 def _items(data: bytes) -> tuple[DataItem, ...]:
     raw = _cbor(data, "a data request")
-    if type(raw) is not list or not 1 <= len(raw) <= len(DATA_CATEGORIES):
+    if type(raw) is not list or not 1 <= len(raw) <= len(CATEGORIES):
         raise MalformedMessage("a data request lists one to five items")
     items = []
     for item in raw:
@@ -200,11 +206,11 @@ class _Session:
         """The transport ended: a :class:`ChannelError` unless the session closed cleanly."""
         if self.state is SessionState.OPEN:
             self.state = SessionState.FAILED
-            raise ChannelError("the session was cut off without a close", code="truncated")
+            raise ChannelError("the session was cut off without a close", code=WireCode.TRUNCATED)
 
     def _open(self, data: bytes) -> codec.Message:
         if self.state is not SessionState.OPEN:
-            raise ChannelError("the session is no longer open", code="channel_closed")
+            raise ChannelError("the session is no longer open", code=WireCode.CHANNEL_CLOSED)
         try:
             msg = codec.decode(self._channel.open(data))
         except ProtocolError:

@@ -14,6 +14,8 @@ import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any
 
+from tether.errors import WireCode
+
 if TYPE_CHECKING:
     from Cryptodome.PublicKey._point import EccPoint
 
@@ -45,7 +47,9 @@ def _point(encoded: bytes) -> EccPoint:
     try:
         key = _ecc().import_key(encoded, curve_name="p256")
     except (ValueError, TypeError, IndexError) as exc:
-        raise PairingError("a pairing share is not a P-256 point", code="bad_pake_message") from exc
+        raise PairingError(
+            "a pairing share is not a P-256 point", code=WireCode.BAD_PAKE_MESSAGE
+        ) from exc
     point: EccPoint = key.pointQ
     return point
 
@@ -53,7 +57,7 @@ def _point(encoded: bytes) -> EccPoint:
 def encode(point: EccPoint) -> bytes:
     """The uncompressed SEC1 encoding (65 bytes); the identity never reaches here."""
     if point.is_point_at_infinity():
-        raise PairingError("the PAKE produced the identity", code="bad_pake_message")
+        raise PairingError("the PAKE produced the identity", code=WireCode.BAD_PAKE_MESSAGE)
     x, y = point.xy
     return b"\x04" + int(x).to_bytes(32, "big") + int(y).to_bytes(32, "big")
 
@@ -179,7 +183,7 @@ class Prover:
     def finish(self, share_v: bytes) -> Outcome:
         """Z = x*(Y - w0*N), V = w1*(Y - w0*N) (cofactor 1 on P-256); refuses a reflected share."""
         if crypto.equal(share_v, self.share):
-            raise PairingError("the peer sent back our own share", code="bad_pake_message")
+            raise PairingError("the peer sent back our own share", code=WireCode.BAD_PAKE_MESSAGE)
         base = _point(share_v) + (-(_points()["N"] * self._secret.w0))
         return _finish(
             self._ids,
@@ -206,7 +210,7 @@ class Verifier:
     def finish(self, share_p: bytes) -> Outcome:
         """Z = y*(X - w0*M), V = y*L; a reflected share is refused."""
         if crypto.equal(share_p, self.share):
-            raise PairingError("the peer sent back our own share", code="bad_pake_message")
+            raise PairingError("the peer sent back our own share", code=WireCode.BAD_PAKE_MESSAGE)
         base = _point(share_p) + (-(_points()["M"] * self._secret.w0))
         return _finish(
             self._ids, self._secret.w0, (share_p, self.share), base * self._y, self._L * self._y

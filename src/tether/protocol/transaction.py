@@ -29,7 +29,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
-from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage
+from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage, WireCode
 from tether.protocol import credentials, crypto
 from tether.protocol.channel import ChannelKeys
 from tether.protocol.codec import Message
@@ -328,7 +328,9 @@ class PhoneTransaction(StateMachine[TxState]):
         assert self._session is not None
         secrets = self._secrets
         if not crypto.equal(msg.mac, crypto.mac(secrets.finished, self._transcript)):
-            raise AuthenticationFailed("the car did not confirm the session", code="bad_finished")
+            raise AuthenticationFailed(
+                "the car did not confirm the session", code=WireCode.BAD_FINISHED
+            )
         fast = self.state is _T.SENT_FAST_PROOF
         session = self._session
         return [
@@ -420,7 +422,7 @@ class VehicleTransaction(StateMachine[TxState]):
         if phone_key is None:
             if len(proof) == _PROOF_SIZE:
                 raise AuthenticationFailed(
-                    "this phone has no valid key for this car", code="unknown_key"
+                    "this phone has no valid key for this car", code=WireCode.UNKNOWN_KEY
                 )
             # First use of a shared key: the credential travels behind the proof (§6.2, §9).
             chain = credentials.verify_chain(
@@ -433,7 +435,7 @@ class VehicleTransaction(StateMachine[TxState]):
             )
             if chain.leaf.grantee.key_id != endpoint_id:
                 raise credentials.GrantError(
-                    "the credential was given to another key", code="grant_key_mismatch"
+                    "the credential was given to another key", code=WireCode.GRANT_KEY_MISMATCH
                 )
             phone_key = chain.leaf.grantee
             phone_key.verify(signature, _PHONE_SIG + th1 + endpoint_id)

@@ -21,7 +21,7 @@ from bumble.core import UUID
 from bumble.device import Connection, Device, Peer
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from tether.errors import TransportError, UsageError, peer_text
+from tether.errors import LocalCode, TransportError, UsageError, peer_text
 from tether.transport.base import (
     MAX_FRAME,
     FrameTooLarge,
@@ -104,7 +104,7 @@ class BleTransport:
             async with asyncio.timeout(timeout):
                 item = await self._inbox.get()
         except TimeoutError:
-            raise TransportError("no message in time", code="timeout") from None
+            raise TransportError("no message in time", code=LocalCode.TIMEOUT) from None
         if item is _END:
             self._eof = True
             if self._error is not None:
@@ -239,7 +239,7 @@ async def connect(
             if not rx or not tx:
                 await connection.disconnect()
                 raise TransportError(
-                    "this device has no tether service", code="unreachable", temporary=False
+                    "this device has no tether service", code=LocalCode.UNREACHABLE, temporary=False
                 )
 
             async def send(fragment: bytes) -> None:
@@ -263,7 +263,7 @@ async def connect(
             return transport
     except TimeoutError:
         raise TransportError(
-            f"cannot reach the car at {address} over BLE", code="unreachable"
+            f"cannot reach the car at {address} over BLE", code=LocalCode.UNREACHABLE
         ) from None
 
 
@@ -311,7 +311,7 @@ async def _open_hci(spec: str) -> Any:
         return await open_transport(spec)
     except Exception as exc:  # bumble raises many kinds; all mean "no controller there"
         raise TransportError(
-            f"cannot open the Bluetooth controller {spec!r}: {exc}", code="unreachable"
+            f"cannot open the Bluetooth controller {spec!r}: {exc}", code=LocalCode.UNREACHABLE
         ) from exc
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from tether.errors import TransportError
+from tether.errors import LocalCode, TransportError
 from tether.transport.base import (
     Handler,
     LinkKind,
@@ -41,7 +41,7 @@ class MemoryTransport:
             async with asyncio.timeout(timeout):
                 message = await self._inbox.get()
         except TimeoutError:
-            raise TransportError("no message in time", code="timeout") from None
+            raise TransportError("no message in time", code=LocalCode.TIMEOUT) from None
         if message is _CLOSED or not message:
             self._eof = True
             raise TransportClosed("peer closed the connection")
@@ -75,7 +75,7 @@ class MemoryListener:
 
     async def connect(self) -> MemoryTransport:
         if self._closed:
-            raise TransportError("listener is closed", code="unreachable")
+            raise TransportError("listener is closed", code=LocalCode.UNREACHABLE)
         client, server = memory_pair()
         task = asyncio.create_task(self._handler(server))
         self._tasks.add(task)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import struct
 
-from tether.errors import TransportError, UsageError, peer_text
+from tether.errors import LocalCode, TransportError, UsageError, peer_text
 from tether.transport.base import (
     MAX_FRAME,
     FrameTooLarge,
@@ -49,7 +49,7 @@ class TcpTransport:
         try:
             await asyncio.wait_for(self._writer.drain(), WRITE_TIMEOUT)
         except TimeoutError:
-            raise TransportError("peer is not reading", code="timeout") from None
+            raise TransportError("peer is not reading", code=LocalCode.TIMEOUT) from None
         except (ConnectionError, OSError) as exc:
             raise TransportClosed(f"connection lost: {exc}") from exc
 
@@ -58,7 +58,7 @@ class TcpTransport:
             async with asyncio.timeout(timeout):  # cheaper than wait_for: no extra task
                 return await self._read_frame()
         except TimeoutError:
-            raise TransportError("no message in time", code="timeout") from None
+            raise TransportError("no message in time", code=LocalCode.TIMEOUT) from None
 
     async def _read_frame(self) -> bytes:
         try:
@@ -84,13 +84,13 @@ class TcpTransport:
 
 
 async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> TcpTransport:
-    """Open a connection to `tcp://HOST:PORT`; TransportError(code="unreachable") if it fails."""
+    """Open a connection to `tcp://HOST:PORT`; a TransportError if it fails."""
     host, port = parse_address(url)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (TimeoutError, OSError) as exc:
         raise TransportError(
-            f"cannot reach {url}: {exc or 'timed out'}", code="unreachable"
+            f"cannot reach {url}: {exc or 'timed out'}", code=LocalCode.UNREACHABLE
         ) from exc
     return TcpTransport(reader, writer)
 

@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from tether.errors import TransportError, UsageError, peer_text
+from tether.errors import LocalCode, TransportError, UsageError, peer_text
 from tether.transport.base import (
     MAX_FRAME,
     BadFrame,
@@ -64,7 +64,7 @@ class WsTransport:
             async with asyncio.timeout(_SEND_TIMEOUT):
                 await self._ws.send(message)
         except TimeoutError:
-            raise TransportError("peer is not reading", code="timeout") from None
+            raise TransportError("peer is not reading", code=LocalCode.TIMEOUT) from None
         except ConnectionClosed as exc:
             self._closed = True
             raise TransportClosed("peer closed the connection") from exc
@@ -76,7 +76,7 @@ class WsTransport:
             async with asyncio.timeout(timeout):
                 data: Any = await self._ws.recv()
         except TimeoutError:
-            raise TransportError("no message in time", code="timeout") from None
+            raise TransportError("no message in time", code=LocalCode.TIMEOUT) from None
         except ConnectionClosed as exc:
             self._closed = True
             raise TransportClosed("peer closed the connection") from exc
@@ -96,7 +96,7 @@ class WsTransport:
 
 
 async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> WsTransport:
-    """Open `ws://HOST:PORT`; TransportError(code="unreachable") if it fails."""
+    """Open `ws://HOST:PORT`; TransportError(code=LocalCode.UNREACHABLE) if it fails."""
     parse_address(url)
     try:
         connection = await ws_connect(
@@ -104,7 +104,7 @@ async def connect(url: str, *, timeout: float = CONNECT_TIMEOUT) -> WsTransport:
         )
     except (TimeoutError, OSError, InvalidHandshake, InvalidURI) as exc:
         raise TransportError(
-            f"cannot reach {url}: {exc or 'timed out'}", code="unreachable"
+            f"cannot reach {url}: {exc or 'timed out'}", code=LocalCode.UNREACHABLE
         ) from exc
     return WsTransport(connection, f"ws:{url.removeprefix('ws://')}")
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from tether.errors import (
+    LocalCode,
     PairingError,
     PeerError,
     ProtocolError,
@@ -27,7 +28,7 @@ from tether.errors import (
     UsageError,
     WireCode,
 )
-from tether.protocol import codec, credentials, remote
+from tether.protocol import codec, credentials, remote, vss
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
 from tether.protocol.messages import (
@@ -59,10 +60,10 @@ from tether.protocol.transaction import (
     PersistentKeyChanged,
     VehicleTransaction,
 )
-from tether.protocol.vss import LATITUDE, LONGITUDE
+from tether.protocol.vss import LATITUDE, LONGITUDE, SPEED, SPEED_LIMIT
 from tether.transport.base import BadFrame, LinkKind, Transport, TransportClosed
 from tether.vehicle.authority import Authority, Entry, Request
-from tether.vehicle.body.base import PERSONAL, SPEED, SPEED_LIMIT, Body, Signals
+from tether.vehicle.body.base import PERSONAL, Body, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading
 from tether.vehicle.headunit import HeadUnit, profile_signals
 from tether.vehicle.keystore import VehicleStore
@@ -75,7 +76,7 @@ SESSION_IDLE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 256
 SUMMARY_INTERVAL = 60.0  # refusals of unauthenticated peers: one audit entry per kind and interval
 WATCH_INTERVAL = 0.25  # how often the agent looks for revocations written by another process
-_DRIVER_DOOR = "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked"
+_DRIVER_DOOR = vss.DRIVER_DOOR_LOCKED
 RANGING_INTERVAL = 1.0  # how often the car measures a phone on a near link
 DATA_TIMEOUT = 5.0  # how long a start waits for the driver's phone to answer the head unit
 HEADUNIT_PURPOSE = "Show your contacts and agenda on the car's screen and set your seat"
@@ -374,7 +375,9 @@ class VehicleAgent:
             # is audited (summarised, as any stranger's), and nothing after it is read.
             with contextlib.suppress(TransportError):
                 await self._refuse(
-                    transport, ProtocolError(exc.message, code="malformed"), command="connect"
+                    transport,
+                    ProtocolError(exc.message, code=WireCode.MALFORMED),
+                    command="connect",
                 )
         except TransportError as exc:
             self.errors[exc.code] += 1
@@ -492,7 +495,8 @@ class VehicleAgent:
             await self._refuse(
                 transport,
                 ProtocolError(
-                    f"a connection cannot start with {kind.__name__}", code="unexpected_message"
+                    f"a connection cannot start with {kind.__name__}",
+                    code=WireCode.UNEXPECTED_MESSAGE,
                 ),
                 command="connect",
             )
@@ -502,7 +506,7 @@ class VehicleAgent:
         """The next handshake message, by a deadline that nothing the peer sends moves."""
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TransportError("the handshake took too long", code="timeout")
+            raise TransportError("the handshake took too long", code=LocalCode.TIMEOUT)
         return await transport.receive(left)
 
     def _record(
@@ -596,7 +600,7 @@ class VehicleAgent:
             try:
                 events = machine.receive(data)
             except PairingError as exc:
-                if exc.code == "wrong_code":
+                if exc.code is WireCode.WRONG_CODE:
                     # The guess was spent durably before it was tested; each is audited (they
                     # are bounded by the code's guess budget, so they cannot fill the disk).
                     self.errors[exc.code] += 1
@@ -696,7 +700,10 @@ class VehicleAgent:
                         self.errors[exc.code] += 1
                     return
                 except TransportError as exc:
-                    if exc.code != "timeout" or time.monotonic() >= heard + self.idle_timeout:
+                    if (
+                        exc.code is not LocalCode.TIMEOUT
+                        or time.monotonic() >= heard + self.idle_timeout
+                    ):
                         raise
                     await self._on_quiet(session, state)
                     await self._flush_session(conn, session)

@@ -24,6 +24,7 @@ from tether.link.b64 import b64, unb64
 from tether.link.client import CloudClient
 from tether.protocol import remote
 from tether.protocol.crypto import sha256
+from tether.protocol.names import Role
 from tether.vehicle.agent import AgentEvent, VehicleAgent
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class CloudLink:
         owners = sorted(
             e.public_key.encoded
             for e in self.store.endpoints()
-            if e.role == "owner" and not e.revoked
+            if e.role == Role.OWNER and not e.revoked
         )
         answer = await self.client.call(
             "PUT",
@@ -174,7 +175,7 @@ class CloudLink:
             sorted(
                 e.public_key.encoded
                 for e in self.store.endpoints()
-                if e.role == "owner" and not e.revoked
+                if e.role == Role.OWNER and not e.revoked
             )
         )
         if current != self._owners:

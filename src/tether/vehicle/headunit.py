@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from tether.protocol import vss
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Screen:
@@ -65,9 +67,9 @@ def profile_signals(profile: dict[str, Any]) -> dict[str, bool | int | float | s
     climate = profile.get("climate", {}) if isinstance(profile.get("climate"), dict) else {}
     signals: dict[str, bool | int | float | str] = {}
     for key, signal in (
-        ("position", "Vehicle.Cabin.Seat.Row1.DriverSide.Position"),
-        ("height", "Vehicle.Cabin.Seat.Row1.DriverSide.Height"),
-        ("backrest", "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline"),
+        ("position", vss.SEAT_POSITION),
+        ("height", vss.SEAT_HEIGHT),
+        ("backrest", vss.SEAT_BACKREST),
     ):
         value = seat.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1000:
@@ -78,5 +80,5 @@ def profile_signals(profile: dict[str, Any]) -> dict[str, bool | int | float | s
         and not isinstance(temperature, bool)
         and 10 <= temperature <= 35
     ):
-        signals["Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature"] = temperature
+        signals[vss.CABIN_TEMPERATURE] = temperature
     return signals

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from tether import storage
-from tether.errors import PairingError, StorageError, UsageError
+from tether.errors import PairingError, StorageError, UsageError, WireCode
 from tether.protocol import credentials
 from tether.protocol.credentials import Limits, Revocation, VerifiedChain
 from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, Signer, sha256
+from tether.protocol.names import RIGHTS, Role, role_of_chain
 from tether.protocol.pairing import CodeState
 from tether.vehicle import audit, hsm
 
@@ -31,7 +32,6 @@ CODE_DIGITS = 8
 CODE_TTL = 600.0
 MAX_PAIRING_FAILURES = 5
 NO_LIMITS = Limits()
-OWNER_RIGHTS = frozenset({"unlock", "lock", "trunk", "drive", "climate", "locate", "share"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -278,7 +278,7 @@ class VehicleStore:
     def owner_key(self, key_id: bytes) -> PublicKey | None:
         """An unrevoked owner key, the only kind that may sign root grants and revocations."""
         endpoint = self._endpoints.get(key_id)
-        if endpoint is None or endpoint.revoked or endpoint.role != "owner":
+        if endpoint is None or endpoint.revoked or endpoint.role != Role.OWNER:
             return None
         return endpoint.public_key
 
@@ -399,12 +399,12 @@ class VehicleStore:
         if cur.rowcount == 1:
             return MAX_PAIRING_FAILURES - int(row[1])
         if row is None or row[0]:
-            raise PairingError("no pairing code is active on this car", code="no_code")
+            raise PairingError("no pairing code is active on this car", code=WireCode.NO_CODE)
         if now >= row[2]:
-            raise PairingError("the pairing code has expired", code="code_expired")
+            raise PairingError("the pairing code has expired", code=WireCode.CODE_EXPIRED)
         raise PairingError(
             "pairing is locked after too many wrong codes; show a new code on the car",
-            code="pairing_locked",
+            code=WireCode.PAIRING_LOCKED,
         )
 
     def enroll_owner(self, public_key: PublicKey, *, name: str, now: float) -> Endpoint:
@@ -412,13 +412,13 @@ class VehicleStore:
         with storage.write(self._conn) as conn:
             cur = conn.execute("UPDATE pairing_code SET used = 1 WHERE id = 1 AND used = 0")
             if cur.rowcount != 1:  # a second right guess racing the first: the code is spent
-                raise PairingError("no pairing code is active on this car", code="no_code")
+                raise PairingError("no pairing code is active on this car", code=WireCode.NO_CODE)
             endpoint = self._insert_endpoint(
                 conn,
                 public_key,
                 name=name,
-                role="owner",
-                rights=OWNER_RIGHTS,
+                role=Role.OWNER,
+                rights=RIGHTS,
                 not_before=None,
                 not_after=None,
                 now=now,
@@ -478,13 +478,13 @@ class VehicleStore:
         """
         leaf = chain.leaf
         known = self._endpoints.get(leaf.grantee.key_id)
-        if known is not None and known.role == "owner" and not known.revoked:
+        if known is not None and known.role == Role.OWNER and not known.revoked:
             self.audit(
                 now=now,
                 key_id=known.endpoint_id,
                 command="enroll",
                 result="denied",
-                reason="grant_role_conflict",
+                reason=WireCode.GRANT_ROLE_CONFLICT,
                 detail=f"grant {leaf.serial.hex()[:12]} names an owner key; kept as owner",
             )
             return known
@@ -506,7 +506,7 @@ class VehicleStore:
                 conn,
                 leaf.grantee,
                 name=leaf.label or "shared key",
-                role="friend" if len(chain.grants) == 1 else "delegate",
+                role=role_of_chain(len(chain.grants)),
                 rights=leaf.rights,
                 not_before=float(leaf.not_before),
                 not_after=float(leaf.expires),
@@ -620,7 +620,7 @@ class VehicleStore:
             )
             if cur.rowcount != 1:
                 raise credentials.GrantError(
-                    "this command was already seen (a replay)", code="command_replayed"
+                    "this command was already seen (a replay)", code=WireCode.COMMAND_REPLAYED
                 )
         self._bump_floor(now)
 
@@ -648,7 +648,7 @@ class VehicleStore:
         if revocation.seq <= current:
             raise credentials.GrantError(
                 f"revocation {revocation.seq} is older than the car's {current}",
-                code="revocation_replayed",
+                code=WireCode.REVOCATION_REPLAYED,
             )
         self._revoke(
             revocation.seq,

@@ -9,22 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tether.protocol.commands import Command, DenialReason
+from tether.protocol.names import Right
+from tether.protocol.vss import SPEED
 from tether.vehicle.keystore import Endpoint
 
 #: The right each command needs.
-COMMAND_RIGHTS: Mapping[Command, str] = {
-    Command.LOCK: "lock",
-    Command.UNLOCK: "unlock",
-    Command.TRUNK: "trunk",
-    Command.START: "drive",
-    Command.STOP: "drive",
-    Command.LOCATE: "locate",
-    Command.HONK: "locate",
+COMMAND_RIGHTS: Mapping[Command, Right] = {
+    Command.LOCK: Right.LOCK,
+    Command.UNLOCK: Right.UNLOCK,
+    Command.TRUNK: Right.TRUNK,
+    Command.START: Right.DRIVE,
+    Command.STOP: Right.DRIVE,
+    Command.LOCATE: Right.LOCATE,
+    Command.HONK: Right.LOCATE,
 }
 
 #: Above this speed (km/h) nobody may unlock, open the trunk or switch the car off.
 WALKING_SPEED = 6.0
-SPEED = "Vehicle.Speed"
 
 
 def _in_hours(hours: tuple[int, int], hour: int) -> bool:

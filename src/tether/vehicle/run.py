@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from tether.errors import TetherError
+from tether.errors import LocalCode, TetherError
 from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.base import Body
 
@@ -97,7 +97,7 @@ async def open_listeners(urls: list[str], agent: VehicleAgent) -> list[Listener]
 def make_body(kind: str, directory: Path, mapping: Path | None) -> Body:
     if kind == "can":
         if mapping is None:
-            raise TetherError("--body can needs --can-mapping FILE", code="usage_error")
+            raise TetherError("--body can needs --can-mapping FILE", code=LocalCode.USAGE_ERROR)
         from tether.vehicle.body.can import CanBody  # python-can and cantools only when asked
 
         return CanBody.from_mapping(mapping, state_path=directory / "body.json")
@@ -177,7 +177,8 @@ def hold_lock(directory: Path) -> IO[str]:
 
     if not (directory / "vehicle.db").exists():
         raise TetherError(
-            f"no store at {directory}; create it first (tether vehicle init)", code="missing"
+            f"no store at {directory}; create it first (tether vehicle init)",
+            code=LocalCode.MISSING,
         )
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     handle = os.fdopen(fd, "r+")
@@ -188,7 +189,7 @@ def hold_lock(directory: Path) -> IO[str]:
         handle.close()
         raise TetherError(
             f"another agent ({other}) is already serving the car in {directory}; stop it first",
-            code="usage_error",
+            code=LocalCode.USAGE_ERROR,
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -393,7 +394,7 @@ def main(argv: list[str]) -> int:
         if args.debug:
             raise
         print(f"error ({exc.code}): {exc.message}", file=sys.stderr)
-        return 2 if exc.code in ("usage_error", "missing") else 1
+        return 2 if exc.code in (LocalCode.USAGE_ERROR, LocalCode.MISSING) else 1
     except OSError as exc:
         if args.debug:
             raise

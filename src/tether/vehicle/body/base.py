@@ -4,30 +4,28 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tether.errors import TetherError
+from tether.errors import Code, TetherError, WireCode
 from tether.protocol.commands import Command
-from tether.protocol.vss import LATITUDE, LONGITUDE
+from tether.protocol.vss import (
+    BATTERY,
+    CABIN_TEMPERATURE,
+    DOORS,
+    HAZARD,
+    HORN,
+    LATITUDE,
+    LONGITUDE,
+    POWER,
+    POWERTRAIN,
+    SEAT_BACKREST,
+    SEAT_HEIGHT,
+    SEAT_POSITION,
+    SPEED,
+    SPEED_LIMIT,
+    TRUNK_LOCKED,
+    TRUNK_OPEN,
+)
 
 Signals = dict[str, bool | int | float | str]
-
-# COVESA VSS signal names (VSS 4.x) that tether reads and writes.
-DOORS = (
-    "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked",
-    "Vehicle.Cabin.Door.Row1.PassengerSide.IsLocked",
-    "Vehicle.Cabin.Door.Row2.DriverSide.IsLocked",
-    "Vehicle.Cabin.Door.Row2.PassengerSide.IsLocked",
-)
-TRUNK_OPEN = "Vehicle.Body.Trunk.Rear.IsOpen"
-TRUNK_LOCKED = "Vehicle.Body.Trunk.Rear.IsLocked"
-POWER = "Vehicle.LowVoltageSystemState"  # OFF / ACC / ON / START
-POWERTRAIN = "Vehicle.Powertrain.Type"
-SPEED = "Vehicle.Speed"
-HORN = "Vehicle.Body.Horn.IsActive"
-HAZARD = "Vehicle.Body.Lights.Hazard.IsSignaling"
-BATTERY = "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current"  # percent
-#: The speed limiter a shared key's ``max_speed`` sets (km/h; 0 = off). VSS has no limiter
-#: signal, so this lives in VSS's branch for private extensions.
-SPEED_LIMIT = "Vehicle.Private.Tether.SpeedLimiter.MaxSpeed"
 
 DEFAULT_STATE: Signals = {
     **dict.fromkeys(DOORS, True),
@@ -47,10 +45,10 @@ DEFAULT_STATE: Signals = {
 #: What a driver's profile sets: personal, so a body never writes these to disk (the saved state
 #: holds these neutral values) and the agent puts them back when the driver's session ends.
 PERSONAL: Signals = {
-    "Vehicle.Cabin.Seat.Row1.DriverSide.Position": 0,
-    "Vehicle.Cabin.Seat.Row1.DriverSide.Height": 0,
-    "Vehicle.Cabin.Seat.Row1.DriverSide.Backrest.Recline": 0,
-    "Vehicle.Cabin.HVAC.Station.Row1.Driver.Temperature": 21.0,
+    SEAT_POSITION: 0,
+    SEAT_HEIGHT: 0,
+    SEAT_BACKREST: 0,
+    CABIN_TEMPERATURE: 21.0,
 }
 DEFAULT_STATE.update(PERSONAL)
 
@@ -70,7 +68,7 @@ def from_disk(saved: object) -> Signals:
 class BodyFault(TetherError):
     """The body could not carry out a command (bus down, actuator fault)."""
 
-    code = "body_fault"
+    code: Code = WireCode.BODY_FAULT
 
 
 def apply(state: Signals, command: Command) -> Signals:
