@@ -72,7 +72,7 @@ class _Pair:
         car = VehicleTransaction(
             vehicle_key=self.vehicle, directory=self.directory, entropy=self.entropy
         )
-        pump(phone, car, tap=tap)
+        pump(phone, car, now=0.0, tap=tap)
         return sent
 
     def transaction(self, *, fast: bool) -> bool:
@@ -88,7 +88,7 @@ class _Pair:
         )
         phone.start()
         established = 0
-        for event in pump(phone, car):
+        for event in pump(phone, car, now=0.0):
             if isinstance(event, PersistentKeyChanged):
                 if event.endpoint_id in self.directory.keys and established == 0:
                     self.directory.persistent[event.endpoint_id] = event.key
@@ -128,7 +128,7 @@ class _Lockstep:
                 target = self.ends[receiver]
                 if receiver in self.sessions and type(codec.decode(data)) is Record:
                     target = self.sessions[receiver]
-                for event in target.receive(data):  # type: ignore[attr-defined]
+                for event in target.receive(data, now=0.0):  # type: ignore[attr-defined]
                     if isinstance(event, Established):
                         self.sessions[receiver] = event.session
                     if isinstance(event, PersistentKeyChanged):  # persisted as a runtime would
@@ -155,7 +155,6 @@ def _flows() -> dict[str, tuple[int, int, int]]:
     pairing_phone.start()
     pairing_car = VehiclePairing(
         code=CodeState(code="12345678", expires_at=1.0, used=False, failures=0),
-        now=0.0,
         vehicle_key=vehicle,
         name="c",
         entropy=entropy,

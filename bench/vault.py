@@ -83,7 +83,9 @@ def main() -> None:
         )
         car_tx = VehicleTransaction(vehicle_key=vehicle, directory=directory, entropy=entropy)
         phone_tx.start()
-        sessions = [e.session for e in pump(phone_tx, car_tx) if isinstance(e, Established)]
+        sessions = [
+            e.session for e in pump(phone_tx, car_tx, now=0.0) if isinstance(e, Established)
+        ]
         car_session = next(s for s in sessions if isinstance(s, VehicleSession))
         phone_session = next(s for s in sessions if isinstance(s, PhoneSession))
         answer = consent.responder(wallet, car, ask=None, clock=time.time)
@@ -94,11 +96,13 @@ def main() -> None:
                 [DataItem(category="contacts", query={"prefix": prefix, "limit": 50})],
                 purpose="bench",
             )
-            for event in pump(car_session, phone_session):
+            for event in pump(car_session, phone_session, now=0.0):
                 if isinstance(event, DataRequested):
                     granted, denied = await answer(event)
                     phone_session.respond_data(event.request_id, granted=granted, denied=denied)
-            return [e for e in pump(phone_session, car_session) if isinstance(e, DataReceived)]
+            return [
+                e for e in pump(phone_session, car_session, now=0.0) if isinstance(e, DataReceived)
+            ]
 
         loop = asyncio.new_event_loop()
         prefixes = [f"{rng.choice(FIRST)} {rng.choice(LAST)}" for _ in range(args.n)]

@@ -115,12 +115,12 @@ def _in_process_unlocks(n: int) -> list[float]:
                     car_session.respond(event.request_id, ok=True)  # type: ignore[union-attr]
 
         phone_tx.start()
-        pump(phone_tx, car_tx, on_events=on_events)
+        pump(phone_tx, car_tx, now=0.0, on_events=on_events)
         car_session, phone_session = sessions
         phone_session.request(Command.UNLOCK)  # type: ignore[union-attr]
         results = [
             e
-            for e in pump(phone_session, car_session, on_events=on_events)
+            for e in pump(phone_session, car_session, now=0.0, on_events=on_events)
             if isinstance(e, ResultReceived)
         ]
         assert results and results[0].result.ok

@@ -11,6 +11,7 @@ from tether.errors import PairingError, WireCode
 from tether.protocol import codec
 from tether.protocol.codec import Kind, Message
 from tether.protocol.crypto import DeterministicEntropy, PrivateKey
+from tether.protocol.machine import Event
 from tether.protocol.pairing import CodeState, PhonePairing, VehiclePairing
 from tether.protocol.pump import pump
 from tether.protocol.session import PhoneSession, VehicleSession
@@ -68,7 +69,7 @@ class World:
             vehicle_key=self.vehicle_key, directory=self.directory, entropy=self.entropy
         )
 
-    def apply(self, side: object, events: list[object]) -> None:
+    def apply(self, side: object, events: list[Event]) -> None:
         """Persist events as the runtimes will: the car's directory, the phone's wallet."""
         for event in events:
             if isinstance(event, PersistentKeyChanged):
@@ -79,10 +80,10 @@ class World:
 
     def transact(
         self, *, fast: bool = True, tap: Any = None
-    ) -> tuple[PhoneSession, VehicleSession, list[object]]:
+    ) -> tuple[PhoneSession, VehicleSession, list[Event]]:
         phone, car = self.phone_tx(fast=fast), self.vehicle_tx()
         phone.start()
-        events = pump(phone, car, on_events=self.apply, tap=tap)
+        events = pump(phone, car, now=0.0, on_events=self.apply, tap=tap)
         established = [e for e in events if isinstance(e, Established)]
         assert len(established) == 2, events
         car_session, phone_session = (e.session for e in established)
@@ -114,7 +115,6 @@ def pairing_pair(
     )
     car = VehiclePairing(
         code=code_state(**code),
-        now=0.0,
         vehicle_key=vehicle_key,
         name="Test car",
         entropy=entropy,

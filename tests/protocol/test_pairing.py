@@ -33,7 +33,7 @@ from .flows import CODE, GuessBudget, pairing_pair
 def test_right_code_pairs_both_sides() -> None:
     phone, car = pairing_pair()
     phone.start()
-    events = pump(phone, car)
+    events = pump(phone, car, now=0.0)
     enrolled = [e for e in events if isinstance(e, PhoneEnrolled)]
     paired = [e for e in events if isinstance(e, VehiclePaired)]
     assert len(enrolled) == 1 and len(paired) == 1
@@ -46,7 +46,7 @@ def test_wrong_code_is_counted_and_reveals_nothing_to_the_phone() -> None:
     phone, car = pairing_pair(phone_code="27182818")
     phone.start()
     with pytest.raises(PairingError) as info:
-        pump(phone, car)
+        pump(phone, car, now=0.0)
     assert info.value.code == "wrong_code"
     assert car.state is PairingState.FAILED
     # The car answers with an Error, never with anything sealed under the (wrong) key.
@@ -55,7 +55,7 @@ def test_wrong_code_is_counted_and_reveals_nothing_to_the_phone() -> None:
         code="wrong_code", message="wrong pairing code; 4 tries left"
     )
     with pytest.raises(PeerError, match="wrong pairing code") as peer:
-        phone.receive(reply)
+        phone.receive(reply, now=0.0)
     assert peer.value.code == "wrong_code"
 
 
@@ -73,7 +73,7 @@ def test_unusable_codes_are_refused_before_any_pake(
     phone, car = pairing_pair(**overrides)  # type: ignore[arg-type]
     phone.start()
     with pytest.raises(PairingError) as info:
-        pump(phone, car)
+        pump(phone, car, now=0.0)
     assert info.value.code == code
 
 
@@ -83,13 +83,13 @@ def test_each_confirmation_spends_a_guess_before_it_is_tested() -> None:
     car._reserve_guess = budget  # one guess left in the store
     phone.start()
     with pytest.raises(PairingError, match="no tries left"):
-        pump(phone, car)
+        pump(phone, car, now=0.0)
     # With the budget spent, even the right code is never tested: the store refuses first.
     phone, car = pairing_pair()
     car._reserve_guess = budget
     phone.start()
     with pytest.raises(PairingError) as info:
-        pump(phone, car)
+        pump(phone, car, now=0.0)
     assert info.value.code == "pairing_locked"
 
 
@@ -97,7 +97,6 @@ def test_no_code_at_all() -> None:
     entropy = DeterministicEntropy(b"x")
     car = VehiclePairing(
         code=None,
-        now=0,
         vehicle_key=entropy.new_private_key(),
         name="c",
         entropy=entropy,
@@ -108,7 +107,7 @@ def test_no_code_at_all() -> None:
     )
     phone.start()
     with pytest.raises(PairingError, match="no pairing code"):
-        pump(phone, car)
+        pump(phone, car, now=0.0)
 
 
 @pytest.mark.parametrize("code", ["1234567", "12345678a", "１２３４５６７８", ""])
@@ -134,31 +133,31 @@ def test_failed_machine_refuses_further_input() -> None:
     phone, car = pairing_pair(phone_code="27182818")
     phone.start()
     with pytest.raises(PairingError):
-        pump(phone, car)
+        pump(phone, car, now=0.0)
     with pytest.raises(LocalProtocolError, match="failed"):
-        car.receive(codec.encode(PairRequest(share=b"\x00" * 65)))
+        car.receive(codec.encode(PairRequest(share=b"\x00" * 65)), now=0.0)
 
 
 def test_bad_pake_point_is_a_typed_error() -> None:
     _, car = pairing_pair()
     with pytest.raises(PairingError) as info:
-        car.receive(codec.encode(PairRequest(share=b"\x04" + b"\xff" * 64)))
+        car.receive(codec.encode(PairRequest(share=b"\x04" + b"\xff" * 64)), now=0.0)
     assert info.value.code == "bad_pake_message"
 
 
 def test_reflected_pake_message_is_refused() -> None:
     phone, car = pairing_pair()
     phone.start()
-    phone.receive(car.data_to_send()[0])  # the car's greeting
+    phone.receive(car.data_to_send()[0], now=0.0)  # the car's greeting
     (request,) = phone.data_to_send()
-    car.receive(request)
+    car.receive(request, now=0.0)
     (challenge,) = car.data_to_send()
     # Reflect the phone's own message back to it as if it were the car's.
     reflected = codec.encode(
         type(codec.decode(challenge))(share=codec.decode_as(request, PairRequest).share)  # type: ignore[call-arg]
     )
     with pytest.raises(PairingError):
-        phone.receive(reflected)
+        phone.receive(reflected, now=0.0)
 
 
 def _flows() -> list[tuple[str, bytes]]:
@@ -170,7 +169,7 @@ def _flows() -> list[tuple[str, bytes]]:
         recorded.append(("phone" if src is phone else "car", data))
         return data
 
-    pump(phone, car, tap=tap)
+    pump(phone, car, now=0.0, tap=tap)
     return recorded
 
 
@@ -194,25 +193,25 @@ def test_any_flipped_bit_in_any_pairing_message_is_refused(index: int, data: st.
         return bytes(flipped) if seen - 1 == index else message
 
     with pytest.raises(ProtocolError):
-        pump(phone, car, tap=tap)
+        pump(phone, car, now=0.0, tap=tap)
 
 
 def test_tampered_sealed_enrolment_is_refused() -> None:
     phone, car = pairing_pair()
     phone.start()
-    phone.receive(car.data_to_send()[0])  # the car's greeting
-    car.receive(phone.data_to_send()[0])
-    phone.receive(car.data_to_send()[0])
+    phone.receive(car.data_to_send()[0], now=0.0)  # the car's greeting
+    car.receive(phone.data_to_send()[0], now=0.0)
+    phone.receive(car.data_to_send()[0], now=0.0)
     confirm = codec.decode_as(phone.data_to_send()[0], PairConfirm)
     bad = PairConfirm(confirm=confirm.confirm, sealed=confirm.sealed[:-1] + b"\x00")
     with pytest.raises(AuthenticationFailed):
-        car.receive(codec.encode(bad))
+        car.receive(codec.encode(bad), now=0.0)
 
 
 def test_garbage_is_malformed() -> None:
     _, car = pairing_pair()
     with pytest.raises(MalformedMessage):
-        car.receive(b"\x00garbage")
+        car.receive(b"\x00garbage", now=0.0)
 
 
 def test_every_code_the_core_raises_is_in_the_closed_set() -> None:

@@ -78,7 +78,7 @@ def walk(scenario: Scenario, role: str) -> list[tuple[enum.Enum, bytes | None]]:
             continue  # early commands for the session that follows, not for the machine
         if dst is me:
             seen.append((me.state, data))
-        dst.receive(data)
+        dst.receive(data, now=0.0)
         src = dst
         other = car if src is phone else phone
         queue.extend((other, d) for d in src.data_to_send())
@@ -103,7 +103,7 @@ def reach(scenario: Scenario, role: str, index: int) -> Machine:
             continue
         if dst is me:
             steps += 1
-        dst.receive(data)
+        dst.receive(data, now=0.0)
         other = car if dst is phone else phone
         queue.extend((other, d) for d in dst.data_to_send())
     return me
@@ -126,24 +126,24 @@ def test_every_message_in_every_state(
         machine = reach(scenario, role, index)
         assert machine.state is state
         if legal is not None and type(codec.decode(legal)) is cls:
-            machine.receive(legal)
-            assert machine.state in table[(state, cls)]
+            machine.receive(legal, now=0.0)
+            assert machine.state in table[(state, cls)].next_states
             continue
         data = codec.encode(sample_message(cls))
         if (state, cls) in table:
             # A legal type with made-up content: either a legal move or a typed refusal.
             try:
-                machine.receive(data)
+                machine.receive(data, now=0.0)
             except ProtocolError:
                 assert machine.state is type(machine).FAILED
             else:
-                assert machine.state in table[(state, cls)]
+                assert machine.state in table[(state, cls)].next_states
             continue
         with pytest.raises(PeerError if cls is Error else UnexpectedMessage):
-            machine.receive(data)
+            machine.receive(data, now=0.0)
         assert machine.state is type(machine).FAILED
         with pytest.raises(LocalProtocolError):
-            machine.receive(data)
+            machine.receive(data, now=0.0)
 
 
 def test_every_table_entry_is_exercised() -> None:
@@ -171,3 +171,50 @@ def test_state_enums_have_no_unused_members() -> None:
     for enum_type in (PairingState, TxState):
         unused = {s for s in enum_type if s not in used and s.name != "FAILED"}
         assert not unused, unused
+
+
+def _machine_classes() -> list[type[Machine]]:
+    from tether.protocol.pairing import PhonePairing, VehiclePairing
+    from tether.protocol.session import PhoneSession, VehicleSession
+    from tether.protocol.transaction import PhoneTransaction, VehicleTransaction
+
+    return [
+        PhonePairing,
+        VehiclePairing,
+        PhoneTransaction,
+        VehicleTransaction,
+        PhoneSession,
+        VehicleSession,
+    ]
+
+
+@pytest.mark.parametrize("machine", _machine_classes(), ids=lambda m: m.__name__)
+def test_each_rule_names_the_handler_of_its_message_type(machine: type[Machine]) -> None:
+    """One table says which handler runs: each handler takes exactly its key's message type
+    and the arrival time, so no handler has to test what it was given."""
+    import typing
+
+    assert machine.TRANSITIONS
+    for (state, message_type), found in machine.TRANSITIONS.items():
+        hints = typing.get_type_hints(found.handler)
+        assert hints["msg"] is message_type, (state, message_type, found.handler)
+        assert hints["now"] is float
+        assert found.next_states and all(isinstance(s, type(state)) for s in found.next_states)
+        assert machine.FAILED not in found.next_states
+
+
+def test_time_comes_with_each_message_not_with_the_machine() -> None:
+    # The same car, the same code: the PairRequest's own arrival time decides if it has expired.
+    for now, expired in ((999.0, False), (1_000.0, True)):
+        phone, car = pairing_pair(expires_at=1_000.0)
+        phone.start()
+        (greeting,) = car.data_to_send()
+        phone.receive(greeting, now=now)
+        (request,) = phone.data_to_send()
+        if expired:
+            with pytest.raises(ProtocolError) as info:
+                car.receive(request, now=now)
+            assert info.value.code == "code_expired"
+        else:
+            car.receive(request, now=now)
+            assert car.state is PairingState.SENT_CHALLENGE

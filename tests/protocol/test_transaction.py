@@ -49,7 +49,7 @@ def test_standard_transaction_establishes_matching_sessions() -> None:
     assert world.directory.persistent[car.endpoint_id] == world.phone_persistent
     request = phone.request("unlock")
     (record,) = phone.data_to_send()
-    (received,) = car.receive(record)
+    (received,) = car.receive(record, now=0.0)
     assert received.request_id == request  # type: ignore[attr-defined]
 
 
@@ -91,7 +91,7 @@ def test_lost_finished_desynchronises_ratchet_then_falls_back() -> None:
     def drop_finished(src: object, data: bytes) -> bytes | None:
         return None if isinstance(codec.decode(data), Finished) else data
 
-    pump(phone_tx, car_tx, on_events=world.apply, tap=drop_finished)
+    pump(phone_tx, car_tx, now=0.0, on_events=world.apply, tap=drop_finished)
     assert world.directory.persistent[world.phone_key.public_key.key_id] != world.phone_persistent
     phone, _, events = world.transact(fast=True)
     assert any(isinstance(e, FastFallback) for e in events)
@@ -106,11 +106,11 @@ def test_unknown_phone_is_refused_after_the_car_proved_itself() -> None:
     phone_tx, car_tx = world.phone_tx(), world.vehicle_tx()
     phone_tx.start()
     with pytest.raises(AuthenticationFailed) as info:
-        pump(phone_tx, car_tx)
+        pump(phone_tx, car_tx, now=0.0)
     assert info.value.code == "unknown_key"
     (error,) = car_tx.data_to_send()
     with pytest.raises(PeerError) as peer:
-        phone_tx.receive(error)
+        phone_tx.receive(error, now=0.0)
     assert peer.value.code == "unknown_key"
     assert phone_tx.state is TxState.FAILED
 
@@ -122,7 +122,7 @@ def test_revoked_phone_with_a_leftover_persistent_key_gets_no_fast_session() -> 
     phone_tx, car_tx = world.phone_tx(), world.vehicle_tx()
     phone_tx.start()
     with pytest.raises(AuthenticationFailed, match="no valid key"):
-        pump(phone_tx, car_tx, on_events=world.apply)
+        pump(phone_tx, car_tx, now=0.0, on_events=world.apply)
     assert car_tx.state is TxState.FAILED
 
 
@@ -134,7 +134,7 @@ def test_phone_refuses_an_impostor_car() -> None:
     phone_tx.start()
     car_tx = impostor.vehicle_tx()
     with pytest.raises(AuthenticationFailed):
-        pump(phone_tx, car_tx)
+        pump(phone_tx, car_tx, now=0.0)
     # The phone never revealed its identity: it sent only a hello and an error.
     assert phone_tx.state is TxState.FAILED
 
@@ -154,7 +154,7 @@ def test_phone_does_not_reveal_its_key_id_to_an_impostor() -> None:
         return data
 
     with pytest.raises(AuthenticationFailed):
-        pump(phone_tx, car_tx, tap=record)
+        pump(phone_tx, car_tx, now=0.0, tap=record)
     assert [type(codec.decode(d)) for d in sent] == [StandardHello]
     (error,) = phone_tx.data_to_send()
     assert isinstance(codec.decode(error), Error)
@@ -171,7 +171,7 @@ def record_flow(world: World, *, fast: bool) -> list[tuple[str, bytes]]:
         recorded.append(("phone" if src is phone_tx else "car", data))
         return data
 
-    pump(phone_tx, car_tx, on_events=world.apply, tap=tap)
+    pump(phone_tx, car_tx, now=0.0, on_events=world.apply, tap=tap)
     return recorded
 
 
@@ -180,9 +180,9 @@ def test_replayed_standard_transaction_is_refused() -> None:
     recorded = record_flow(world, fast=False)
     phone_messages = [d for who, d in recorded if who == "phone"]
     car_tx = world.vehicle_tx()
-    car_tx.receive(phone_messages[0])  # the old hello gets a fresh challenge...
+    car_tx.receive(phone_messages[0], now=0.0)  # the old hello gets a fresh challenge...
     with pytest.raises(AuthenticationFailed):
-        car_tx.receive(phone_messages[1])  # ...that the old proof cannot answer
+        car_tx.receive(phone_messages[1], now=0.0)  # ...that the old proof cannot answer
 
 
 def test_replayed_fast_proof_is_refused_and_only_falls_back() -> None:
@@ -191,7 +191,7 @@ def test_replayed_fast_proof_is_refused_and_only_falls_back() -> None:
     recorded = record_flow(world, fast=True)
     phone_messages = [d for who, d in recorded if who == "phone"]
     car_tx = world.vehicle_tx()  # a new connection: a new greeting nonce
-    events = car_tx.receive(phone_messages[0])  # the recorded proof answered the old one
+    events = car_tx.receive(phone_messages[0], now=0.0)  # the recorded proof answered the old one
     assert events == [FastFallback()]
     assert car_tx.state is TxState.AWAIT_STANDARD
     assert isinstance(codec.decode(car_tx.data_to_send()[-1]), Fallback)
@@ -205,7 +205,7 @@ def test_reflection_of_the_cars_own_messages_is_refused() -> None:
             continue
         car_tx = world.vehicle_tx()
         with pytest.raises(ProtocolError):
-            car_tx.receive(data)
+            car_tx.receive(data, now=0.0)
 
 
 def test_messages_out_of_order_are_refused() -> None:
@@ -214,21 +214,21 @@ def test_messages_out_of_order_are_refused() -> None:
     phone_messages = [d for who, d in recorded if who == "phone"]
     car_tx = world.vehicle_tx()
     with pytest.raises(UnexpectedMessage):
-        car_tx.receive(phone_messages[1])
+        car_tx.receive(phone_messages[1], now=0.0)
 
 
 def test_phone_auth_with_a_wrongly_sized_proof_is_malformed() -> None:
     world = World.make()
     phone_tx, car_tx = world.phone_tx(fast=False), world.vehicle_tx()
     phone_tx.start()
-    phone_tx.receive(car_tx.data_to_send()[0])  # the car's greeting
-    car_tx.receive(phone_tx.data_to_send()[0])
+    phone_tx.receive(car_tx.data_to_send()[0], now=0.0)  # the car's greeting
+    car_tx.receive(phone_tx.data_to_send()[0], now=0.0)
     # Seal a short proof under the right key: only the car's own derivation can, so go through
     # the phone with its key id cut short.
     phone_tx._endpoint_id = b"short"
-    phone_tx.receive(car_tx.data_to_send()[0])
+    phone_tx.receive(car_tx.data_to_send()[0], now=0.0)
     with pytest.raises(MalformedMessage, match="key id and a signature"):
-        car_tx.receive(phone_tx.data_to_send()[0])
+        car_tx.receive(phone_tx.data_to_send()[0], now=0.0)
 
 
 def test_start_twice_is_a_local_error() -> None:
@@ -340,7 +340,7 @@ def test_wrong_message_for_the_state_is_unexpected(cls: type) -> None:
 
     car_tx = World.make().vehicle_tx()
     with pytest.raises(UnexpectedMessage):
-        car_tx.receive(codec.encode(sample_message(cls)))
+        car_tx.receive(codec.encode(sample_message(cls)), now=0.0)
     assert car_tx.state is TxState.FAILED
 
 
@@ -374,9 +374,8 @@ def test_a_granted_key_enrols_on_first_use_and_then_goes_fast() -> None:
     phone_tx = world.phone_tx(fast=False)
     phone_tx._credential = credential
     car_tx = world.vehicle_tx()
-    car_tx._now = 100.0
     phone_tx.start()
-    events = pump(phone_tx, car_tx, on_events=world.apply)
+    events = pump(phone_tx, car_tx, now=100.0, on_events=world.apply)
     accepted = [e for e in events if isinstance(e, CredentialAccepted)]
     assert len(accepted) == 1 and accepted[0].chain.leaf.rights == {"unlock"}
     world.directory.enroll(accepted[0].chain.leaf.grantee)  # what the key store does
@@ -391,10 +390,9 @@ def test_a_copied_grant_is_useless_without_its_private_key() -> None:
     phone_tx = world.phone_tx(fast=False)
     phone_tx._credential = credential
     car_tx = world.vehicle_tx()
-    car_tx._now = 100.0
     phone_tx.start()
     with pytest.raises(credentials.GrantError) as info:
-        pump(phone_tx, car_tx)
+        pump(phone_tx, car_tx, now=100.0)
     assert info.value.code == "grant_key_mismatch"
 
 
@@ -405,7 +403,6 @@ def test_claiming_the_grantees_id_without_its_key_fails_the_signature() -> None:
     phone_tx._credential = credential
     phone_tx._endpoint_key = thief  # signs with its own key but names the friend's key id
     car_tx = world.vehicle_tx()
-    car_tx._now = 100.0
     phone_tx.start()
     with pytest.raises(AuthenticationFailed):
-        pump(phone_tx, car_tx)
+        pump(phone_tx, car_tx, now=100.0)

@@ -73,7 +73,8 @@ class Run:
     route them; a refusal's Error is delivered and recorded too.
     """
 
-    def __init__(self, phone: Any, car: Any) -> None:
+    def __init__(self, phone: Any, car: Any, *, now: float) -> None:
+        self.now = now
         self.phone: Any = phone
         self.car: Any = car
         self.log: list[dict[str, str]] = []
@@ -98,7 +99,7 @@ class Run:
             ):
                 machine = self.session(to)
             try:
-                got = machine.receive(data)
+                got = machine.receive(data, now=self.now)
             except ProtocolError as exc:
                 self.errors.append(f"{to}: {exc.code}")
                 got = []
@@ -178,14 +179,13 @@ def pairing_vector() -> dict[str, Any]:
     phone = PhonePairing(code=CODE, endpoint_key=phone_key, name="Phone", entropy=phone_entropy)
     car = VehiclePairing(
         code=CodeState(code=CODE, expires_at=1.0, used=False, failures=0),
-        now=0.0,
         vehicle_key=vehicle_key,
         name="Car",
         entropy=car_entropy,
         reserve_guess=lambda: 4,
     )
     phone.start()
-    run = Run(phone, car).go()
+    run = Run(phone, car, now=0.0).go()
     log = run.log
     assert [e["type"] for e in log] == [
         "VehicleHello",
@@ -311,7 +311,6 @@ class _Keys:
             vehicle_key=self.vehicle,
             directory=self.directory,
             entropy=self.car_entropy,
-            now=float(NOW),
         )
 
 
@@ -332,7 +331,7 @@ def _standard(
         credential=credential,
     )
     phone_tx.start()
-    run = Run(phone_tx, keys.car()).go()
+    run = Run(phone_tx, keys.car(), now=float(NOW)).go()
     log = run.log
     assert [e["type"] for e in log] == [
         "VehicleHello",
@@ -401,7 +400,7 @@ def _fast(
         early_commands=early,
     )
     phone_tx.start()
-    run = Run(phone_tx, keys.car()).go(respond=_unlock_result)
+    run = Run(phone_tx, keys.car(), now=float(NOW)).go(respond=_unlock_result)
     log = run.log
     greeting = bytes.fromhex(draws(keys.car_entropy, car_mark)[0]["value"])
     proof = _message(log, 1)
@@ -439,7 +438,7 @@ def _fallback(keys: _Keys, stale: bytes) -> dict[str, Any]:
         early_commands=("unlock",),
     )
     phone_tx.start()
-    run = Run(phone_tx, keys.car()).go(respond=_unlock_result)
+    run = Run(phone_tx, keys.car(), now=float(NOW)).go(respond=_unlock_result)
     types = [e["type"] for e in run.log]
     assert types[:4] == ["VehicleHello", "FastProof", "Record", "Fallback"], types
     assert types[4:] == [
@@ -472,7 +471,7 @@ def _error(keys: _Keys) -> dict[str, Any]:
         entropy=stranger_entropy,
     )
     phone_tx.start()
-    run = Run(phone_tx, keys.car()).go()
+    run = Run(phone_tx, keys.car(), now=float(NOW)).go()
     assert run.log[-1]["type"] == "Error" and run.errors == [
         "vehicle: unknown_key",
         "phone: unknown_key",  # the phone reads the Error as the car's refusal
@@ -514,7 +513,7 @@ def _session(keys: _Keys, persistent: bytes, owner: PrivateKey) -> dict[str, Any
         entropy=keys.phone_entropy,
     )
     phone_tx.start()
-    run = Run(phone_tx, keys.car()).go()
+    run = Run(phone_tx, keys.car(), now=float(NOW)).go()
     phone = run.session("phone")
     car = run.session("vehicle")
     assert isinstance(phone, PhoneSession) and isinstance(car, VehicleSession)
@@ -524,7 +523,7 @@ def _session(keys: _Keys, persistent: bytes, owner: PrivateKey) -> dict[str, Any
         got: list[object] = []
         for data in src.data_to_send():
             run.log.append(_entry(sender, data))
-            got += dst.receive(data)
+            got += dst.receive(data, now=float(NOW))
         return got
 
     phone.request(Command.START)  # a fast session may not start the engine: denied

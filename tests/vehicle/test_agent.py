@@ -172,7 +172,7 @@ async def test_garbage_inside_a_session_closes_it_and_is_audited(rig: Rig) -> No
     for m in machine.data_to_send():
         await transport.send(m)
     while session is None:
-        for event in machine.receive(await transport.receive(1)):
+        for event in machine.receive(await transport.receive(1), now=0.0):
             if isinstance(event, Established):
                 session = event.session
         for m in machine.data_to_send():

@@ -18,6 +18,7 @@ from tether.phone.wallet import CarKey
 from tether.protocol import codec, credentials
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PrivateKey, SystemEntropy
+from tether.protocol.machine import Event
 from tether.protocol.messages import Error, StandardHello, VehicleHello
 from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
 from tether.protocol.vss import SPEED, SPEED_LIMIT
@@ -73,11 +74,11 @@ async def open_session(rig: Rig, car: CarKey) -> tuple[Transport, PhoneSession]:
     return transport, session
 
 
-async def command(transport: Transport, session: PhoneSession, cmd: Command) -> list[object]:
+async def command(transport: Transport, session: PhoneSession, cmd: Command) -> list[Event]:
     session.request(cmd)
     for data in session.data_to_send():
         await transport.send(data)
-    return session.receive(await transport.receive(2.0))
+    return session.receive(await transport.receive(2.0), now=0.0)
 
 
 async def test_a_local_revoke_ends_an_open_session_at_once(rig: Rig, tmp_path: Path) -> None:
@@ -100,7 +101,7 @@ async def test_a_local_revoke_ends_an_open_session_at_once(rig: Rig, tmp_path: P
             friend.endpoint_id.hex(),
         )
         # The car closes the friend's session by itself, within the watch interval.
-        events = session.receive(await transport.receive(2.0))
+        events = session.receive(await transport.receive(2.0), now=0.0)
         assert any(isinstance(e, SessionClosed) for e in events)
         assert friend.endpoint_id.hex() not in rig.agent.headunit.screens()
         assert rig.agent.active_connections == 0
@@ -125,7 +126,7 @@ async def test_a_revocation_from_the_cloud_ends_other_sessions(rig: Rig) -> None
     )
     outcome = rig.agent.apply_revocation(raw)  # what the cloud link does with a pushed one
     assert outcome.ok
-    events = session.receive(await transport.receive(2.0))
+    events = session.receive(await transport.receive(2.0), now=0.0)
     assert any(isinstance(e, SessionClosed) for e in events)
     assert friend.endpoint_id.hex() not in rig.agent.headunit.screens()
     await transport.close()
@@ -178,7 +179,7 @@ async def test_max_speed_sets_the_limiter_and_audits_a_breach(rig: Rig) -> None:
         await transport.send(data)
     result = None
     while result is None:  # the head unit asks first; the start goes ahead without an answer
-        for event in session.receive(await transport.receive(2.0)):
+        for event in session.receive(await transport.receive(2.0), now=0.0):
             if isinstance(event, ResultReceived):
                 result = event.result
     assert result.ok
@@ -202,7 +203,7 @@ async def test_an_unknown_command_name_is_not_stored(rig: Rig) -> None:
     session.request("[/red]pwn")
     for data in session.data_to_send():
         await transport.send(data)
-    session.receive(await transport.receive(2.0))
+    session.receive(await transport.receive(2.0), now=0.0)
     last = rig.store.audit_entries()[-1]
     assert last.command == "unknown" and last.reason == "unknown_command"
     await transport.close()

@@ -271,7 +271,7 @@ def test_five_hundred_keys_and_the_least_recent_still_opens_fast(tmp_path: Path)
     )
     car_tx = VehicleTransaction(vehicle_key=store.identity, directory=store, entropy=entropy)
     phone_tx.start()
-    events = pump(phone_tx, car_tx)
+    events = pump(phone_tx, car_tx, now=0.0)
     established = [e for e in events if isinstance(e, Established)]
     assert [e.fast for e in established] == [True, True]
     for event in events:

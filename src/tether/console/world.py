@@ -27,6 +27,7 @@ from tether.phone.wallet import CarKey, KeyStatus, PhoneWallet
 from tether.protocol import codec, credentials, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
+from tether.protocol.machine import Event
 from tether.protocol.messages import Error
 from tether.protocol.names import RIGHTS
 from tether.protocol.pump import pump
@@ -610,7 +611,11 @@ class DemoWorld:
                 vehicle_key=self.store.identity, directory=directory, entropy=self.entropy
             )
             phone_tx.start()
-            sessions = [e.session for e in pump(phone_tx, car_tx) if isinstance(e, Established)]
+            sessions = [
+                e.session
+                for e in pump(phone_tx, car_tx, now=time.time())
+                if isinstance(e, Established)
+            ]
             car_session = next(s for s in sessions if isinstance(s, VehicleSession))
             phone_session = next(s for s in sessions if isinstance(s, PhoneSession))
             state.ranging = (car_session, phone_session, ranging_key(car_session.exporter))
@@ -622,14 +627,14 @@ class DemoWorld:
         car_session.request_ranging(nonce=nonce, anchors=len(state.ranger.anchors))
         replies: list[int] = []
 
-        def on_events(side: object, events: list[object]) -> None:
+        def on_events(side: object, events: list[Event]) -> None:
             for event in events:
                 if isinstance(event, RangingRequested):
                     phone_session.ranging_ready(event.request_id, reply_ns=250_000)
                 elif isinstance(event, RangingReadied):
                     replies.append(event.reply_ns)
 
-        pump(car_session, phone_session, on_events=on_events)
+        pump(car_session, phone_session, now=time.time(), on_events=on_events)
         measured = state.ranger.measure(secret, nonce=nonce, reply_ns=replies[0])
         # A place only: whether this key may open or start the car is the car's own store's say.
         return Reading(key_id=key.endpoint_id.hex(), location=locate(measured))

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.errors import LocalCode, LocalProtocolError, ProtocolError, TransportError
+from tether.errors import LocalCode, TransportError
 from tether.phone.wallet import CarKey
 from tether.protocol.commands import Command
 from tether.protocol.crypto import Entropy, PrivateKey
+from tether.protocol.machine import Event
 from tether.protocol.messages import CommandResult, RevocationResult
-from tether.protocol.pairing import PairingState, PhonePairing, VehiclePaired
+from tether.protocol.pairing import PhonePairing, VehiclePaired
 from tether.protocol.session import (
     DataRequested,
     PhoneSession,
@@ -24,20 +26,17 @@ from tether.protocol.session import (
 )
 from tether.protocol.transaction import (
     Established,
+    FastFallback,
     PersistentKeyChanged,
     PhoneTransaction,
 )
 from tether.transport.base import Transport, TransportClosed
+from tether.transport.exchange import flush, run_exchange
 
 HANDSHAKE_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 10.0
 #: The phone's declared turnaround for the timed ranging rounds (§13): what its radio needs.
 REPLY_NS = 250_000
-
-
-async def _flush(transport: Transport, outbox: list[bytes]) -> None:
-    for data in outbox:
-        await transport.send(data)
 
 
 async def pair(
@@ -46,19 +45,16 @@ async def pair(
     """Run owner pairing; return the car's identity. Raises PairingError / PeerError."""
     machine = PhonePairing(code=code, endpoint_key=endpoint_key, name=name, entropy=entropy)
     machine.start()
-    await _flush(transport, machine.data_to_send())
-    while True:
-        try:
-            events = machine.receive(await transport.receive(HANDSHAKE_TIMEOUT))
-        except ProtocolError:
-            await _flush(transport, machine.data_to_send())
-            raise
-        await _flush(transport, machine.data_to_send())
-        for event in events:
-            if isinstance(event, VehiclePaired):
-                return event
-        if machine.state is PairingState.DONE:  # pragma: no cover - DONE always carries the event
-            raise LocalProtocolError("pairing ended without the car's identity")
+    paired: list[VehiclePaired] = []
+    await run_exchange(
+        machine,
+        transport,
+        receive=lambda: transport.receive(HANDSHAKE_TIMEOUT),
+        clock=time.time,
+        persist=lambda events: paired.extend(e for e in events if isinstance(e, VehiclePaired)),
+    )
+    (event,) = paired
+    return event
 
 
 DataResponder = Callable[[DataRequested], Awaitable[tuple[dict[str, Any], list[str]]]]
@@ -99,28 +95,32 @@ async def _establish(
         credential=None if car.enrolled else car.credential,
     )
     machine.start()
-    await _flush(transport, machine.data_to_send())
-    session: PhoneSession | None = None
+    sessions: list[PhoneSession] = []
     fell_back = False
-    while session is None:
-        try:
-            events = machine.receive(await transport.receive(timeout))
-        except ProtocolError:
-            await _flush(transport, machine.data_to_send())
-            raise
+
+    def keep(events: list[Event]) -> None:
+        nonlocal fell_back
         for event in events:
             if isinstance(event, PersistentKeyChanged):
                 persist(event.key)
             elif isinstance(event, Established):
                 assert isinstance(event.session, PhoneSession)
-                session = event.session
-            else:
+                sessions.append(event.session)
+            elif isinstance(event, FastFallback):
                 fell_back = True
-        await _flush(transport, machine.data_to_send())
+
+    await run_exchange(
+        machine,
+        transport,
+        receive=lambda: transport.receive(timeout),
+        clock=time.time,
+        persist=keep,
+    )
+    (session,) = sessions
     return session, fell_back
 
 
-async def _answer(transport: Transport, session: PhoneSession, timeout: float) -> list[object]:
+async def _answer(transport: Transport, session: PhoneSession, timeout: float) -> list[Event]:
     try:
         data = await transport.receive(timeout)
     except TransportError as exc:
@@ -130,7 +130,7 @@ async def _answer(transport: Transport, session: PhoneSession, timeout: float) -
             code=LocalCode.NO_ANSWER,
             may_have_succeeded=True,
         ) from exc
-    events = session.receive(data)
+    events = session.receive(data, now=time.time())
     if any(isinstance(e, SessionClosed) for e in events):
         raise TransportClosed("the car closed the session", may_have_succeeded=True)
     return events
@@ -175,7 +175,7 @@ async def run_commands(
     if linger is not None:
         await linger(outcomes)
     session.close()
-    await _flush(transport, session.data_to_send())
+    await flush(transport, session.data_to_send())
     return outcomes
 
 
@@ -189,7 +189,7 @@ async def _serve_request(
         session.respond_data(event.request_id, granted=granted, denied=denied)
     elif isinstance(event, RangingRequested):
         session.ranging_ready(event.request_id, reply_ns=REPLY_NS)
-    await _flush(transport, session.data_to_send())
+    await flush(transport, session.data_to_send())
 
 
 async def drive(
@@ -220,13 +220,13 @@ async def drive(
                 receiving.cancel()
                 await asyncio.gather(receiving, return_exceptions=True)
                 session.close()
-                await _flush(transport, session.data_to_send())
+                await flush(transport, session.data_to_send())
                 return "stopped"
             try:
                 message = receiving.result()
             except TransportClosed:
                 return "the car ended the session"
-            for event in session.receive(message):
+            for event in session.receive(message, now=time.time()):
                 if isinstance(event, SessionClosed):
                     return "the car closed the session"
                 await _serve_request(transport, session, event, data)
@@ -248,11 +248,11 @@ async def deliver_revocation(
         transport, car, entropy=entropy, fast=True, persist=persist, early=[], timeout=timeout
     )
     session.deliver_revocation(revocation)
-    await _flush(transport, session.data_to_send())
+    await flush(transport, session.data_to_send())
     while True:
         for event in await _answer(transport, session, timeout):
             if isinstance(event, RevocationAnswered):
                 if session.state is SessionState.OPEN:
                     session.close()
-                    await _flush(transport, session.data_to_send())
+                    await flush(transport, session.data_to_send())
                 return event.result

@@ -23,9 +23,8 @@ from typing import ClassVar
 
 from tether.errors import LocalProtocolError, PairingError, WireCode
 from tether.protocol import codec, crypto, spake2plus
-from tether.protocol.codec import Message
 from tether.protocol.crypto import Aead, Entropy, PrivateKey, PublicKey, Signer
-from tether.protocol.machine import Handler, StateMachine
+from tether.protocol.machine import Event, StateMachine, Step, rule
 from tether.protocol.messages import (
     NONCE_SIZE,
     PairAccept,
@@ -109,7 +108,7 @@ class CodeState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PhoneEnrolled:
+class PhoneEnrolled(Event):
     """Vehicle event: a phone proved the code; persist it as an owner key before flushing."""
 
     public_key: PublicKey
@@ -117,7 +116,7 @@ class PhoneEnrolled:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class VehiclePaired:
+class VehiclePaired(Event):
     """Phone event: the vehicle proved the code and its identity; store it as this car's key."""
 
     vehicle_key: PublicKey
@@ -140,12 +139,8 @@ _S = PairingState
 class PhonePairing(StateMachine[PairingState]):
     """The phone's side of owner pairing."""
 
-    TRANSITIONS: ClassVar = {
-        (_S.AWAIT_GREETING, VehicleHello): frozenset({_S.SENT_REQUEST}),
-        (_S.SENT_REQUEST, PairChallenge): frozenset({_S.SENT_CONFIRM}),
-        (_S.SENT_CONFIRM, PairAccept): frozenset({_S.DONE}),
-    }
     FAILED: ClassVar = _S.FAILED
+    DONE: ClassVar = _S.DONE
 
     def __init__(self, *, code: str, endpoint_key: PrivateKey, name: str, entropy: Entropy) -> None:
         super().__init__(_S.START)
@@ -161,19 +156,12 @@ class PhonePairing(StateMachine[PairingState]):
             raise LocalProtocolError("pairing already started")
         self.state = _S.AWAIT_GREETING
 
-    def _handler(self, msg: Message) -> Handler:
-        if isinstance(msg, VehicleHello):
-            return self._on_greeting
-        return self._on_challenge if isinstance(msg, PairChallenge) else self._on_accept
-
-    def _on_greeting(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, VehicleHello)
+    def _on_greeting(self, msg: VehicleHello, now: float) -> Step:
         self._greeting = msg.nonce  # bound into TH, as everything the car sent
         self._send(PairRequest(share=self._pake.share))
         return [], _S.SENT_REQUEST
 
-    def _on_challenge(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, PairChallenge)
+    def _on_challenge(self, msg: PairChallenge, now: float) -> Step:
         keys = _derive(self._greeting, self._pake.finish(msg.share))
         self._keys = keys
         enrollment = PhoneEnrollment(
@@ -185,8 +173,8 @@ class PhonePairing(StateMachine[PairingState]):
         self._send(PairConfirm(confirm=keys.confirm_phone, sealed=sealed))
         return [], _S.SENT_CONFIRM
 
-    def _on_accept(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, PairAccept) and self._keys is not None
+    def _on_accept(self, msg: PairAccept, now: float) -> Step:
+        assert self._keys is not None
         keys = self._keys
         if not crypto.equal(msg.confirm, keys.confirm_vehicle):
             raise PairingError("the car did not confirm the code", code=WireCode.BAD_CONFIRMATION)
@@ -199,6 +187,12 @@ class PhonePairing(StateMachine[PairingState]):
         )
         return [VehiclePaired(vehicle_key=vehicle_key, vehicle_name=identity.name)], _S.DONE
 
+    TRANSITIONS: ClassVar = {
+        (_S.AWAIT_GREETING, VehicleHello): rule(_on_greeting, _S.SENT_REQUEST),
+        (_S.SENT_REQUEST, PairChallenge): rule(_on_challenge, _S.SENT_CONFIRM),
+        (_S.SENT_CONFIRM, PairAccept): rule(_on_accept, _S.DONE),
+    }
+
 
 class VehiclePairing(StateMachine[PairingState]):
     """The vehicle's side of owner pairing; the caller supplies and persists the code's state.
@@ -208,17 +202,13 @@ class VehiclePairing(StateMachine[PairingState]):
     PairConfirm, before the confirmation is tested, so the bound holds whatever the concurrency.
     """
 
-    TRANSITIONS: ClassVar = {
-        (_S.START, PairRequest): frozenset({_S.SENT_CHALLENGE}),
-        (_S.SENT_CHALLENGE, PairConfirm): frozenset({_S.DONE}),
-    }
     FAILED: ClassVar = _S.FAILED
+    DONE: ClassVar = _S.DONE
 
     def __init__(
         self,
         *,
         code: CodeState | None,
-        now: float,
         vehicle_key: Signer,
         name: str,
         entropy: Entropy,
@@ -235,17 +225,12 @@ class VehiclePairing(StateMachine[PairingState]):
         self._greeting = greeting
         self._reserve_guess = reserve_guess
         self._code = code
-        self._now = now
         self._vehicle_key = vehicle_key
         self._name = name
         self._entropy = entropy
         self._keys: _PairingKeys | None = None
 
-    def _handler(self, msg: Message) -> Handler:
-        return self._on_request if isinstance(msg, PairRequest) else self._on_confirm
-
-    def _on_request(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, PairRequest)
+    def _on_request(self, msg: PairRequest, now: float) -> Step:
         code = self._code
         if code is None or code.used:
             raise PairingError("no pairing code is active on this car", code=WireCode.NO_CODE)
@@ -254,7 +239,7 @@ class VehiclePairing(StateMachine[PairingState]):
                 "pairing is locked after too many wrong codes; show a new code on the car",
                 code=WireCode.PAIRING_LOCKED,
             )
-        if self._now >= code.expires_at:
+        if now >= code.expires_at:
             raise PairingError("the pairing code has expired", code=WireCode.CODE_EXPIRED)
         pake = spake2plus.Verifier(
             code_secret(code.code).verifier(), PAKE_IDS, _scalar(self._entropy)
@@ -263,8 +248,8 @@ class VehiclePairing(StateMachine[PairingState]):
         self._send(PairChallenge(share=pake.share))
         return [], _S.SENT_CHALLENGE
 
-    def _on_confirm(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, PairConfirm) and self._keys is not None
+    def _on_confirm(self, msg: PairConfirm, now: float) -> Step:
+        assert self._keys is not None
         keys = self._keys
         # The guess is spent (atomically, by the caller's store) before it is tested: the state
         # read at PairRequest is no bound when many attempts are in flight at once.
@@ -292,3 +277,8 @@ class VehiclePairing(StateMachine[PairingState]):
         sealed = Aead(keys.seal_vehicle).seal(_ZERO_NONCE, codec.encode(identity), keys.transcript)
         self._send(PairAccept(confirm=keys.confirm_vehicle, sealed=sealed))
         return [PhoneEnrolled(public_key=phone_key, name=enrollment.name)], _S.DONE
+
+    TRANSITIONS: ClassVar = {
+        (_S.START, PairRequest): rule(_on_request, _S.SENT_CHALLENGE),
+        (_S.SENT_CHALLENGE, PairConfirm): rule(_on_confirm, _S.DONE),
+    }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, ClassVar
 
 import cbor2
 
@@ -24,6 +24,7 @@ from tether.errors import (
 from tether.protocol import codec, crypto
 from tether.protocol.channel import ChannelKeys, SecureChannel
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
+from tether.protocol.machine import Event, StateMachine, Step, rule
 from tether.protocol.messages import (
     Close,
     CommandRequest,
@@ -41,7 +42,7 @@ Signals = dict[str, bool | int | float | str]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CommandReceived:
+class CommandReceived(Event):
     """Vehicle event: an authenticated phone asks for ``command``; answer with respond()."""
 
     request_id: int
@@ -49,7 +50,7 @@ class CommandReceived:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CommandRefused:
+class CommandRefused(Event):
     """Vehicle event: the session itself refused a command (already answered); audit it."""
 
     request_id: int
@@ -58,7 +59,7 @@ class CommandRefused:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RevocationReceived:
+class RevocationReceived(Event):
     """Vehicle event: a revocation to verify, apply durably, then answer (respond_revocation)."""
 
     request_id: int
@@ -66,7 +67,7 @@ class RevocationReceived:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RevocationAnswered:
+class RevocationAnswered(Event):
     """Phone event: the car's answer to a delivered revocation."""
 
     result: RevocationResult
@@ -84,7 +85,7 @@ class DataItem:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class DataRequested:
+class DataRequested(Event):
     """Phone event: the car asks for personal data; answer with respond_data()."""
 
     request_id: int
@@ -94,7 +95,7 @@ class DataRequested:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class DataReceived:
+class DataReceived(Event):
     """Vehicle event: the phone's answer: granted records by category, denied categories."""
 
     request_id: int
@@ -127,7 +128,7 @@ def _items(data: bytes) -> tuple[DataItem, ...]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RangingRequested:
+class RangingRequested(Event):
     """Phone event: the car will range; the phone's radio answers the rounds with this nonce."""
 
     request_id: int
@@ -136,7 +137,7 @@ class RangingRequested:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RangingReadied:
+class RangingReadied(Event):
     """Vehicle event: the phone is ready for the timed rounds, with its declared reply time."""
 
     request_id: int
@@ -144,14 +145,14 @@ class RangingReadied:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ResultReceived:
+class ResultReceived(Event):
     """Phone event: the car answered a request."""
 
     result: CommandResult
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class SessionClosed:
+class SessionClosed(Event):
     """Either side: the peer closed the session cleanly."""
 
 
@@ -161,17 +162,23 @@ class SessionState(enum.Enum):
     FAILED = "failed"
 
 
-class _Session:
+_OPEN = SessionState.OPEN
+
+
+class _Session(StateMachine[SessionState]):
+    """Either end of a session: the engine's table over records of the secure channel."""
+
     _PHONE: bool
+    FAILED: ClassVar = SessionState.FAILED
+    DONE: ClassVar = SessionState.CLOSED
 
     def __init__(self, keys: ChannelKeys, *, endpoint_id: bytes, fast: bool) -> None:
+        super().__init__(SessionState.OPEN)
         self._keys = keys
         self._exporter: bytes | None = None
         self._channel = SecureChannel(keys)
-        self._outbox: list[bytes] = []
         self.endpoint_id = endpoint_id
         self.fast = fast
-        self.state = SessionState.OPEN
 
     @property
     def exporter(self) -> bytes:
@@ -186,11 +193,6 @@ class _Session:
             )
             self._exporter = crypto.hkdf(p2v + v2p, salt=b"", info=b"tether/2 exporter", length=32)
         return self._exporter
-
-    def data_to_send(self) -> list[bytes]:
-        """Take the records waiting to go to the peer."""
-        out, self._outbox = self._outbox, []
-        return out
 
     def _send(self, msg: codec.Message) -> None:
         if self.state is not SessionState.OPEN:
@@ -208,17 +210,17 @@ class _Session:
             self.state = SessionState.FAILED
             raise ChannelError("the session was cut off without a close", code=WireCode.TRUNCATED)
 
-    def _open(self, data: bytes) -> codec.Message:
+    def _decode(self, data: bytes) -> codec.Message:
         if self.state is not SessionState.OPEN:
             raise ChannelError("the session is no longer open", code=WireCode.CHANNEL_CLOSED)
-        try:
-            msg = codec.decode(self._channel.open(data))
-        except ProtocolError:
-            self.state = SessionState.FAILED
-            raise
-        if isinstance(msg, Close):
-            self.state = SessionState.CLOSED
-        return msg
+        return codec.decode(self._channel.open(data))
+
+    def _fail(self, exc: ProtocolError) -> None:
+        # Inside the channel nothing more is sent: the connection just ends (§7).
+        self.state = SessionState.FAILED
+
+    def _on_close(self, msg: Close, now: float) -> Step:
+        return [SessionClosed()], SessionState.CLOSED
 
 
 class VehicleSession(_Session):
@@ -235,7 +237,6 @@ class VehicleSession(_Session):
     def _phone_request(self, request_id: int) -> None:
         """§8: the phone's request ids increase strictly within a session; a repeat is refused."""
         if request_id <= self._last_phone_request:
-            self.state = SessionState.FAILED
             raise MalformedMessage(
                 f"request id {request_id} does not increase (the last was"
                 f" {self._last_phone_request})"
@@ -245,43 +246,47 @@ class VehicleSession(_Session):
     def _answer(self, request_id: int) -> None:
         """§8: a response names one of the car's open requests, and answers it once."""
         if request_id not in self._outstanding:
-            self.state = SessionState.FAILED
             raise MalformedMessage(f"request id {request_id} is not an open request of the car")
         self._outstanding.discard(request_id)
 
-    def receive(self, data: bytes) -> list[object]:
-        """Feed one record; return CommandReceived / CommandRefused / SessionClosed events."""
-        msg = self._open(data)
-        if isinstance(msg, Close):
-            return [SessionClosed()]
-        if isinstance(msg, RevocationRequest):
-            self._phone_request(msg.request_id)
-            return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)]
-        if isinstance(msg, RangingReady):
-            self._answer(msg.request_id)
-            return [RangingReadied(request_id=msg.request_id, reply_ns=msg.reply_ns)]
-        if isinstance(msg, DataResponse):
-            self._answer(msg.request_id)
-            granted, denied = _cbor(msg.granted, "granted data"), _cbor(msg.denied, "denied list")
-            if (
-                type(granted) is not dict
-                or not all(type(k) is str for k in granted)
-                or type(denied) is not list
-                or not all(type(d) is str for d in denied)
-            ):
-                raise MalformedMessage("a data response is {category: records} and [category]")
-            return [DataReceived(request_id=msg.request_id, granted=granted, denied=tuple(denied))]
-        if not isinstance(msg, CommandRequest):
-            self.state = SessionState.FAILED
-            raise MalformedMessage(f"a phone may not send {type(msg).__name__} in a session")
+    def _on_revocation(self, msg: RevocationRequest, now: float) -> Step:
+        self._phone_request(msg.request_id)
+        return [RevocationReceived(request_id=msg.request_id, revocation=msg.revocation)], _OPEN
+
+    def _on_ranging_ready(self, msg: RangingReady, now: float) -> Step:
+        self._answer(msg.request_id)
+        return [RangingReadied(request_id=msg.request_id, reply_ns=msg.reply_ns)], _OPEN
+
+    def _on_data(self, msg: DataResponse, now: float) -> Step:
+        self._answer(msg.request_id)
+        granted, denied = _cbor(msg.granted, "granted data"), _cbor(msg.denied, "denied list")
+        if (
+            type(granted) is not dict
+            or not all(type(k) is str for k in granted)
+            or type(denied) is not list
+            or not all(type(d) is str for d in denied)
+        ):
+            raise MalformedMessage("a data response is {category: records} and [category]")
+        received = DataReceived(request_id=msg.request_id, granted=granted, denied=tuple(denied))
+        return [received], _OPEN
+
+    def _on_command(self, msg: CommandRequest, now: float) -> Step:
         self._phone_request(msg.request_id)
         try:
             command = Command(msg.command)
         except ValueError:
-            return [self._refuse(msg, DenialReason.UNKNOWN_COMMAND)]
+            return [self._refuse(msg, DenialReason.UNKNOWN_COMMAND)], _OPEN
         if self.fast and command not in FAST_COMMANDS:
-            return [self._refuse(msg, DenialReason.FAST_NOT_ALLOWED)]
-        return [CommandReceived(request_id=msg.request_id, command=command)]
+            return [self._refuse(msg, DenialReason.FAST_NOT_ALLOWED)], _OPEN
+        return [CommandReceived(request_id=msg.request_id, command=command)], _OPEN
+
+    TRANSITIONS: ClassVar = {
+        (_OPEN, Close): rule(_Session._on_close, SessionState.CLOSED),
+        (_OPEN, CommandRequest): rule(_on_command, _OPEN),
+        (_OPEN, RevocationRequest): rule(_on_revocation, _OPEN),
+        (_OPEN, RangingReady): rule(_on_ranging_ready, _OPEN),
+        (_OPEN, DataResponse): rule(_on_data, _OPEN),
+    }
 
     def _refuse(self, msg: CommandRequest, reason: DenialReason) -> CommandRefused:
         self.respond(msg.request_id, ok=False, reason=reason)
@@ -388,27 +393,31 @@ class PhoneSession(_Session):
         self._send(RevocationRequest(request_id=request_id, revocation=revocation))
         return request_id
 
-    def receive(self, data: bytes) -> list[object]:
-        """Feed one record; return ResultReceived / RevocationAnswered / SessionClosed events."""
-        msg = self._open(data)
-        if isinstance(msg, Close):
-            return [SessionClosed()]
-        if isinstance(msg, RevocationResult):
-            return [RevocationAnswered(result=msg)]
-        if isinstance(msg, RangingRequest):
-            return [
-                RangingRequested(request_id=msg.request_id, nonce=msg.nonce, anchors=msg.anchors)
-            ]
-        if isinstance(msg, DataRequest):
-            return [
-                DataRequested(
-                    request_id=msg.request_id,
-                    items=_items(msg.items),
-                    purpose=msg.purpose,
-                    retain=msg.retain,
-                )
-            ]
-        if not isinstance(msg, CommandResult):
-            self.state = SessionState.FAILED
-            raise MalformedMessage(f"a car may not send {type(msg).__name__} in a session")
-        return [ResultReceived(result=msg)]
+    def _on_revocation_result(self, msg: RevocationResult, now: float) -> Step:
+        return [RevocationAnswered(result=msg)], _OPEN
+
+    def _on_ranging_request(self, msg: RangingRequest, now: float) -> Step:
+        requested = RangingRequested(
+            request_id=msg.request_id, nonce=msg.nonce, anchors=msg.anchors
+        )
+        return [requested], _OPEN
+
+    def _on_data_request(self, msg: DataRequest, now: float) -> Step:
+        requested = DataRequested(
+            request_id=msg.request_id,
+            items=_items(msg.items),
+            purpose=msg.purpose,
+            retain=msg.retain,
+        )
+        return [requested], _OPEN
+
+    def _on_result(self, msg: CommandResult, now: float) -> Step:
+        return [ResultReceived(result=msg)], _OPEN
+
+    TRANSITIONS: ClassVar = {
+        (_OPEN, Close): rule(_Session._on_close, SessionState.CLOSED),
+        (_OPEN, CommandResult): rule(_on_result, _OPEN),
+        (_OPEN, RevocationResult): rule(_on_revocation_result, _OPEN),
+        (_OPEN, RangingRequest): rule(_on_ranging_request, _OPEN),
+        (_OPEN, DataRequest): rule(_on_data_request, _OPEN),
+    }

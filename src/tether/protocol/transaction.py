@@ -32,7 +32,6 @@ from typing import ClassVar, Protocol
 from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage, WireCode
 from tether.protocol import credentials, crypto
 from tether.protocol.channel import ChannelKeys
-from tether.protocol.codec import Message
 from tether.protocol.credentials import VerifiedChain
 from tether.protocol.crypto import (
     KEY_ID_SIZE,
@@ -43,7 +42,7 @@ from tether.protocol.crypto import (
     PublicKey,
     Signer,
 )
-from tether.protocol.machine import Handler, StateMachine
+from tether.protocol.machine import Event, StateMachine, Step, rule
 from tether.protocol.messages import (
     NONCE_SIZE,
     Fallback,
@@ -160,14 +159,14 @@ class MemoryDirectory:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class CredentialAccepted:
+class CredentialAccepted(Event):
     """Vehicle event: a phone proved possession of a granted key on first use; enrol it first."""
 
     chain: VerifiedChain
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PersistentKeyChanged:
+class PersistentKeyChanged(Event):
     """Either side: persist ``key`` as the endpoint's persistent key (replacing the old one)."""
 
     endpoint_id: bytes
@@ -175,12 +174,12 @@ class PersistentKeyChanged:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class FastFallback:
+class FastFallback(Event):
     """Either side: the fast transaction did not match; a standard one follows."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Established:
+class Established(Event):
     """Either side: the transaction succeeded; carry on with ``session``."""
 
     session: VehicleSession | PhoneSession
@@ -206,14 +205,8 @@ _T = TxState
 class PhoneTransaction(StateMachine[TxState]):
     """The phone's side: fast when it holds a persistent key (and may), otherwise standard."""
 
-    TRANSITIONS: ClassVar = {
-        (_T.AWAIT_GREETING, VehicleHello): frozenset({_T.SENT_STANDARD_HELLO, _T.SENT_FAST_PROOF}),
-        (_T.SENT_STANDARD_HELLO, VehicleAuth): frozenset({_T.SENT_PHONE_AUTH}),
-        (_T.SENT_PHONE_AUTH, Finished): frozenset({_T.ESTABLISHED}),
-        (_T.SENT_FAST_PROOF, Finished): frozenset({_T.ESTABLISHED}),
-        (_T.SENT_FAST_PROOF, Fallback): frozenset({_T.SENT_STANDARD_HELLO}),
-    }
     FAILED: ClassVar = _T.FAILED
+    DONE: ClassVar = _T.ESTABLISHED
 
     def __init__(
         self,
@@ -248,9 +241,8 @@ class PhoneTransaction(StateMachine[TxState]):
             raise LocalProtocolError("transaction already started")
         self.state = _T.AWAIT_GREETING
 
-    def _on_greeting(self, msg: Message) -> tuple[list[object], enum.Enum]:
+    def _on_greeting(self, msg: VehicleHello, now: float) -> Step:
         """Fast proof (with the early commands behind it) at once, or a standard hello."""
-        assert isinstance(msg, VehicleHello)
         self._greeting = msg.nonce
         if not self._want_fast:
             self._send_standard_hello()
@@ -270,15 +262,8 @@ class PhoneTransaction(StateMachine[TxState]):
         self._nonce = self._entropy.random_bytes(NONCE_SIZE)
         self._send(StandardHello(ephemeral=self._eph.public_bytes, nonce=self._nonce))
 
-    def _handler(self, msg: Message) -> Handler:
-        if type(msg) is VehicleAuth:
-            return self._on_vehicle_auth
-        if type(msg) is VehicleHello:
-            return self._on_greeting
-        return self._on_fallback if type(msg) is Fallback else self._on_finished
-
-    def _on_vehicle_auth(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, VehicleAuth) and self._eph is not None
+    def _on_vehicle_auth(self, msg: VehicleAuth, now: float) -> Step:
+        assert self._eph is not None
         eph_v = PublicKey(msg.ephemeral)
         th1 = crypto.sha256(
             _STANDARD
@@ -316,16 +301,15 @@ class PhoneTransaction(StateMachine[TxState]):
             self._session.request(command)
         self._outbox.extend(self._session.data_to_send())
 
-    def _on_fallback(self, msg: Message) -> tuple[list[object], enum.Enum]:
+    def _on_fallback(self, msg: Fallback, now: float) -> Step:
         self._want_fast = False
         self._secrets = None
         self._session = None
         self._send_standard_hello()
         return [FastFallback()], _T.SENT_STANDARD_HELLO
 
-    def _on_finished(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, Finished) and self._secrets is not None
-        assert self._session is not None
+    def _on_finished(self, msg: Finished, now: float) -> Step:
+        assert self._secrets is not None and self._session is not None
         secrets = self._secrets
         if not crypto.equal(msg.mac, crypto.mac(secrets.finished, self._transcript)):
             raise AuthenticationFailed(
@@ -338,19 +322,22 @@ class PhoneTransaction(StateMachine[TxState]):
             Established(session=session, endpoint_id=self._endpoint_id, fast=fast),
         ], _T.ESTABLISHED
 
+    TRANSITIONS: ClassVar = {
+        (_T.AWAIT_GREETING, VehicleHello): rule(
+            _on_greeting, _T.SENT_STANDARD_HELLO, _T.SENT_FAST_PROOF
+        ),
+        (_T.SENT_STANDARD_HELLO, VehicleAuth): rule(_on_vehicle_auth, _T.SENT_PHONE_AUTH),
+        (_T.SENT_PHONE_AUTH, Finished): rule(_on_finished, _T.ESTABLISHED),
+        (_T.SENT_FAST_PROOF, Finished): rule(_on_finished, _T.ESTABLISHED),
+        (_T.SENT_FAST_PROOF, Fallback): rule(_on_fallback, _T.SENT_STANDARD_HELLO),
+    }
+
 
 class VehicleTransaction(StateMachine[TxState]):
     """The vehicle's side: answers whichever transaction the phone starts."""
 
-    TRANSITIONS: ClassVar = {
-        (_T.START, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
-        (_T.START, FastProof): frozenset({_T.ESTABLISHED, _T.AWAIT_STANDARD}),
-        (_T.SENT_VEHICLE_AUTH, PhoneAuth): frozenset({_T.ESTABLISHED}),
-        (_T.AWAIT_STANDARD, StandardHello): frozenset({_T.SENT_VEHICLE_AUTH}),
-        # Early commands the phone sent behind a fast proof that did not match: discarded.
-        (_T.AWAIT_STANDARD, Record): frozenset({_T.AWAIT_STANDARD}),
-    }
     FAILED: ClassVar = _T.FAILED
+    DONE: ClassVar = _T.ESTABLISHED
 
     def __init__(
         self,
@@ -358,14 +345,12 @@ class VehicleTransaction(StateMachine[TxState]):
         vehicle_key: Signer,
         directory: EndpointDirectory,
         entropy: Entropy,
-        now: float = 0.0,
         greeting: bytes | None = None,
     ) -> None:
         """``greeting``: the nonce of the VehicleHello the caller already sent on this connection
         (the agent greets before it knows what the phone wants); without it the machine draws
         one and queues the greeting itself."""
         super().__init__(_T.START)
-        self._now = now
         self._vehicle_key = vehicle_key
         self._vehicle_id = vehicle_key.public_key.key_id
         self._directory = directory
@@ -379,18 +364,10 @@ class VehicleTransaction(StateMachine[TxState]):
             self._send(VehicleHello(nonce=greeting))
         self._greeting = greeting
 
-    def _handler(self, msg: Message) -> Handler:
-        if type(msg) is StandardHello:
-            return self._on_standard_hello
-        if type(msg) is Record:
-            return self._on_discarded_record
-        return self._on_phone_auth if type(msg) is PhoneAuth else self._on_fast_proof
-
-    def _on_discarded_record(self, msg: Message) -> tuple[list[object], enum.Enum]:
+    def _on_discarded_record(self, msg: Record, now: float) -> Step:
         return [], _T.AWAIT_STANDARD
 
-    def _on_standard_hello(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, StandardHello)
+    def _on_standard_hello(self, msg: StandardHello, now: float) -> Step:
         eph_p = PublicKey(msg.ephemeral)
         eph = self._entropy.new_private_key()
         nonce = self._entropy.random_bytes(NONCE_SIZE)
@@ -410,14 +387,13 @@ class VehicleTransaction(StateMachine[TxState]):
         self._th1 = th1
         return [], _T.SENT_VEHICLE_AUTH
 
-    def _on_phone_auth(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, PhoneAuth)
+    def _on_phone_auth(self, msg: PhoneAuth, now: float) -> Step:
         th1 = self._th1
         proof = Aead(self._hs_p2v).open(_ZERO_NONCE, msg.sealed, th1)
         if len(proof) < _PROOF_SIZE:
             raise MalformedMessage("PhoneAuth must seal a key id and a signature")
         endpoint_id, signature = proof[:KEY_ID_SIZE], proof[KEY_ID_SIZE:_PROOF_SIZE]
-        events: list[object] = []
+        events: list[Event] = []
         phone_key = self._directory.endpoint_key(endpoint_id)
         if phone_key is None:
             if len(proof) == _PROOF_SIZE:
@@ -430,7 +406,7 @@ class VehicleTransaction(StateMachine[TxState]):
                 vehicle_id=self._vehicle_id,
                 owner_key=self._directory.owner_key,
                 is_revoked=self._directory.is_revoked,
-                now=self._now,
+                now=now,
                 max_depth=self._directory.max_depth,
             )
             if chain.leaf.grantee.key_id != endpoint_id:
@@ -448,8 +424,7 @@ class VehicleTransaction(StateMachine[TxState]):
         events += self._established(endpoint_id, self._secrets, fast=False)
         return events, _T.ESTABLISHED
 
-    def _on_fast_proof(self, msg: Message) -> tuple[list[object], enum.Enum]:
-        assert isinstance(msg, FastProof)
+    def _on_fast_proof(self, msg: FastProof, now: float) -> Step:
         th = fast_transcript(self._greeting, msg.nonce, self._vehicle_id)
         message = _FAST_PHONE + th
         for endpoint_id, key in self._directory.persistent_keys():
@@ -464,9 +439,18 @@ class VehicleTransaction(StateMachine[TxState]):
 
     def _established(
         self, endpoint_id: bytes, secrets: _SessionSecrets, *, fast: bool
-    ) -> list[object]:
+    ) -> list[Event]:
         session = VehicleSession(secrets.vehicle_keys(), endpoint_id=endpoint_id, fast=fast)
         return [
             PersistentKeyChanged(endpoint_id=endpoint_id, key=secrets.persistent),
             Established(session=session, endpoint_id=endpoint_id, fast=fast),
         ]
+
+    TRANSITIONS: ClassVar = {
+        (_T.START, StandardHello): rule(_on_standard_hello, _T.SENT_VEHICLE_AUTH),
+        (_T.START, FastProof): rule(_on_fast_proof, _T.ESTABLISHED, _T.AWAIT_STANDARD),
+        (_T.SENT_VEHICLE_AUTH, PhoneAuth): rule(_on_phone_auth, _T.ESTABLISHED),
+        (_T.AWAIT_STANDARD, StandardHello): rule(_on_standard_hello, _T.SENT_VEHICLE_AUTH),
+        # Early commands the phone sent behind a fast proof that did not match: discarded.
+        (_T.AWAIT_STANDARD, Record): rule(_on_discarded_record, _T.AWAIT_STANDARD),
+    }

@@ -31,6 +31,7 @@ from tether.errors import (
 from tether.protocol import codec, credentials, remote, vss
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
+from tether.protocol.machine import Event
 from tether.protocol.messages import (
     NONCE_SIZE,
     Error,
@@ -39,7 +40,7 @@ from tether.protocol.messages import (
     StandardHello,
     VehicleHello,
 )
-from tether.protocol.pairing import PairingState, PhoneEnrolled, VehiclePairing
+from tether.protocol.pairing import PhoneEnrolled, VehiclePairing
 from tether.protocol.ranging import NONCE_SIZE as RANGING_NONCE_SIZE
 from tether.protocol.ranging import ranging_key
 from tether.protocol.session import (
@@ -62,6 +63,7 @@ from tether.protocol.transaction import (
 )
 from tether.protocol.vss import LATITUDE, LONGITUDE, SPEED, SPEED_LIMIT
 from tether.transport.base import BadFrame, LinkKind, Transport, TransportClosed
+from tether.transport.exchange import flush, run_exchange
 from tether.vehicle.authority import Authority, Entry, Request
 from tether.vehicle.body.base import PERSONAL, Body, Signals
 from tether.vehicle.hands_free import Decision, HandsFree, Reading
@@ -578,10 +580,6 @@ class VehicleAgent:
         code = WireCode.parse(exc.code).value
         await transport.send(codec.encode(Error(code=code, message=codec.clip(exc.message, 512))))
 
-    async def _flush(self, transport: Transport, outbox: list[bytes]) -> None:
-        for data in outbox:
-            await transport.send(data)
-
     # -- owner pairing --------------------------------------------------------------------------
     async def _pair(
         self, transport: Transport, first: bytes, deadline: float, greeting: bytes
@@ -589,48 +587,45 @@ class VehicleAgent:
         machine = VehiclePairing(
             greeting=greeting,
             code=self.store.pairing_code(),
-            now=self.now(),
             vehicle_key=self.store.identity,
             name=self.store.name,
             entropy=self.entropy,
             reserve_guess=lambda: self.store.reserve_pairing_guess(now=self.now()),
         )
-        data = first
-        while True:
-            try:
-                events = machine.receive(data)
-            except PairingError as exc:
-                if exc.code is WireCode.WRONG_CODE:
-                    # The guess was spent durably before it was tested; each is audited (they
-                    # are bounded by the code's guess budget, so they cannot fill the disk).
-                    self.errors[exc.code] += 1
-                    self.store.audit(
-                        now=self.now(),
-                        key_id=None,
-                        command="pair",
-                        result="denied",
-                        reason=exc.code,
-                        detail=exc.message,
-                    )
-                    self._emit(
-                        AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code)
-                    )
-                else:
-                    self._record(exc, command="pair", key_id=None, result="denied")
-                await self._flush(transport, machine.data_to_send())
-                return
-            except ProtocolError as exc:
-                self._record(exc, command="pair", key_id=None)
-                await self._flush(transport, machine.data_to_send())
-                return
+
+        def persist(events: list[Event]) -> None:
             for event in events:
                 if isinstance(event, PhoneEnrolled):
                     self.store.enroll_owner(event.public_key, name=event.name, now=self.now())
                     self._emit(AgentEvent(kind="paired", key_id=event.public_key.key_id.hex()))
-            await self._flush(transport, machine.data_to_send())
-            if machine.state is PairingState.DONE:
+
+        try:
+            await run_exchange(
+                machine,
+                transport,
+                receive=lambda: self._receive_by(transport, deadline),
+                clock=self.now,
+                persist=persist,
+                first=first,
+            )
+        except PairingError as exc:
+            if exc.code is not WireCode.WRONG_CODE:
+                self._record(exc, command="pair", key_id=None, result="denied")
                 return
-            data = await self._receive_by(transport, deadline)
+            # The guess was spent durably before it was tested; each is audited (they are
+            # bounded by the code's guess budget, so they cannot fill the disk).
+            self.errors[exc.code] += 1
+            self.store.audit(
+                now=self.now(),
+                key_id=None,
+                command="pair",
+                result="denied",
+                reason=exc.code,
+                detail=exc.message,
+            )
+            self._emit(AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code))
+        except ProtocolError as exc:
+            self._record(exc, command="pair", key_id=None)
 
     # -- transactions and sessions ----------------------------------------------------------------
     async def _transact(
@@ -642,17 +637,10 @@ class VehicleAgent:
             vehicle_key=self.store.identity,
             directory=self.store,
             entropy=self.entropy,
-            now=self.now(),
         )
-        data = first
-        session: VehicleSession | None = None
-        while session is None:
-            try:
-                events = machine.receive(data)
-            except ProtocolError as exc:
-                self._record(exc, command="transaction", key_id=None)
-                await self._flush(transport, machine.data_to_send())
-                return
+        sessions: list[VehicleSession] = []
+
+        def persist(events: list[Event]) -> None:
             for event in events:
                 if isinstance(event, CredentialAccepted):
                     # Durable before the phone hears Finished.
@@ -662,12 +650,23 @@ class VehicleAgent:
                     self.store.set_persistent_key(event.endpoint_id, event.key, now=self.now())
                 elif isinstance(event, Established):
                     assert isinstance(event.session, VehicleSession)
-                    session = event.session
+                    sessions.append(event.session)
                 elif isinstance(event, FastFallback):
                     log.debug("fast transaction fell back to standard")
-            await self._flush(transport, machine.data_to_send())
-            if session is None:
-                data = await self._receive_by(transport, deadline)
+
+        try:
+            await run_exchange(
+                machine,
+                transport,
+                receive=lambda: self._receive_by(transport, deadline),
+                clock=self.now,
+                persist=persist,
+                first=first,
+            )
+        except ProtocolError as exc:
+            self._record(exc, command="transaction", key_id=None)
+            return
+        (session,) = sessions
         # Authenticated: the connection is this key's now (never evicted; ended if revoked).
         conn.key_id, conn.session = session.endpoint_id, session
         self._unauthenticated.pop(conn, None)
@@ -680,7 +679,7 @@ class VehicleAgent:
     async def _flush_session(self, conn: _Connection, session: VehicleSession) -> None:
         """Send what the session sealed, in order, even when two tasks send at once."""
         async with conn.send_lock:
-            await self._flush(conn.transport, session.data_to_send())
+            await flush(conn.transport, session.data_to_send())
 
     async def _session(self, conn: _Connection, session: VehicleSession) -> None:
         transport = conn.transport
@@ -710,7 +709,7 @@ class VehicleAgent:
                     continue
                 heard = time.monotonic()
                 try:
-                    events = session.receive(data)
+                    events = session.receive(data, now=self.now())
                 except ProtocolError as exc:
                     self._record(exc, command="session", key_id=key_id)
                     return
