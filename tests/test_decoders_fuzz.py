@@ -52,7 +52,7 @@ _NOW = datetime.datetime(2026, 12, 2, tzinfo=datetime.UTC)
 BYTE_DECODERS: dict[str, Callable[[bytes], Any]] = {
     "envelope": remote.parse_envelope,
     "receipt": remote.parse_receipt,
-    "result digest": remote.result_request,
+    "result digest": remote.parse_result,
     "result": lambda d: remote.verify_result(
         d, vehicle_key=_CAR.public_key, envelope_raw=_ENVELOPE
     ),

@@ -35,7 +35,7 @@ def value_strategy(spec: FieldSpec) -> st.SearchStrategy[Any]:
     scalar = st.one_of(
         st.booleans(),
         st.integers(min_value=-(2**63), max_value=2**63 - 1),
-        st.floats(allow_nan=False),
+        st.floats(allow_nan=False, allow_infinity=False),
         st.text(max_size=20),
     )
     return st.dictionaries(st.text(max_size=40), scalar, max_size=8)

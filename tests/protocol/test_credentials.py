@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol import credentials
+from tether.protocol import cose, credentials
 from tether.protocol.credentials import GrantError, Limits, issue_grant, verify_chain
 from tether.protocol.crypto import DeterministicEntropy, PrivateKey
 
@@ -60,7 +60,7 @@ def check(
 ) -> credentials.VerifiedChain:
     owners = {OWNER.public_key.key_id: OWNER.public_key}
     return verify_chain(
-        chain,
+        [credentials.parse_grant(raw) for raw in chain],  # each decoded once, then verified
         vehicle_id=VEHICLE,
         owner_key=owners.get,
         is_revoked=revoked.__contains__,
@@ -103,7 +103,7 @@ def test_an_independent_cose_library_verifies_our_grant() -> None:
     g = grant()
     assert _pycose_verify(g, OWNER)
     assert not _pycose_verify(g, STRANGER)
-    claims: Any = cbor2.loads(credentials.parse_grant(g).payload)
+    claims: Any = cbor2.loads(credentials.parse_grant(g).signed.payload)
     assert claims[3] == VEHICLE.hex()
     assert claims[2] == FRIEND.public_key.key_id.hex()
     assert claims[8][1][-2] == FRIEND.public_key.encoded[1:33]
@@ -221,7 +221,9 @@ def test_a_signature_by_the_wrong_key_is_refused() -> None:
     g = credentials.parse_grant(grant())
     forged_sig = STRANGER.sign(b"anything")
     raw = cbor2.dumps(
-        cbor2.CBORTag(18, [g.protected, {4: OWNER.public_key.key_id}, g.payload, forged_sig])
+        cbor2.CBORTag(
+            18, [g.signed.protected, {4: OWNER.public_key.key_id}, g.signed.payload, forged_sig]
+        )
     )
     refused([raw], "grant_bad_signature")
 
@@ -282,9 +284,9 @@ def test_garbage_is_a_typed_error(data: bytes) -> None:
 )
 def test_malformed_claims_are_refused_even_when_signed(mutate: object) -> None:
     g = credentials.parse_grant(grant())
-    claims = cbor2.loads(g.payload)
+    claims = cbor2.loads(g.signed.payload)
     payload = cbor2.dumps(mutate(claims))  # type: ignore[operator]
-    raw = credentials.sign1(OWNER, payload)
+    raw = cose.sign1(OWNER, payload)
     with pytest.raises(GrantError) as info:
         check([raw])
     assert info.value.code == "grant_malformed"
@@ -293,14 +295,24 @@ def test_malformed_claims_are_refused_even_when_signed(mutate: object) -> None:
 def test_cose_envelope_checks() -> None:
     g = credentials.parse_grant(grant())
     for obj in (
-        cbor2.CBORTag(17, [g.protected, {4: b"k"}, g.payload, g.signature]),
-        cbor2.CBORTag(18, [g.protected, {4: b"k"}, g.payload]),
+        cbor2.CBORTag(17, [g.signed.protected, {4: b"k"}, g.signed.payload, g.signed.signature]),
+        cbor2.CBORTag(18, [g.signed.protected, {4: b"k"}, g.signed.payload]),
         cbor2.CBORTag(
-            18, [cbor2.dumps({1: -35}), {4: OWNER.public_key.key_id}, g.payload, g.signature]
+            18,
+            [
+                cbor2.dumps({1: -35}),
+                {4: OWNER.public_key.key_id},
+                g.signed.payload,
+                g.signed.signature,
+            ],
         ),
-        cbor2.CBORTag(18, [b"\xff", {4: OWNER.public_key.key_id}, g.payload, g.signature]),
-        cbor2.CBORTag(18, [g.protected, {}, g.payload, g.signature]),
-        cbor2.CBORTag(18, [g.protected, {4: OWNER.public_key.key_id}, b"\xff", g.signature]),
+        cbor2.CBORTag(
+            18, [b"\xff", {4: OWNER.public_key.key_id}, g.signed.payload, g.signed.signature]
+        ),
+        cbor2.CBORTag(18, [g.signed.protected, {}, g.signed.payload, g.signed.signature]),
+        cbor2.CBORTag(
+            18, [g.signed.protected, {4: OWNER.public_key.key_id}, b"\xff", g.signed.signature]
+        ),
     ):
         with pytest.raises(GrantError):
             check([cbor2.dumps(obj)])
@@ -370,7 +382,13 @@ def test_revocations_verify_and_refuse() -> None:
     r = credentials.parse_revocation(revocation())
     forged = cbor2.dumps(
         cbor2.CBORTag(
-            18, [r.protected, {4: OWNER.public_key.key_id}, r.payload, STRANGER.sign(b"x")]
+            18,
+            [
+                r.signed.protected,
+                {4: OWNER.public_key.key_id},
+                r.signed.payload,
+                STRANGER.sign(b"x"),
+            ],
         )
     )
     with pytest.raises(GrantError) as info:
@@ -386,8 +404,8 @@ def test_revocations_verify_and_refuse() -> None:
         {"aud": VEHICLE.hex()},
         [1],
     ):
-        raw = credentials.sign1(OWNER, cbor2.dumps(body))
+        raw = cose.sign1(OWNER, cbor2.dumps(body))
         with pytest.raises(GrantError):
             verify_rev(raw)
     with pytest.raises(GrantError):
-        verify_rev(credentials.sign1(OWNER, b"\x1c"))  # reserved initial byte: not CBOR
+        verify_rev(cose.sign1(OWNER, b"\x1c"))  # reserved initial byte: not CBOR

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tether.protocol import credentials, remote
+from tether.protocol import cose, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy, PublicKey, sha256
 
@@ -29,7 +29,11 @@ def envelope(command: Command = Command.UNLOCK, counter: int = 5, now: int = NOW
 
 def verify(raw: bytes, *, last: int = 0, now: float = NOW + 1) -> remote.Envelope:
     return remote.verify_envelope(
-        raw, vehicle_id=VID, endpoint_key=keys, last_counter=lambda _: last, now=now
+        remote.parse_envelope(raw),
+        vehicle_id=VID,
+        endpoint_key=keys,
+        last_counter=lambda _: last,
+        now=now,
     )
 
 
@@ -68,13 +72,13 @@ def test_envelope_for_another_car_or_key() -> None:
 
 
 def _resign(body: dict[str, object], signer: object = PHONE) -> bytes:
-    return credentials.sign1(signer, cbor2.dumps(body, canonical=True))  # type: ignore[arg-type]
+    return cose.sign1(signer, cbor2.dumps(body, canonical=True))  # type: ignore[arg-type]
 
 
 def test_forged_kid_does_not_verify() -> None:
     # Eve signs with her key but names the phone's key id: the signature check catches it.
     body = cbor2.loads(cbor2.loads(envelope()).value[2])
-    forged = credentials.sign1(OTHER, cbor2.dumps(body, canonical=True))
+    forged = cose.sign1(OTHER, cbor2.dumps(body, canonical=True))
     fparts = list(cbor2.loads(forged).value)
     fparts[1] = {4: PHONE.public_key.key_id}
     forged = cbor2.dumps(cbor2.CBORTag(18, fparts), canonical=True)
@@ -86,14 +90,29 @@ def test_forged_kid_does_not_verify() -> None:
 @pytest.mark.parametrize(
     ("body", "code"),
     [
-        ({"aud": VID, "cmd": "start", "ctr": 1, "iat": NOW, "exp": NOW + 60}, "remote_not_allowed"),
-        ({"aud": VID, "cmd": "fly", "ctr": 1, "iat": NOW, "exp": NOW + 60}, "unknown_command"),
-        ({"aud": VID, "cmd": "lock", "ctr": 1, "iat": NOW, "exp": NOW + 3600}, "command_malformed"),
-        ({"aud": VID, "cmd": "lock", "ctr": 1, "iat": NOW, "exp": NOW}, "command_malformed"),
-        ({"aud": VID, "cmd": "lock", "ctr": 0, "iat": NOW, "exp": NOW + 60}, "command_malformed"),
-        ({"aud": VID, "cmd": "lock", "ctr": "1", "iat": NOW, "exp": NOW + 9}, "command_malformed"),
+        (
+            {"aud": VID.hex(), "cmd": "start", "ctr": 1, "iat": NOW, "exp": NOW + 60},
+            "remote_not_allowed",
+        ),
+        (
+            {"aud": VID.hex(), "cmd": "fly", "ctr": 1, "iat": NOW, "exp": NOW + 60},
+            "unknown_command",
+        ),
+        (
+            {"aud": VID.hex(), "cmd": "lock", "ctr": 1, "iat": NOW, "exp": NOW + 3600},
+            "command_malformed",
+        ),
+        ({"aud": VID.hex(), "cmd": "lock", "ctr": 1, "iat": NOW, "exp": NOW}, "command_malformed"),
+        (
+            {"aud": VID.hex(), "cmd": "lock", "ctr": 0, "iat": NOW, "exp": NOW + 60},
+            "command_malformed",
+        ),
+        (
+            {"aud": VID.hex(), "cmd": "lock", "ctr": "1", "iat": NOW, "exp": NOW + 9},
+            "command_malformed",
+        ),
         ({"aud": b"x", "cmd": "lock", "ctr": 1, "iat": NOW, "exp": NOW + 9}, "command_malformed"),
-        ({"aud": VID, "cmd": "lock", "ctr": 1, "iat": NOW}, "command_malformed"),
+        ({"aud": VID.hex(), "cmd": "lock", "ctr": 1, "iat": NOW}, "command_malformed"),
     ],
 )
 def test_envelope_rules(body: dict[str, object], code: str) -> None:
@@ -116,14 +135,14 @@ def test_garbage_is_a_typed_refusal(garbage: bytes) -> None:
     with pytest.raises(remote.RemoteError):
         remote.parse_receipt(garbage)
     with pytest.raises(remote.RemoteError):
-        remote.result_request(garbage)
+        remote.parse_result(garbage)
 
 
 def test_payload_not_a_map() -> None:
     with pytest.raises(remote.RemoteError):
-        verify(credentials.sign1(PHONE, cbor2.dumps([1])))
+        verify(cose.sign1(PHONE, cbor2.dumps([1])))
     with pytest.raises(remote.RemoteError):
-        verify(credentials.sign1(PHONE, b"\x1c"))
+        verify(cose.sign1(PHONE, b"\x1c"))
 
 
 @settings(max_examples=150, deadline=None)
@@ -141,7 +160,7 @@ def test_result_binds_car_and_command() -> None:
     result = remote.sign_result(CAR, raw, ok=False, reason="no_right", message="No.", now=NOW)
     got = remote.verify_result(result, vehicle_key=CAR.public_key, envelope_raw=raw)
     assert (got.ok, got.reason, got.message) == (False, "no_right", "No.")
-    assert remote.result_request(result) == got.request
+    assert remote.parse_result(result).request == got.request
     with pytest.raises(remote.RemoteError) as refused:
         remote.verify_result(result, vehicle_key=CAR.public_key, envelope_raw=envelope(counter=6))
     assert refused.value.code == "result_mismatch"
@@ -166,14 +185,22 @@ def test_a_locate_result_carries_the_signed_position() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"aud": VID, "req": b"r", "ok": "yes", "reason": "", "msg": "", "at": 1},
-        {"aud": VID, "req": b"r", "ok": True, "reason": 1, "msg": "", "at": 1},
-        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": 1, "at": 1},
-        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": "1"},
-        {"aud": VID, "ok": True},
-        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "state": [1]},
-        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "state": {1: 2}},
-        {"aud": VID, "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "x": 1},
+        {"aud": VID.hex(), "req": b"r", "ok": "yes", "reason": "", "msg": "", "at": 1},
+        {"aud": VID.hex(), "req": b"r", "ok": True, "reason": 1, "msg": "", "at": 1},
+        {"aud": VID.hex(), "req": b"r", "ok": True, "reason": "", "msg": 1, "at": 1},
+        {"aud": VID.hex(), "req": b"r", "ok": True, "reason": "", "msg": "", "at": "1"},
+        {"aud": VID.hex(), "ok": True},
+        {"aud": VID.hex(), "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "state": [1]},
+        {
+            "aud": VID.hex(),
+            "req": b"r",
+            "ok": True,
+            "reason": "",
+            "msg": "",
+            "at": 1,
+            "state": {1: 2},
+        },
+        {"aud": VID.hex(), "req": b"r", "ok": True, "reason": "", "msg": "", "at": 1, "x": 1},
     ],
 )
 def test_malformed_results(body: dict[str, object]) -> None:
@@ -192,7 +219,7 @@ def test_receipts() -> None:
     forged = remote.sign_receipt(OTHER, b"revocation", seq=7, ok=True, reason="", now=NOW)
     parts = cbor2.loads(forged).value
     body = cbor2.loads(parts[2])
-    body["aud"] = VID
+    body["aud"] = VID.hex()
     with pytest.raises(remote.RemoteError) as refused:
         remote.verify_receipt(_resign(body, OTHER), vehicle_key=CAR.public_key)
     assert refused.value.code == "receipt_bad_signature"
@@ -201,10 +228,10 @@ def test_receipts() -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"aud": VID, "rev": b"x" * 32, "seq": 1, "ok": 1, "reason": "", "at": 1},
-        {"aud": VID, "rev": b"x" * 32, "seq": "1", "ok": True, "reason": "", "at": 1},
-        {"aud": VID, "rev": b"x" * 31, "seq": 1, "ok": True, "reason": "", "at": 1},
-        {"aud": VID, "rev": b"x" * 32},
+        {"aud": VID.hex(), "rev": b"x" * 32, "seq": 1, "ok": 1, "reason": "", "at": 1},
+        {"aud": VID.hex(), "rev": b"x" * 32, "seq": "1", "ok": True, "reason": "", "at": 1},
+        {"aud": VID.hex(), "rev": b"x" * 31, "seq": 1, "ok": True, "reason": "", "at": 1},
+        {"aud": VID.hex(), "rev": b"x" * 32},
     ],
 )
 def test_malformed_receipts(body: dict[str, object]) -> None:
@@ -219,13 +246,13 @@ def test_state() -> None:
     with pytest.raises(remote.RemoteError) as refused:
         remote.verify_state(signed, vehicle_key=OTHER.public_key)
     assert refused.value.code == "state_mismatch"
-    body = {"aud": VID, "at": NOW, "state": {"Vehicle.Speed": 99.0}}
+    body = {"aud": VID.hex(), "at": NOW, "state": {"Vehicle.Speed": 99.0}}
     with pytest.raises(remote.RemoteError) as refused:
         remote.verify_state(_resign(body, OTHER), vehicle_key=CAR.public_key)
     assert refused.value.code == "state_bad_signature"
     bad_states: list[dict[str, object]] = [
-        {"aud": VID, "at": "x", "state": {}},
-        {"aud": VID, "at": 1, "state": {1: 2}},
+        {"aud": VID.hex(), "at": "x", "state": {}},
+        {"aud": VID.hex(), "at": 1, "state": {1: 2}},
     ]
     for bad in bad_states:
         with pytest.raises(remote.RemoteError) as refused:

@@ -18,7 +18,7 @@ from typing import Any
 import cbor2
 
 from tether.errors import ProtocolError
-from tether.protocol import codec, credentials, crypto, pairing, ranging, remote, spake2plus
+from tether.protocol import codec, cose, credentials, crypto, pairing, ranging, remote, spake2plus
 from tether.protocol.commands import Command, DenialReason
 from tether.protocol.crypto import Aead, DeterministicEntropy, PrivateKey
 from tether.protocol.messages import (
@@ -689,10 +689,10 @@ def grant_vector() -> dict[str, Any]:
         "friend_public_key": hx(friend.public_key.encoded),
         "vehicle_id": hx(vehicle.public_key.key_id),
         "inputs": inputs,
-        "protected": hx(parsed.protected),
-        "payload": hx(parsed.payload),
-        "sig_structure": hx(credentials.sig_structure(parsed.protected, parsed.payload)),
-        "signature": hx(parsed.signature),
+        "protected": hx(parsed.signed.protected),
+        "payload": hx(parsed.signed.payload),
+        "sig_structure": hx(cose.sig_structure(parsed.signed.protected, parsed.signed.payload)),
+        "signature": hx(parsed.signed.signature),
         "cose_sign1": hx(grant),
     }
 

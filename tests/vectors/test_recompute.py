@@ -408,7 +408,7 @@ def test_remote_vector_recomputes() -> None:
     e = r["envelope"]["inputs"]
     envelope = open_cose(r["envelope"]["cose_sign1"], phone)
     assert envelope == {
-        "aud": vehicle_id,
+        "aud": vehicle_id.hex(),
         "cmd": e["command"],
         "ctr": e["counter"],
         "iat": e["now"],
@@ -416,7 +416,7 @@ def test_remote_vector_recomputes() -> None:
     }
     res = r["result"]["inputs"]
     assert open_cose(r["result"]["cose_sign1"], vehicle) == {
-        "aud": vehicle_id,
+        "aud": vehicle_id.hex(),
         "req": sha256(b(r["envelope"]["cose_sign1"])),
         "ok": res["ok"],
         "reason": res["reason"],
@@ -434,7 +434,7 @@ def test_remote_vector_recomputes() -> None:
     }
     rec = r["receipt"]["inputs"]
     assert open_cose(r["receipt"]["cose_sign1"], vehicle) == {
-        "aud": vehicle_id,
+        "aud": vehicle_id.hex(),
         "rev": sha256(b(r["revocation"]["cose_sign1"])),
         "seq": rec["seq"],
         "ok": rec["ok"],
@@ -443,7 +443,7 @@ def test_remote_vector_recomputes() -> None:
     }
     st = r["state"]["inputs"]
     assert open_cose(r["state"]["cose_sign1"], vehicle) == {
-        "aud": vehicle_id,
+        "aud": vehicle_id.hex(),
         "at": st["at"],
         "state": st["state"],
     }

@@ -59,7 +59,7 @@ def share_unchecked(
     """A sub-grant made without the phone's own checks: what a hostile or buggy phone could sign."""
     key = rig.entropy.new_private_key()
     friend.add_request(key, now=NOW)
-    chain = credentials.decode_chain(issuer.credential or b"")
+    chain = credentials.read_credential(issuer.credential or b"")
     grant = credentials.issue_grant(
         issuer.endpoint_key,
         grantee=key.public_key,
@@ -69,11 +69,10 @@ def share_unchecked(
         expires=int(NOW + 3600),
         serial=os.urandom(16),
         issued_at=int(NOW),
-        parent=credentials.parse_grant(chain[-1]),
+        parent=chain[-1],
     )
     bundle = bundles.Bundle(
-        chain=[*chain, grant],
-        leaf=credentials.parse_grant(grant),
+        grants=(*chain, credentials.parse_grant(grant)),
         vehicle_key=issuer.vehicle_key,
         vehicle_name="car",
         address="memory",

@@ -10,7 +10,7 @@ import cbor2
 
 from tether.errors import MalformedMessage, UsageError
 from tether.link.b64 import b64, unb64
-from tether.protocol.credentials import Grant, GrantError, decode_chain, encode_chain, parse_grant
+from tether.protocol.credentials import Grant, GrantError, encode_chain, read_credential
 from tether.protocol.crypto import PublicKey
 
 REQUEST_KIND = "tether/key-request"
@@ -31,14 +31,24 @@ class KeyRequest:
 class Bundle:
     """A credential and what the friend's phone needs to reach the car."""
 
-    chain: list[bytes]
-    leaf: Grant
+    #: The credential's grants, root first, each decoded once when the bundle was read or made.
+    grants: tuple[Grant, ...]
     vehicle_key: PublicKey
     vehicle_name: str
     address: str
     #: The root grant's signer (the owner), so that the friend's phone can check every signature
     #: of the chain before it stores anything; None in bundles made before it was carried.
     owner_key: PublicKey | None = None
+
+    @property
+    def chain(self) -> list[bytes]:
+        """The grants as signed (the credential the car is shown)."""
+        return [grant.raw for grant in self.grants]
+
+    @property
+    def leaf(self) -> Grant:
+        """The grant given to this bundle's holder."""
+        return self.grants[-1]
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {
@@ -119,8 +129,8 @@ def read_bundle(data: bytes | str) -> Bundle:
         data = _unlink(data, LINK_PREFIX, "grant")
     obj = _load(data, BUNDLE_KIND, "grant")
     try:
-        chain = decode_chain(_bytes(obj.get("chain")))
-        leaf = parse_grant(chain[-1])
+        grants = tuple(read_credential(_bytes(obj.get("chain"))))
+        leaf = grants[-1]
         vehicle_key = PublicKey(_bytes(obj.get("vehicle_key")))
     except (GrantError, MalformedMessage) as exc:
         raise UsageError(f"the grant is damaged: {exc.message}") from None
@@ -135,11 +145,10 @@ def read_bundle(data: bytes | str) -> Bundle:
             owner_key = PublicKey(_bytes(obj.get("owner_key")))
         except MalformedMessage:
             raise UsageError("the grant's owner key is damaged") from None
-        if owner_key.key_id != parse_grant(chain[0]).issuer_id:
+        if owner_key.key_id != grants[0].issuer_id:
             raise UsageError("the grant's owner key did not sign it")
     return Bundle(
-        chain=chain,
-        leaf=leaf,
+        grants=grants,
         vehicle_key=vehicle_key,
         vehicle_name=name,
         address=address,

@@ -13,11 +13,11 @@ from tether.protocol.credentials import (
     Grant,
     GrantError,
     Limits,
-    decode_chain,
     encode_chain,
     issue_grant,
     issue_revocation,
     parse_grant,
+    read_credential,
     verify_chain,
 )
 from tether.protocol.names import Role, role_of_chain
@@ -39,13 +39,13 @@ def issue(
     A sub-grant inherits the issuer's chain; asking for more than the issuer holds is refused here
     with a sentence (the car would refuse it anyway).
     """
-    chain: list[bytes] = []
+    chain: list[Grant] = []
     parent: Grant | None = None
     if issuer.role != Role.OWNER:
         if issuer.credential is None:
             raise UsageError("this key has no grant to share from")
-        chain = decode_chain(issuer.credential)
-        parent = parse_grant(chain[-1])
+        chain = read_credential(issuer.credential)
+        parent = chain[-1]
         if "share" not in parent.rights:
             raise UsageError("your key does not carry the right to share")
         if not rights <= parent.rights:
@@ -67,8 +67,7 @@ def issue(
         label=request.label,
     )
     return Bundle(
-        chain=[*chain, grant],
-        leaf=parse_grant(grant),
+        grants=(*chain, parse_grant(grant)),
         vehicle_key=issuer.vehicle_key,
         vehicle_name=issuer.vehicle_name,
         address=issuer.address,
@@ -176,10 +175,10 @@ def check_bundle(bundle: Bundle, *, now: float) -> None:
         # A bundle a friend re-shared (its phone does not hold the owner's key): the shape was
         # checked when it was read; the signatures are the car's to check at first use.
         return
-    starts = max(parse_grant(g).not_before for g in bundle.chain)
+    starts = max(g.not_before for g in bundle.grants)
     try:
         verify_chain(
-            bundle.chain,
+            bundle.grants,
             vehicle_id=bundle.vehicle_key.key_id,
             owner_key=lambda key_id: owner if key_id == owner.key_id else None,
             is_revoked=lambda _: False,  # the car knows; the phone cannot

@@ -1,4 +1,11 @@
-"""Deterministic CBOR envelope for every tether message, with strict schema-driven decoding.
+"""The one schema language of tether: wire messages and every signed object, declared once.
+
+Messages and the objects inside COSE_Sign1 payloads (grants, revocations, remote commands,
+results, receipts, states, bundles) are frozen dataclasses whose fields say how each is carried:
+:func:`message` declares a wire message, :func:`shape` a map with integer or text keys that may
+nest (:func:`nested`) and hold arrays (:func:`array`) and ids as hex text (:func:`hexid`).
+:func:`decode` and :func:`load` are the only decoders: each input is decoded once, into a typed
+value, and the fuzz tests aim at them.
 
 Wire form (docs/protocol.md §2): ``[version, type, {key: value, ...}]`` encoded as RFC 8949
 core deterministic CBOR. Decoding is strict: the input must be exactly the deterministic encoding of
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, dataclass_transform
 
@@ -34,18 +42,26 @@ class Kind(enum.Enum):
     TEXT = "tstr"
     BOOL = "bool"
     SIGNALS = "{tstr: scalar}"
+    HEX = "tstr (hex of a fixed-size id)"
+    ARRAY = "[item]"
+    SHAPE = "{declared map}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FieldSpec:
     """How one dataclass field is carried on the wire."""
 
-    key: int
+    key: int | str
     kind: Kind
     optional: bool = False
     size: int | None = None
     max_size: int | None = None
     max_value: int = 2**64 - 1
+    min_value: int = 0
+    min_size: int = 0
+    #: ARRAY: how each item is carried; SHAPE: the declared class of the nested map.
+    item: FieldSpec | None = None
+    shape: type | None = None
 
 
 _REQUIRED: Any = object()
@@ -58,31 +74,74 @@ def _field(spec: FieldSpec, default: None) -> Any:
     return dataclasses.field(metadata=meta)
 
 
+Key = int | str
+
+
 def bstr(
-    key: int, *, size: int | None = None, max_size: int = 4096, default: None = _REQUIRED
+    key: Key, *, size: int | None = None, max_size: int = 4096, default: None = _REQUIRED
 ) -> Any:
     """A byte-string field, of exactly ``size`` bytes when given."""
     return _field(FieldSpec(key, Kind.BYTES, size=size, max_size=max_size), default)
 
 
-def uint(key: int, *, max_value: int = 2**64 - 1, default: None = _REQUIRED) -> Any:
-    """An unsigned integer field."""
-    return _field(FieldSpec(key, Kind.UINT, max_value=max_value), default)
+def uint(
+    key: Key, *, min_value: int = 0, max_value: int = 2**64 - 1, default: None = _REQUIRED
+) -> Any:
+    """An unsigned integer field, from ``min_value`` to ``max_value``."""
+    return _field(FieldSpec(key, Kind.UINT, min_value=min_value, max_value=max_value), default)
 
 
-def tstr(key: int, *, max_size: int = _MAX_TEXT, default: None = _REQUIRED) -> Any:
-    """A UTF-8 text field."""
+def tstr(key: Key, *, max_size: int = _MAX_TEXT, default: None = _REQUIRED) -> Any:
+    """A UTF-8 text field of at most ``max_size`` bytes."""
     return _field(FieldSpec(key, Kind.TEXT, max_size=max_size), default)
 
 
-def boolean(key: int, *, default: None = _REQUIRED) -> Any:
+def boolean(key: Key, *, default: None = _REQUIRED) -> Any:
     """A true/false field."""
     return _field(FieldSpec(key, Kind.BOOL), default)
 
 
-def signals(key: int, *, default: None = _REQUIRED) -> Any:
-    """A map of VSS signal names to scalar values (bool, int, float, text)."""
+def signals(key: Key, *, default: None = _REQUIRED) -> Any:
+    """A map of VSS signal names to scalar values (bool, int, finite float, text)."""
     return _field(FieldSpec(key, Kind.SIGNALS, max_size=_MAX_SIGNALS), default)
+
+
+def hexid(key: Key, *, size: int, default: None = _REQUIRED) -> Any:
+    """An id of ``size`` bytes carried as lower-case hex text (as a CWT's StringOrURI claims)."""
+    return _field(FieldSpec(key, Kind.HEX, size=size), default)
+
+
+def array(
+    key: Key, item: FieldSpec, *, min_size: int = 0, max_size: int, default: None = _REQUIRED
+) -> Any:
+    """An array of ``min_size`` to ``max_size`` items, each carried as ``item`` says."""
+    spec = FieldSpec(key, Kind.ARRAY, min_size=min_size, max_size=max_size, item=item)
+    return _field(spec, default)
+
+
+def nested(key: Key, shape_class: type, *, default: None = _REQUIRED) -> Any:
+    """A map declared by ``shape_class`` (a :func:`shape`), nested inside this one."""
+    return _field(FieldSpec(key, Kind.SHAPE, shape=shape_class), default)
+
+
+def item_bytes(*, size: int | None = None, max_size: int = 4096) -> FieldSpec:
+    """How each item of an :func:`array` of byte strings is carried."""
+    return FieldSpec(0, Kind.BYTES, size=size, max_size=max_size)
+
+
+def item_uint(*, max_value: int = 2**64 - 1) -> FieldSpec:
+    """How each item of an :func:`array` of unsigned integers is carried."""
+    return FieldSpec(0, Kind.UINT, max_value=max_value)
+
+
+def item_text(*, max_size: int = _MAX_TEXT) -> FieldSpec:
+    """How each item of an :func:`array` of texts is carried."""
+    return FieldSpec(0, Kind.TEXT, max_size=max_size)
+
+
+def item_shape(shape_class: type) -> FieldSpec:
+    """How each item of an :func:`array` of declared maps is carried."""
+    return FieldSpec(0, Kind.SHAPE, shape=shape_class)
 
 
 class Message:
@@ -115,25 +174,63 @@ def message(type_id: int) -> Callable[[type[M]], type[M]]:
         if type_id in _REGISTRY:
             raise ValueError(f"message type {type_id} registered twice")
         made = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
-        specs = []
-        keys: set[int] = set()
-        for f in dataclasses.fields(made):  # type: ignore[arg-type]
-            spec = f.metadata["wire"]
-            if spec.key in keys:
-                raise ValueError(f"{cls.__name__}: field key {spec.key} used twice")
-            keys.add(spec.key)
-            specs.append((f.name, spec))
+        specs = _collect(made)
+        if not all(type(spec.key) is int and spec.key >= 0 for _, spec in specs):
+            raise ValueError(f"{cls.__name__}: a message's field keys are unsigned integers")
+        if any(spec.kind in (Kind.HEX, Kind.ARRAY, Kind.SHAPE) for _, spec in specs):
+            raise ValueError(f"{cls.__name__}: a message's fields are scalars, bytes or signals")
         made.TYPE = type_id
-        made._SPECS = tuple(sorted(specs, key=lambda item: item[1].key))
+        made._SPECS = tuple(sorted(specs, key=lambda item: int(item[1].key)))
         made._CANONICAL = any(spec.kind is Kind.SIGNALS for _, spec in specs)
         made._ENCODERS = tuple(
-            (name, spec.key, _CONVERTERS.get(spec.kind)) for name, spec in made._SPECS
+            (name, spec.key, _CONVERTERS.get(spec.kind))  # type: ignore[misc]
+            for name, spec in made._SPECS
         )
-        made._KEYS = frozenset(keys)
+        made._KEYS = frozenset(spec.key for _, spec in specs)  # type: ignore[misc]
         _REGISTRY[type_id] = made
         return made
 
     return register
+
+
+def _collect(made: type) -> list[tuple[str, FieldSpec]]:
+    specs = []
+    keys: set[Key] = set()
+    for f in dataclasses.fields(made):
+        spec = f.metadata["wire"]
+        if spec.key in keys:
+            raise ValueError(f"{made.__name__}: field key {spec.key!r} used twice")
+        keys.add(spec.key)
+        specs.append((f.name, spec))
+    return specs
+
+
+class Shape:
+    """Base of every declared map (a signed object's payload, or a map inside one)."""
+
+    _FIELDS: ClassVar[tuple[tuple[str, FieldSpec], ...]]
+    _NAMES: ClassVar[frozenset[Key]]
+
+    __slots__ = ()
+
+
+SH = TypeVar("SH", bound=Shape)
+
+
+@dataclass_transform(
+    frozen_default=True,
+    kw_only_default=True,
+    field_specifiers=(bstr, uint, tstr, boolean, signals, hexid, array, nested),
+)
+def shape(cls: type[SH]) -> type[SH]:
+    """Class decorator: a frozen dataclass declaring a CBOR map with integer or text keys."""
+    made = dataclasses.dataclass(frozen=True, slots=True, kw_only=True)(cls)
+    specs = _collect(made)
+    if not all(type(spec.key) in (int, str) for _, spec in specs):
+        raise ValueError(f"{cls.__name__}: keys are integers or text")
+    made._FIELDS = tuple(specs)
+    made._NAMES = frozenset(spec.key for _, spec in specs)
+    return made
 
 
 _CONVERTERS: dict[Kind, Callable[[Any], Any]] = {
@@ -176,8 +273,10 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
         _check_size(name, spec, len(value))
         return value
     if kind is Kind.UINT:
-        if not _is_uint(value) or value > spec.max_value:
-            raise MalformedMessage(f"field {name!r} must be an integer from 0 to {spec.max_value}")
+        if not _is_uint(value) or not spec.min_value <= value <= spec.max_value:
+            raise MalformedMessage(
+                f"field {name!r} must be an integer from {spec.min_value} to {spec.max_value}"
+            )
         return value
     if kind is Kind.TEXT:
         if type(value) is not str:
@@ -189,6 +288,24 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
         if type(value) is not bool:
             raise MalformedMessage(f"field {name!r} must be true or false")
         return value
+    if kind is Kind.HEX:
+        assert spec.size is not None
+        if type(value) is not str or len(value) != 2 * spec.size or value != value.lower():
+            raise MalformedMessage(f"field {name!r} must be {2 * spec.size} lower-case hex digits")
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise MalformedMessage(f"field {name!r} must be hex digits") from None
+    if kind is Kind.ARRAY:
+        assert spec.item is not None and spec.max_size is not None
+        if type(value) is not list or not spec.min_size <= len(value) <= spec.max_size:
+            raise MalformedMessage(
+                f"field {name!r} must be an array of {spec.min_size} to {spec.max_size} items"
+            )
+        return tuple(_decode_value(f"{name}[]", spec.item, v) for v in value)
+    if kind is Kind.SHAPE:
+        assert spec.shape is not None
+        return _build_shape(spec.shape, value, name)
     # Kind.SIGNALS
     if type(value) is not dict:
         raise MalformedMessage(f"field {name!r} must be a map")
@@ -198,6 +315,8 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
             raise MalformedMessage(f"field {name!r} has a key that is not a short text")
         if type(v) not in (bool, int, float, str) or (type(v) is str and len(v) > 256):
             raise MalformedMessage(f"field {name!r} has a value that is not a scalar")
+        if type(v) is float and not math.isfinite(v):
+            raise MalformedMessage(f"field {name!r} has a value that is not a finite number")
     return dict(value)
 
 
@@ -277,3 +396,74 @@ def _build(cls: type[M], body: Mapping[Any, Any]) -> M:
 def registered_types() -> dict[int, type[Message]]:
     """All message classes by wire type (for tests and the spec)."""
     return dict(_REGISTRY)
+
+
+# -- declared maps: signed objects' payloads ------------------------------------------------------
+def _build_shape(cls: type[SH], value: Any, what: str) -> SH:
+    if type(value) is not dict:
+        raise MalformedMessage(f"{what} must be a map")
+    for key in value:
+        # bool is an int in Python; a CBOR simple value or float must never pass for a key.
+        if type(key) not in (int, str) or key not in cls._NAMES:
+            raise MalformedMessage(f"{what}: unknown field {str(key)[:32]!r}")
+    kwargs: dict[str, Any] = {}
+    for name, spec in cls._FIELDS:
+        if spec.key not in value:
+            if not spec.optional:
+                raise MalformedMessage(f"{what}: missing field {name!r}")
+            continue
+        kwargs[name] = _decode_value(name, spec, value[spec.key])
+    return cls(**kwargs)
+
+
+def _wire_value(spec: FieldSpec, value: Any) -> Any:
+    if spec.kind is Kind.HEX:
+        return bytes(value).hex()
+    if spec.kind is Kind.ARRAY:
+        assert spec.item is not None
+        return [_wire_value(spec.item, v) for v in value]
+    if spec.kind is Kind.SHAPE:
+        return _wire_map(value)
+    if spec.kind is Kind.SIGNALS:
+        return dict(value)
+    return value
+
+
+def _wire_map(obj: Shape) -> dict[Key, Any]:
+    return {
+        spec.key: _wire_value(spec, getattr(obj, name))
+        for name, spec in obj._FIELDS
+        if getattr(obj, name) is not None
+    }
+
+
+def to_map(obj: Shape) -> dict[Key, Any]:
+    """A declared map as plain CBOR-ready data (e.g. to store it as JSON)."""
+    return _wire_map(obj)
+
+
+def from_map(cls: type[SH], value: Any, what: str) -> SH:
+    """A declared map from plain data, checked as strictly as from the wire."""
+    return _build_shape(cls, value, what)
+
+
+def dump(obj: Shape) -> bytes:
+    """The deterministic CBOR of a declared map (what a signer signs)."""
+    return cbor2.dumps(_wire_map(obj), canonical=True)
+
+
+def load(data: bytes, cls: type[SH], what: str) -> SH:
+    """Decode one declared map strictly: the only decoder of every signed object's payload.
+
+    Exactly one encoding is valid, as for messages: the value must re-encode to ``data``.
+    """
+    if type(data) is not bytes or len(data) > MAX_MESSAGE_SIZE:
+        raise MalformedMessage(f"{what} is not a bounded byte string")
+    try:
+        raw = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises many types; a peer's garbage must be ours only
+        raise MalformedMessage(f"{what} is not valid CBOR") from exc
+    value = _build_shape(cls, raw, what)
+    if dump(value) != data:
+        raise MalformedMessage(f"{what} is not deterministic CBOR (or has trailing bytes)")
+    return value

@@ -11,45 +11,105 @@ owner keys and revoked ids.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cbor2
 
 from tether.errors import AuthenticationFailed, Code, MalformedMessage, ProtocolError, WireCode
+from tether.protocol import codec
+from tether.protocol.codec import (
+    Shape,
+    array,
+    bstr,
+    hexid,
+    item_bytes,
+    item_text,
+    item_uint,
+    nested,
+    shape,
+    tstr,
+    uint,
+)
+from tether.protocol.cose import Sign1, open_sign1, sign1
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer
-from tether.protocol.names import RIGHTS
+from tether.protocol.names import RIGHTS, Right
 
-COSE_SIGN1_TAG = 18
-ES256 = -7
 SERIAL_SIZE = 16
 MAX_CHAIN = 8
 DEFAULT_MAX_DEPTH = 2
 MAX_CREDENTIAL_SIZE = 8192
+#: At most this many keys and grants in one revocation.
+MAX_REVOKED = 256
 
 # CWT claim keys (RFC 8392) and tether's private claims (text keys, as RFC 8392 allows).
 ISS, SUB, AUD, EXP, NBF, IAT, CTI, CNF = 1, 2, 3, 4, 5, 6, 7, 8
-RIGHTS_CLAIM, LIMITS_CLAIM, PARENT_CLAIM, LABEL_CLAIM = "rights", "limits", "parent", "label"
-_GRANT_CLAIMS = {
-    ISS,
-    SUB,
-    AUD,
-    EXP,
-    NBF,
-    IAT,
-    CTI,
-    CNF,
-    RIGHTS_CLAIM,
-    LIMITS_CLAIM,
-    PARENT_CLAIM,
-    LABEL_CLAIM,
-}
 
 
 class GrantError(ProtocolError):
     """A grant, chain or revocation is refused; ``code`` says why (audited, shown to the user)."""
 
     code: Code = WireCode.GRANT_REFUSED
+
+
+# -- the declared payloads (docs/protocol.md §9) ----------------------------------------------
+@shape
+class LimitsClaim(Shape):
+    """The ``limits`` claim: hours of day [start, end), weekdays (0 = Monday), km/h."""
+
+    hours: tuple[int, ...] | None = array(
+        "hours", item_uint(max_value=24), min_size=2, max_size=2, default=None
+    )
+    weekdays: tuple[int, ...] | None = array(
+        "weekdays", item_uint(max_value=6), max_size=7, default=None
+    )
+    max_speed: int | None = uint("max_speed", max_value=400, default=None)
+
+
+@shape
+class CoseKey(Shape):
+    """An EC2 P-256 COSE_Key (RFC 9053): the grantee's key, by its coordinates."""
+
+    kty: int = uint(1, min_value=2, max_value=2)
+    crv: int = uint(-1, min_value=1, max_value=1)
+    x: bytes = bstr(-2, size=32)
+    y: bytes = bstr(-3, size=32)
+
+
+@shape
+class Confirmation(Shape):
+    """The ``cnf`` claim (RFC 8747): the proof-of-possession key."""
+
+    key: CoseKey = nested(1, CoseKey)
+
+
+@shape
+class GrantClaims(Shape):
+    """A grant's CWT claims; ids are hex text (CWT's StringOrURI), as every ``aud`` is."""
+
+    iss: bytes = hexid(ISS, size=KEY_ID_SIZE)
+    sub: bytes = hexid(SUB, size=KEY_ID_SIZE)
+    aud: bytes = hexid(AUD, size=KEY_ID_SIZE)
+    exp: int = uint(EXP)
+    nbf: int = uint(NBF)
+    iat: int = uint(IAT)
+    cti: bytes = bstr(CTI, size=SERIAL_SIZE)
+    cnf: Confirmation = nested(CNF, Confirmation)
+    rights: tuple[str, ...] = array("rights", item_text(max_size=16), min_size=1, max_size=16)
+    limits: LimitsClaim | None = nested("limits", LimitsClaim, default=None)
+    parent: bytes | None = bstr("parent", size=SERIAL_SIZE, default=None)
+    label: str | None = tstr("label", max_size=256, default=None)
+
+
+@shape
+class RevocationClaims(Shape):
+    """A revocation's payload: these keys and grant serials, in order ``seq``, for car ``aud``."""
+
+    aud: bytes = hexid("aud", size=KEY_ID_SIZE)
+    seq: int = uint("seq", min_value=1)
+    keys: tuple[bytes, ...] = array("keys", item_bytes(size=KEY_ID_SIZE), max_size=MAX_REVOKED)
+    grants: tuple[bytes, ...] = array("grants", item_bytes(size=SERIAL_SIZE), max_size=MAX_REVOKED)
+    iat: int = uint("iat")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,39 +120,38 @@ class Limits:
     weekdays: frozenset[int] | None = None
     max_speed: int | None = None
 
+    @classmethod
+    def from_claim(cls, claim: LimitsClaim | None) -> Limits:
+        if claim is None:
+            return cls()
+        if claim.hours is not None and len(claim.hours) != 2:
+            raise GrantError("grant hours are malformed", code=WireCode.GRANT_MALFORMED)
+        return cls(
+            hours=(claim.hours[0], claim.hours[1]) if claim.hours is not None else None,
+            weekdays=frozenset(claim.weekdays) if claim.weekdays is not None else None,
+            max_speed=claim.max_speed,
+        )
+
     def to_cbor(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.hours is not None:
-            out["hours"] = list(self.hours)
-        if self.weekdays is not None:
-            out["weekdays"] = sorted(self.weekdays)
-        if self.max_speed is not None:
-            out["max_speed"] = self.max_speed
-        return out
+        """The limits as plain data, the ``limits`` claim's form (stores keep them so)."""
+        claim = self.to_claim()
+        return {str(k): v for k, v in codec.to_map(claim).items()} if claim else {}
 
     @classmethod
     def from_cbor(cls, raw: Any) -> Limits:
-        if type(raw) is not dict or not set(raw) <= {"hours", "weekdays", "max_speed"}:
-            raise GrantError("grant limits are malformed", code=WireCode.GRANT_MALFORMED)
-        hours = raw.get("hours")
-        if hours is not None and (
-            type(hours) is not list
-            or len(hours) != 2
-            or not all(type(h) is int and 0 <= h <= 24 for h in hours)
-        ):
-            raise GrantError("grant hours are malformed", code=WireCode.GRANT_MALFORMED)
-        days = raw.get("weekdays")
-        if days is not None and (
-            type(days) is not list or not all(type(d) is int and 0 <= d <= 6 for d in days)
-        ):
-            raise GrantError("grant weekdays are malformed", code=WireCode.GRANT_MALFORMED)
-        speed = raw.get("max_speed")
-        if speed is not None and (type(speed) is not int or not 0 <= speed <= 400):
-            raise GrantError("grant speed limit is malformed", code=WireCode.GRANT_MALFORMED)
-        return cls(
-            hours=(hours[0], hours[1]) if hours is not None else None,
-            weekdays=frozenset(days) if days is not None else None,
-            max_speed=speed,
+        """Limits from :meth:`to_cbor`'s form, checked as a grant's claim is."""
+        try:
+            return cls.from_claim(codec.from_map(LimitsClaim, raw, "grant limits"))
+        except MalformedMessage as exc:
+            raise GrantError(exc.message, code=WireCode.GRANT_MALFORMED) from None
+
+    def to_claim(self) -> LimitsClaim | None:
+        if self.hours is None and self.weekdays is None and self.max_speed is None:
+            return None
+        return LimitsClaim(
+            hours=self.hours,
+            weekdays=tuple(sorted(self.weekdays)) if self.weekdays is not None else None,
+            max_speed=self.max_speed,
         )
 
     def hour_set(self) -> frozenset[int]:
@@ -133,60 +192,11 @@ class Grant:
     limits: Limits
     parent: bytes | None
     label: str
-    raw: bytes
-    protected: bytes
-    payload: bytes
-    signature: bytes
+    signed: Sign1
 
-
-def _cose_key(key: PublicKey) -> dict[int, Any]:
-    return {1: 2, -1: 1, -2: key.encoded[1:33], -3: key.encoded[33:]}
-
-
-def sig_structure(protected: bytes, payload: bytes) -> bytes:
-    """The bytes an ES256 COSE_Sign1 signature covers (RFC 9052 §4.4, empty external AAD)."""
-    return cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)
-
-
-def sign1(signer: Signer, payload: bytes) -> bytes:
-    """A tagged COSE_Sign1 (ES256) over ``payload``, naming the signer's key id as ``kid``."""
-    protected = cbor2.dumps({1: ES256}, canonical=True)
-    signature = signer.sign(sig_structure(protected, payload))
-    message = [protected, {4: signer.public_key.key_id}, payload, signature]
-    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, message), canonical=True)
-
-
-def open_sign1(data: bytes, what: str) -> tuple[bytes, bytes, bytes, bytes]:
-    """(protected, kid, payload, signature) of a COSE_Sign1 with ES256, strictly checked."""
-    if type(data) is not bytes or len(data) > MAX_CREDENTIAL_SIZE:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
-    try:
-        obj = cbor2.loads(data)
-    except Exception as exc:  # any garbage is ours to refuse
-        raise GrantError(f"{what} is not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
-    if not isinstance(obj, cbor2.CBORTag) or obj.tag != COSE_SIGN1_TAG:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
-    parts = list(obj.value) if isinstance(obj.value, list | tuple) else None
-    if parts is None or len(parts) != 4:
-        raise GrantError(f"{what} is not a COSE_Sign1 message", code=WireCode.GRANT_MALFORMED)
-    protected, unprotected, payload, signature = parts
-    if (
-        type(protected) is not bytes
-        or type(payload) is not bytes
-        or type(signature) is not bytes
-        or not isinstance(unprotected, Mapping)
-        or type(unprotected.get(4)) is not bytes
-    ):
-        raise GrantError(f"{what} has malformed COSE fields", code=WireCode.GRANT_MALFORMED)
-    try:
-        header = cbor2.loads(protected)
-    except Exception as exc:
-        raise GrantError(
-            f"{what} has a malformed protected header", code=WireCode.GRANT_MALFORMED
-        ) from exc
-    if header != {1: ES256}:
-        raise GrantError(f"{what} must be signed with ES256", code=WireCode.GRANT_MALFORMED)
-    return protected, unprotected[4], payload, signature
+    @property
+    def raw(self) -> bytes:
+        return self.signed.raw
 
 
 def issue_grant(
@@ -209,97 +219,58 @@ def issue_grant(
         raise GrantError(f"unknown or no rights: {sorted(unknown)}", code=WireCode.GRANT_BAD_RIGHTS)
     if expires <= not_before:
         raise GrantError("a grant must end after it starts", code=WireCode.GRANT_BAD_WINDOW)
-    claims: dict[int | str, Any] = {
-        ISS: issuer.public_key.key_id.hex(),
-        SUB: grantee.key_id.hex(),
-        AUD: vehicle_id.hex(),
-        EXP: expires,
-        NBF: not_before,
-        IAT: issued_at,
-        CTI: serial,
-        CNF: {1: _cose_key(grantee)},
-        RIGHTS_CLAIM: sorted(rights),
-    }
-    if limits is not None and limits.to_cbor():
-        claims[LIMITS_CLAIM] = limits.to_cbor()
-    if parent is not None:
-        claims[PARENT_CLAIM] = parent.serial
-    if label:
-        claims[LABEL_CLAIM] = label[:64]
-    return sign1(issuer, cbor2.dumps(claims, canonical=True))
+    claims = GrantClaims(
+        iss=issuer.public_key.key_id,
+        sub=grantee.key_id,
+        aud=vehicle_id,
+        exp=expires,
+        nbf=not_before,
+        iat=issued_at,
+        cti=serial,
+        cnf=Confirmation(
+            key=CoseKey(kty=2, crv=1, x=grantee.encoded[1:33], y=grantee.encoded[33:])
+        ),
+        rights=tuple(sorted(rights)),
+        limits=limits.to_claim() if limits is not None else None,
+        parent=parent.serial if parent is not None else None,
+        label=label[:64] or None,
+    )
+    return sign1(issuer, codec.dump(claims))
 
 
-def _hex_id(value: Any, name: str) -> bytes:
-    if type(value) is not str or len(value) != 2 * KEY_ID_SIZE:
-        raise GrantError(f"grant claim {name} is malformed", code=WireCode.GRANT_MALFORMED)
+def _open(data: bytes, what: str, code: WireCode) -> Sign1:
     try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise GrantError(
-            f"grant claim {name} is malformed", code=WireCode.GRANT_MALFORMED
-        ) from None
+        return open_sign1(data, what)
+    except MalformedMessage as exc:
+        raise GrantError(exc.message, code=code) from None
 
 
 def parse_grant(data: bytes) -> Grant:
-    """Decode one grant strictly (its signature is checked by :func:`verify_chain`)."""
-    protected, kid, payload, signature = open_sign1(data, "grant")
+    """Decode one grant strictly, once (its signature is checked by :func:`verify_chain`)."""
+    signed = _open(data, "grant", WireCode.GRANT_MALFORMED)
     try:
-        claims = cbor2.loads(payload)
-    except Exception as exc:
-        raise GrantError("grant claims are not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
-    if type(claims) is not dict or not set(claims) <= _GRANT_CLAIMS:
-        raise GrantError("grant claims are malformed", code=WireCode.GRANT_MALFORMED)
-    ints = [claims.get(k) for k in (EXP, NBF, IAT)]
-    if not all(type(v) is int and v >= 0 for v in ints):
-        raise GrantError("grant times are malformed", code=WireCode.GRANT_MALFORMED)
-    serial = claims.get(CTI)
-    if type(serial) is not bytes or len(serial) != SERIAL_SIZE:
-        raise GrantError("grant serial is malformed", code=WireCode.GRANT_MALFORMED)
-    cnf = claims.get(CNF)
-    key = cnf.get(1) if type(cnf) is dict else None
-    if type(key) is not dict or key.get(1) != 2 or key.get(-1) != 1:
-        raise GrantError(
-            "grant proof-of-possession key is malformed", code=WireCode.GRANT_MALFORMED
-        )
-    x, y = key.get(-2), key.get(-3)
-    if type(x) is not bytes or type(y) is not bytes or len(x) != 32 or len(y) != 32:
-        raise GrantError(
-            "grant proof-of-possession key is malformed", code=WireCode.GRANT_MALFORMED
-        )
-    try:
-        grantee = PublicKey(b"\x04" + x + y)
+        claims = codec.load(signed.payload, GrantClaims, "grant claims")
+        key = claims.cnf.key
+        grantee = PublicKey(b"\x04" + key.x + key.y)
     except MalformedMessage as exc:
-        raise GrantError("grant key is not a P-256 point", code=WireCode.GRANT_MALFORMED) from exc
-    rights = claims.get(RIGHTS_CLAIM)
-    if type(rights) is not list or not all(type(r) is str for r in rights):
-        raise GrantError("grant rights are malformed", code=WireCode.GRANT_MALFORMED)
-    if not set(rights) <= RIGHTS or not rights:
+        raise GrantError(exc.message, code=WireCode.GRANT_MALFORMED) from None
+    if not set(claims.rights) <= RIGHTS:
         raise GrantError("grant names unknown rights", code=WireCode.GRANT_MALFORMED)
-    parent = claims.get(PARENT_CLAIM)
-    if parent is not None and (type(parent) is not bytes or len(parent) != SERIAL_SIZE):
-        raise GrantError("grant parent is malformed", code=WireCode.GRANT_MALFORMED)
-    label = claims.get(LABEL_CLAIM, "")
-    if type(label) is not str or len(label) > 64:
-        raise GrantError("grant label is malformed", code=WireCode.GRANT_MALFORMED)
-    issuer_id = _hex_id(claims.get(ISS), "iss")
-    if kid != issuer_id or _hex_id(claims.get(SUB), "sub") != grantee.key_id:
+    if signed.kid != claims.iss or claims.sub != grantee.key_id:
         raise GrantError("grant ids do not match its keys", code=WireCode.GRANT_MALFORMED)
     return Grant(
-        serial=serial,
-        vehicle_id=_hex_id(claims.get(AUD), "aud"),
-        issuer_id=issuer_id,
+        serial=claims.cti,
+        vehicle_id=claims.aud,
+        issuer_id=claims.iss,
         grantee=grantee,
-        rights=frozenset(rights),
-        not_before=claims[NBF],
-        expires=claims[EXP],
-        issued_at=claims[IAT],
-        limits=Limits.from_cbor(claims.get(LIMITS_CLAIM, {})),
-        parent=parent,
-        label=label,
-        raw=data,
-        protected=protected,
-        payload=payload,
-        signature=signature,
+        rights=frozenset(claims.rights),
+        not_before=claims.nbf,
+        expires=claims.exp,
+        issued_at=claims.iat,
+        limits=Limits.from_claim(claims.limits),
+        parent=claims.parent,
+        label=claims.label or "",
+        signed=signed,
     )
 
 
@@ -324,6 +295,11 @@ def decode_chain(data: bytes) -> list[bytes]:
     return chain
 
 
+def read_credential(data: bytes) -> list[Grant]:
+    """A credential's grants, each decoded once, root first."""
+    return [parse_grant(raw) for raw in decode_chain(data)]
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedChain:
     """A verified credential: its leaf grant, checked against every grant above it."""
@@ -333,7 +309,7 @@ class VerifiedChain:
 
 
 def verify_chain(
-    chain: Sequence[bytes],
+    grants: Sequence[Grant],
     *,
     vehicle_id: bytes,
     owner_key: Callable[[bytes], PublicKey | None],
@@ -346,14 +322,13 @@ def verify_chain(
     The root must be signed by an enrolled owner key; each further grant by the key the grant
     above it was given to, which must hold ``share``; rights, window and limits may only narrow.
     """
-    if not chain:
+    if not grants:
         raise GrantError("empty credential", code=WireCode.GRANT_MALFORMED)
-    if len(chain) > max_depth:
+    if len(grants) > max_depth:
         raise GrantError(
-            f"delegation is {len(chain)} deep; this car allows {max_depth}",
+            f"delegation is {len(grants)} deep; this car allows {max_depth}",
             code=WireCode.GRANT_TOO_DEEP,
         )
-    grants = [parse_grant(raw) for raw in chain]
     parent: Grant | None = None
     for grant in grants:
         if grant.vehicle_id != vehicle_id:
@@ -372,7 +347,7 @@ def verify_chain(
                 raise GrantError(
                     "the chain is broken: wrong issuer or parent", code=WireCode.GRANT_BROKEN_CHAIN
                 )
-            if "share" not in parent.rights:
+            if Right.SHARE not in parent.rights:
                 raise GrantError(
                     "the issuer of a sub-grant may not share", code=WireCode.GRANT_NO_SHARE_RIGHT
                 )
@@ -390,7 +365,7 @@ def verify_chain(
                 )
             signer = parent.grantee
         try:
-            signer.verify(grant.signature, sig_structure(grant.protected, grant.payload))
+            grant.signed.verify(signer)
         except AuthenticationFailed:
             raise GrantError(
                 "a grant's signature does not verify", code=WireCode.GRANT_BAD_SIGNATURE
@@ -417,10 +392,11 @@ class Revocation:
     grants: frozenset[bytes]
     issued_at: int
     issuer_id: bytes
-    raw: bytes
-    protected: bytes
-    payload: bytes
-    signature: bytes
+    signed: Sign1
+
+    @property
+    def raw(self) -> bytes:
+        return self.signed.raw
 
 
 def issue_revocation(
@@ -436,51 +412,33 @@ def issue_revocation(
         raise GrantError(
             "a revocation needs a sequence number and a target", code=WireCode.REVOCATION_MALFORMED
         )
-    body = {
-        "aud": vehicle_id.hex(),
-        "seq": seq,
-        "keys": sorted(keys),
-        "grants": sorted(grants),
-        "iat": issued_at,
-    }
-    return sign1(owner, cbor2.dumps(body, canonical=True))
+    claims = RevocationClaims(
+        aud=vehicle_id,
+        seq=seq,
+        keys=tuple(sorted(keys)),
+        grants=tuple(sorted(grants)),
+        iat=issued_at,
+    )
+    return sign1(owner, codec.dump(claims))
 
 
 def parse_revocation(data: bytes) -> Revocation:
-    protected, kid, payload, signature = open_sign1(data, "revocation")
+    """Decode one revocation strictly, once (:func:`verify_revocation` checks who signed it)."""
+    signed = _open(data, "revocation", WireCode.REVOCATION_MALFORMED)
     try:
-        body = cbor2.loads(payload)
-    except Exception as exc:
-        raise GrantError(
-            "revocation is not valid CBOR", code=WireCode.REVOCATION_MALFORMED
-        ) from exc
-    if type(body) is not dict or set(body) != {"aud", "seq", "keys", "grants", "iat"}:
-        raise GrantError("revocation is malformed", code=WireCode.REVOCATION_MALFORMED)
-    keys, grants = body["keys"], body["grants"]
-    if (
-        type(body["seq"]) is not int
-        or body["seq"] < 1
-        or type(body["iat"]) is not int
-        or type(keys) is not list
-        or type(grants) is not list
-        or not all(type(k) is bytes and len(k) == KEY_ID_SIZE for k in keys)
-        or not all(type(g) is bytes and len(g) == SERIAL_SIZE for g in grants)
-        or len(keys) + len(grants) == 0
-        or len(keys) + len(grants) > 256
-        or type(kid) is not bytes
-    ):
+        claims = codec.load(signed.payload, RevocationClaims, "revocation")
+    except MalformedMessage as exc:
+        raise GrantError(exc.message, code=WireCode.REVOCATION_MALFORMED) from None
+    if not 1 <= len(claims.keys) + len(claims.grants) <= MAX_REVOKED:
         raise GrantError("revocation is malformed", code=WireCode.REVOCATION_MALFORMED)
     return Revocation(
-        vehicle_id=_hex_id(body["aud"], "aud"),
-        seq=body["seq"],
-        keys=frozenset(keys),
-        grants=frozenset(grants),
-        issued_at=body["iat"],
-        issuer_id=kid,
-        raw=data,
-        protected=protected,
-        payload=payload,
-        signature=signature,
+        vehicle_id=claims.aud,
+        seq=claims.seq,
+        keys=frozenset(claims.keys),
+        grants=frozenset(claims.grants),
+        issued_at=claims.iat,
+        issuer_id=signed.kid,
+        signed=signed,
     )
 
 
@@ -500,7 +458,7 @@ def verify_revocation(
             code=WireCode.REVOCATION_UNKNOWN_ISSUER,
         )
     try:
-        owner.verify(revocation.signature, sig_structure(revocation.protected, revocation.payload))
+        revocation.signed.verify(owner)
     except AuthenticationFailed:
         raise GrantError(
             "the revocation's signature does not verify", code=WireCode.REVOCATION_BAD_SIGNATURE

@@ -402,7 +402,7 @@ class VehicleTransaction(StateMachine[TxState]):
                 )
             # First use of a shared key: the credential travels behind the proof (§6.2, §9).
             chain = credentials.verify_chain(
-                credentials.decode_chain(proof[_PROOF_SIZE:]),
+                credentials.read_credential(proof[_PROOF_SIZE:]),
                 vehicle_id=self._vehicle_id,
                 owner_key=self._directory.owner_key,
                 is_revoked=self._directory.is_revoked,

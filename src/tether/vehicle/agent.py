@@ -882,9 +882,10 @@ class VehicleAgent:
         now = self.now()
         key_id: bytes | None = None
         try:
-            key_id = remote.parse_envelope(raw).key_id
-            envelope = remote.verify_envelope(
-                raw,
+            envelope = remote.parse_envelope(raw)
+            key_id = envelope.key_id
+            remote.verify_envelope(
+                envelope,
                 vehicle_id=self.store.vehicle_id,
                 endpoint_key=self.store.endpoint_key,
                 last_counter=self.store.remote_counter,

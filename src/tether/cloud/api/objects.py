@@ -31,9 +31,9 @@ def store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: flo
     try:
         bundle = read_bundle(raw_bundle)
         # A grant may start later: check it as of its start (expiry is still checked then).
-        starts = max(credentials.parse_grant(g).not_before for g in bundle.chain)
+        starts = max(g.not_before for g in bundle.grants)
         chain = credentials.verify_chain(
-            bundle.chain,
+            bundle.grants,
             vehicle_id=vehicle_id,
             owner_key=owner_lookup(conn, vehicle_id),
             is_revoked=lambda some_id: is_revoked(conn, vehicle_id, some_id),
@@ -200,7 +200,7 @@ def publish_revocations(
 
 
 def chain_of(raw_bundle: bytes) -> list[credentials.Grant]:
-    return [credentials.parse_grant(g) for g in read_bundle(raw_bundle).chain]
+    return list(read_bundle(raw_bundle).grants)
 
 
 def revocation_json(row: Any) -> dict[str, Any]:
@@ -300,17 +300,17 @@ def _accept_one(
     kind, body = message.get("t"), message.get("body")
     if type(body) is not bytes:
         return "malformed", b"", b""
-    digest = b""
+    result: remote.Result | None = None
     if kind == "result":
         try:
-            digest = remote.result_request(body)  # which command it answers: read once
+            result = remote.parse_result(body)  # which command it answers: decoded once
         except remote.RemoteError:
             return "malformed", b"", b""
     key = find_vehicle_key(conn, vehicle_id)
     if key is None:
         return "unknown car", b"", b""
-    if kind == "result":
-        return _accept_result(conn, key, body, digest, now), digest, body
+    if result is not None:
+        return _accept_result(conn, key, result, now), result.request, body
     if kind == "receipt":
         return _accept_receipt(conn, key, body, now), b"", b""
     if kind == "state":
@@ -318,7 +318,8 @@ def _accept_one(
     return "unknown kind", b"", b""
 
 
-def _accept_result(conn: Connection, key: PublicKey, body: bytes, digest: bytes, now: float) -> str:
+def _accept_result(conn: Connection, key: PublicKey, result: remote.Result, now: float) -> str:
+    digest, body = result.request, result.raw
     row = conn.execute(
         sa.select(db.commands.c.envelope, db.commands.c.status).where(
             db.commands.c.digest == digest, db.commands.c.vehicle_id == key.key_id
@@ -329,7 +330,7 @@ def _accept_result(conn: Connection, key: PublicKey, body: bytes, digest: bytes,
     if row.status == "done":
         return "duplicate"
     try:
-        remote.verify_result(body, vehicle_key=key, envelope_raw=bytes(row.envelope))
+        remote.verify_result(result, vehicle_key=key, envelope_raw=bytes(row.envelope))
     except remote.RemoteError:
         return "forged"
     conn.execute(

@@ -40,7 +40,6 @@ from tether.cloud.api.objects import (
 from tether.errors import TetherError
 from tether.link.b64 import b64
 from tether.link.bundles import read_bundle
-from tether.protocol import credentials
 
 router = APIRouter(prefix="/v1")
 
@@ -174,7 +173,7 @@ def post_grant(
     with hub.engine.begin() as conn:
         require(conn, vid, caller, now, "owner", "friend")
         try:
-            issuer = credentials.parse_grant(read_bundle(raw).chain[-1]).issuer_id
+            issuer = read_bundle(raw).leaf.issuer_id
         except TetherError as exc:
             raise HTTPException(400, f"grant refused: {exc.message}") from None
         if issuer != caller.key_id:

@@ -12,7 +12,8 @@ import { ProtocolError } from "./codec.js";
  * @param {Uint8Array} vehicleId @param {string} cmd @param {number} counter @param {number} now seconds
  */
 export async function envelope(endpoint, vehicleId, cmd, counter, now) {
-  const claims = { aud: vehicleId, cmd, ctr: counter, iat: now, exp: now + 60 };
+  // Every signed object names its car as a grant does (docs/protocol.md §9.1, §14): hex text.
+  const claims = { aud: toHex(vehicleId), cmd, ctr: counter, iat: now, exp: now + 60 };
   return sign1(endpoint.privateKey, await crypto.keyId(endpoint.publicKey), claims);
 }
 
@@ -24,7 +25,7 @@ export async function verifyResult(result, vehicleKey, sent) {
   const claims = await verify1(result, vehicleKey);
   const aud = claims["aud"];
   const req = claims["req"];
-  if (!(aud instanceof Uint8Array) || !equal(aud, await crypto.keyId(vehicleKey))) {
+  if (aud !== toHex(await crypto.keyId(vehicleKey))) {
     throw new ProtocolError("result_mismatch", "an answer for another car");
   }
   if (!(req instanceof Uint8Array) || !equal(req, await crypto.sha256(sent))) {
@@ -109,7 +110,7 @@ export async function verifyReceipt(receipt, vehicleKey, revocation) {
   const claims = await verify1(receipt, vehicleKey);
   const aud = claims["aud"];
   const rev = claims["rev"];
-  if (!(aud instanceof Uint8Array) || !equal(aud, await crypto.keyId(vehicleKey))) {
+  if (aud !== toHex(await crypto.keyId(vehicleKey))) {
     throw new ProtocolError("result_mismatch", "a receipt from another car");
   }
   if (!(rev instanceof Uint8Array) || !equal(rev, await crypto.sha256(revocation))) {
