@@ -21,21 +21,19 @@ from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, 
 from tether.errors import (
     PairingError,
     PassphraseNeeded,
-    PeerError,
     UsageError,
-    WireCode,
     WrongPassphrase,
     peer_text,
 )
 from tether.link import bundles
-from tether.phone import client, consent, sharing
+from tether.phone import consent, flows, sharing
 from tether.phone import wallet as wallet_module
 from tether.phone.wallet import PASSPHRASE_ENV, CarKey, KeyStatus, PhoneWallet
 from tether.protocol import credentials, names, vss
 from tether.protocol.commands import FAST_COMMANDS, Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.names import CATEGORIES, Role
-from tether.protocol.pairing import VehiclePaired, check_code
+from tether.protocol.pairing import check_code
 from tether.transport import registry
 from tether.transport.base import Transport
 
@@ -92,9 +90,9 @@ def _open(directory: Path) -> PhoneWallet:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _talk(car: CarKey, action: Callable[[Transport], Awaitable[T]]) -> T:
+def _talk(address: str, action: Callable[[Transport], Awaitable[T]]) -> T:
     async def go() -> T:
-        transport = await registry.connect(car.address)
+        transport = await registry.connect(address)
         try:
             return await action(transport)
         finally:
@@ -153,30 +151,15 @@ def pair(
         raise UsageError(exc.message) from None
     registry.check(vehicle)
     wallet = _open(directory)
-    entropy = SystemEntropy()
-    endpoint_key = entropy.new_private_key()  # a fresh key for this car only
-
-    async def go() -> VehiclePaired:
-        transport = await registry.connect(vehicle)
-        try:
-            return await client.pair(
-                transport, code=code, endpoint_key=endpoint_key, name=wallet.name, entropy=entropy
-            )
-        finally:
-            await transport.close()
-
-    paired = asyncio.run(go())
-    car = wallet.add_car(
-        name=name or paired.vehicle_name,
-        vehicle_key=paired.vehicle_key,
-        vehicle_name=paired.vehicle_name,
-        address=vehicle,
-        endpoint_key=endpoint_key,
-        role=Role.OWNER,
-        rights=names.RIGHTS,
-        now=time.time(),
-    )
-    wallet.close()
+    try:
+        car = _talk(
+            vehicle,
+            lambda t: flows.pair(
+                wallet, t, code=code, address=vehicle, entropy=SystemEntropy(), name=name
+            ),
+        )
+    finally:
+        wallet.close()
     if as_json:
         emit_json(
             {"car": car.name, "vehicle_id": car.vehicle_id.hex(), "key_id": car.endpoint_id.hex()}
@@ -490,22 +473,15 @@ def revoke(
             g.grantee_id for g in wallet.issued() if g.grantee_id.hex().startswith(key.lower())
         ]
         keys = matches[:1] if len(set(matches)) == 1 else [_hex(key, 16, "--key")]
-    seq, revocation = sharing.make_revocation(
-        wallet, car, keys=keys, serials=serials, now=time.time()
-    )
-    result = _talk(
-        car,
-        lambda t: client.deliver_revocation(
-            t,
-            car,
-            revocation,
-            entropy=SystemEntropy(),
-            persist=lambda k: wallet.set_persistent_key(car.name, k),
-        ),
-    )
-    if result.ok:
-        wallet.mark_revoked(serials=serials, keys=keys, seq=seq)
-    wallet.close()
+    try:
+        result = _talk(
+            car.address,
+            lambda t: flows.revoke(
+                wallet, car, t, keys=keys, serials=serials, entropy=SystemEntropy()
+            ),
+        )
+    finally:
+        wallet.close()
     if as_json:
         emit_json(
             {"ok": result.ok, "seq": result.seq, "reason": result.reason, "message": result.message}
@@ -540,29 +516,18 @@ def _command(
     car = wallet.car(vehicle)
     started = time.perf_counter()
     try:
-        (outcome,) = _talk(
-            car,
-            lambda t: client.run_commands(
-                t,
+        outcome = _talk(
+            car.address,
+            lambda t: flows.command(
+                wallet,
                 car,
-                [command],
+                t,
+                command,
                 entropy=SystemEntropy(),
-                # Fast transactions only ever open and close the car (docs/protocol.md §6.4).
-                fast=not standard and command in FAST_COMMANDS,
-                persist=lambda key: wallet.set_persistent_key(car.name, key),
-                # The head unit asks for the driver's data at start: consent answers.
-                data=consent.responder(
-                    wallet,
-                    car,
-                    ask=_terminal_asker() if sys.stdin.isatty() else None,
-                    clock=time.time,
-                ),
+                ask=_terminal_asker() if sys.stdin.isatty() else None,
+                standard=standard,
             ),
         )
-    except PeerError as exc:
-        if exc.code in (WireCode.UNKNOWN_KEY, WireCode.GRANT_REVOKED):
-            wallet.set_status(car.name, KeyStatus.REVOKED)
-        raise
     finally:
         wallet.close()
     ms = (time.perf_counter() - started) * 1000
@@ -656,19 +621,14 @@ def drive(
         err.print(f"Holding a session with {escape(car.name)}; Ctrl-C ends it.")
     try:
         why = _talk(
-            car,
-            lambda t: client.drive(
-                t,
+            car.address,
+            lambda t: flows.hold(
+                wallet,
                 car,
+                t,
                 entropy=SystemEntropy(),
-                persist=lambda key: wallet.set_persistent_key(car.name, key),
                 stop=until_told(),
-                data=consent.responder(
-                    wallet,
-                    car,
-                    ask=_terminal_asker() if sys.stdin.isatty() else None,
-                    clock=time.time,
-                ),
+                ask=_terminal_asker() if sys.stdin.isatty() else None,
             ),
         )
     finally:

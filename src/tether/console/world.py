@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from tether.cloud.server import Server, ServerSettings
-from tether.errors import LocalCode, ProtocolError, TetherError, WireCode
-from tether.phone import client, cloud, consent
+from tether.errors import LocalCode, ProtocolError, TetherError
+from tether.phone import client, cloud, consent, flows
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, KeyStatus, PhoneWallet
 from tether.protocol import codec, credentials, vss
-from tether.protocol.commands import FAST_COMMANDS, Command
+from tether.protocol.commands import Command
 from tether.protocol.crypto import SystemEntropy
 from tether.protocol.machine import Event
 from tether.protocol.messages import Error
-from tether.protocol.names import RIGHTS
 from tether.protocol.pump import pump
 from tether.protocol.ranging import ranging_key
 from tether.protocol.session import PhoneSession, RangingReadied, RangingRequested, VehicleSession
@@ -408,24 +407,18 @@ class DemoWorld:
             return Step(
                 action="pair", phone=phone, done=True, outcome="already paired: Ada holds the key"
             )
-        key = self.entropy.new_private_key()
         transport = await tcp.connect(self.listener.address)
         try:
-            paired = await client.pair(
-                transport, code=self.code, endpoint_key=key, name="Ada", entropy=self.entropy
+            await flows.pair(
+                self.phones["owner"].wallet,
+                transport,
+                code=self.code,
+                address=self.listener.address,
+                entropy=self.entropy,
+                name="Demo car",
             )
         finally:
             await transport.close()
-        self.phones["owner"].wallet.add_car(
-            name="Demo car",
-            vehicle_key=paired.vehicle_key,
-            vehicle_name=paired.vehicle_name,
-            address=self.listener.address,
-            endpoint_key=key,
-            role="owner",
-            rights=RIGHTS,
-            now=time.time(),
-        )
         return Step(
             action="pair",
             phone=phone,
@@ -453,14 +446,13 @@ class DemoWorld:
 
         async def exchange() -> None:
             try:
-                await client.run_commands(
-                    transport,
+                await flows.command(
+                    wallet,
                     key,
-                    [which],
+                    transport,
+                    which,
                     entropy=self.entropy,
-                    fast=which in FAST_COMMANDS,
-                    persist=lambda k: wallet.set_persistent_key(key.name, k),
-                    data=consent.responder(wallet, key, ask=self._asker(phone), clock=time.time),
+                    ask=self._asker(phone),
                     linger=linger,
                 )
             except BaseException as exc:
@@ -473,12 +465,7 @@ class DemoWorld:
         task = asyncio.create_task(exchange())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        try:
-            (outcome,) = await outcomes
-        except ProtocolError as exc:
-            if exc.code in (WireCode.UNKNOWN_KEY, WireCode.GRANT_REVOKED):
-                wallet.set_status(key.name, KeyStatus.REVOKED)
-            raise
+        (outcome,) = await outcomes
         kind = "fast" if outcome.fast else "standard"
         result = outcome.result
         if result.ok:
