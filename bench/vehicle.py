@@ -31,6 +31,7 @@ from tether.phone import client
 from tether.phone.wallet import CarKey
 from tether.protocol.commands import Command
 from tether.protocol.crypto import PublicKey, SystemEntropy
+from tether.protocol.machine import Event
 from tether.protocol.pump import pump
 from tether.protocol.session import CommandReceived, ResultReceived
 from tether.protocol.transaction import (
@@ -102,7 +103,7 @@ def _in_process_unlocks(n: int) -> list[float]:
         car_tx = VehicleTransaction(vehicle_key=vehicle, directory=directory, entropy=entropy)
         sessions = []
 
-        def on_events(side: object, events: list[object]) -> None:
+        def on_events(side: object, events: list[Event]) -> None:
             for event in events:
                 if isinstance(event, PersistentKeyChanged):
                     if side is car_tx:

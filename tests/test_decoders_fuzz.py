@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tether.cloud.api.cars import _audit_entry
-from tether.errors import TetherError
+from tether.errors import RemoteError, SignatureRefused, TetherError
 from tether.link import bundles, httpsig, topics
 from tether.phone import vault
 from tether.protocol import credentials, remote
@@ -125,7 +125,7 @@ def test_signature_headers_are_parsed_strictly(data: st.DataObject) -> None:
     value = headers[field]
     at = data.draw(st.integers(0, len(value)))
     headers[field] = value[:at] + data.draw(st.text(max_size=4)) + value[at + 1 :]
-    with contextlib.suppress(httpsig.SignatureRefused):
+    with contextlib.suppress(SignatureRefused):
         httpsig.read_signature(headers)
 
 
@@ -152,7 +152,7 @@ def test_car_signed_state_holds_plain_values_or_is_refused(state: dict[str, Any]
     raw = remote.sign_state(key, state, now=1)
     try:
         read = remote.verify_state(raw, vehicle_key=key.public_key)
-    except remote.RemoteError:
+    except RemoteError:
         return
     for value in read.signals.values():
         assert type(value) in (bool, int, float, str)

@@ -6,13 +6,20 @@
     │   ├── UnsupportedVersion       a protocol version we do not speak
     │   ├── UnexpectedMessage        a well-formed message that is not allowed in this state
     │   ├── AuthenticationFailed     a signature, MAC or AEAD check failed, or the key is unknown
+    │   │   └── SignatureRefused     an HTTP request's RFC 9421 signature is missing or wrong
     │   ├── ChannelError             a replayed, reordered, truncated or modified record
     │   ├── PairingError             wrong code, expired or used code, pairing locked
-    │   └── PeerError                the peer told us it refused (carries its code and sentence)
+    │   ├── PeerError                the peer told us it refused (carries its code and sentence)
+    │   └── GrantError               a grant, chain or revocation is refused (§9)
+    │       └── RemoteError          a remote command, result, receipt or state is refused (§14)
     ├── LocalProtocolError           the caller used a state machine wrongly (a bug in our code)
     ├── StorageError                 persisted state could not be read or written
     ├── TransportError               the bytes did not get through (may_have_succeeded, temporary)
+    │   ├── TransportClosed          the peer closed the connection: nothing more will arrive
+    │   └── BadFrame                 a frame the transport cannot carry (§2.1)
+    │       └── FrameTooLarge        a frame over the size limit
     ├── CloudError                   the server refused a request (its HTTP status and sentence)
+    ├── BodyFault                    the car's body could not carry out a command
     └── UsageError                   the user asked for something that cannot be done as asked
         ├── PassphraseNeeded         the wallet is locked and no passphrase was given
         └── WrongPassphrase          the passphrase given does not open the wallet
@@ -260,6 +267,48 @@ class PassphraseNeeded(UsageError):
 
 class WrongPassphrase(UsageError):
     """The passphrase given does not open the wallet (a terminal may ask again)."""
+
+
+class GrantError(ProtocolError):
+    """A grant, chain or revocation is refused; ``code`` says why (audited, shown to the user)."""
+
+    code: Code = WireCode.GRANT_REFUSED
+
+
+class RemoteError(GrantError):
+    """A remote command, result or receipt is refused; ``code`` says why."""
+
+    code: Code = WireCode.REMOTE_REFUSED
+
+
+class SignatureRefused(AuthenticationFailed):
+    """A request's signature is missing, malformed, stale, replayed or does not verify."""
+
+    code: Code = LocalCode.BAD_REQUEST_SIGNATURE
+
+
+class TransportClosed(TransportError):
+    """The peer closed the connection (or it was cut): nothing more will arrive."""
+
+    code: Code = LocalCode.CLOSED
+
+
+class BadFrame(TransportError):
+    """A frame the transport cannot carry as a message (docs/protocol.md §2.1): refused."""
+
+    code: Code = LocalCode.BAD_FRAME
+
+
+class FrameTooLarge(BadFrame):
+    """A frame announced or sent a size over :data:`MAX_FRAME`."""
+
+    code: Code = LocalCode.FRAME_TOO_LARGE
+
+
+class BodyFault(TetherError):
+    """The body could not carry out a command (bus down, actuator fault)."""
+
+    code: Code = WireCode.BODY_FAULT
 
 
 _PRINTABLE_LIMIT = 200

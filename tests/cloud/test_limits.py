@@ -15,7 +15,7 @@ import pytest
 
 from tests.cloud.rig import make_car
 from tether.cloud.server import Server
-from tether.errors import CloudError
+from tether.errors import CloudError, RemoteError
 from tether.link.client import CloudClient
 from tether.protocol import remote
 from tether.protocol.crypto import PrivateKey, SystemEntropy
@@ -85,7 +85,7 @@ def test_state_values_are_plain() -> None:
     key = SystemEntropy().new_private_key()
     for value in (b"\x00", [1], {"a": 1}, float("nan")):
         raw = remote.sign_state(key, {"x": value}, now=1)
-        with pytest.raises(remote.RemoteError):
+        with pytest.raises(RemoteError):
             remote.verify_state(raw, vehicle_key=key.public_key)
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from tests.cloud.rig import eventually, make_car, pair_owner, run
 from tether.cloud import db
 from tether.cloud.server import Server
-from tether.errors import PeerError
+from tether.errors import PeerError, RemoteError
 from tether.link import topics
 from tether.link.b64 import b64
 from tether.phone import cloud, sharing
@@ -160,7 +160,7 @@ async def test_attacker_with_the_database_cannot_open_the_car(
         # 5. The database says a command succeeded and a revocation was applied: the phone checks
         #    the car's signature and is not fooled.
         fake = remote.sign_result(evil, envelope, ok=True, reason="", message="Done.", now=now)
-        with pytest.raises(remote.RemoteError):
+        with pytest.raises(RemoteError):
             remote.verify_result(fake, vehicle_key=ada.vehicle_key, envelope_raw=envelope)
         seq, raw = sharing.make_revocation(
             owner, ada, keys=[evil.public_key.key_id], serials=[], now=time.time()

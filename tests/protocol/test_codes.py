@@ -48,7 +48,12 @@ def test_every_error_class_carries_an_enum_code() -> None:
     assert len(classes) >= 12
     for cls in classes:
         assert isinstance(cls.code, WireCode | LocalCode), cls
-    protocol = [c for c in classes if issubclass(c, errors.ProtocolError)]
+    # An HTTP request's signature is refused with an HTTP status, never in an Error message.
+    protocol = [
+        c
+        for c in classes
+        if issubclass(c, errors.ProtocolError) and c is not errors.SignatureRefused
+    ]
     assert all(isinstance(c.code, WireCode) for c in protocol)
 
 
@@ -59,3 +64,35 @@ def test_a_peer_code_outside_the_set_reads_as_unknown() -> None:
     assert WireCode.parse(7) is WireCode.UNKNOWN
     code: Code = WireCode.parse("bad_tag")
     assert code == "bad_tag"
+
+
+def test_the_docstring_draws_the_whole_tree_and_only_it() -> None:
+    """Every exception tether raises on purpose is defined in errors.py and drawn in its
+    docstring under its real parent; nothing else defines one."""
+    drawn: dict[str, str] = {}
+    parents: list[str] = []
+    for line in (errors.__doc__ or "").splitlines():
+        found = re.match(r"^    ((?:[│ ]   )*)(?:[├└]── )?([A-Z]\w+)\s", line)
+        if not found:
+            continue
+        depth = len(found.group(1)) // 4 + (1 if "──" in line else 0)
+        name = found.group(2)
+        del parents[depth:]
+        drawn[name] = parents[-1] if parents else ""
+        parents.append(name)
+    classes = {
+        name: obj
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, errors.TetherError)
+    }
+    assert set(drawn) == set(classes)
+    for name, parent in drawn.items():
+        base = classes[name].__bases__[0]
+        assert base.__name__ == (parent or "Exception"), name
+    src = pathlib.Path(errors.__file__).parent
+    for path in src.rglob("*.py"):
+        if path.name != "errors.py":
+            text = path.read_text()
+            for name in classes:
+                assert f"class {name}(" not in text, (path, name)
+            assert not re.search(r"^class \w+\((?:\w+Error|TetherError)\):", text, re.M), path

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.errors import GrantError
 from tether.protocol import cose, credentials
-from tether.protocol.credentials import GrantError, Limits, issue_grant, verify_chain
+from tether.protocol.credentials import Limits, issue_grant, verify_chain
 from tether.protocol.crypto import DeterministicEntropy, PrivateKey
 
 ENTROPY = DeterministicEntropy(b"credentials")

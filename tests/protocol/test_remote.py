@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tether.errors import RemoteError
 from tether.protocol import cose, remote
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy, PublicKey, sha256
@@ -53,7 +54,7 @@ def test_envelope_round_trip() -> None:
     ],
 )
 def test_envelope_refusals(kwargs: dict[str, float], code: str) -> None:
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         verify(envelope(), **kwargs)  # type: ignore[arg-type]
     assert refused.value.code == code
 
@@ -62,11 +63,11 @@ def test_envelope_for_another_car_or_key() -> None:
     other = remote.sign_envelope(
         PHONE, vehicle_id=OTHER.public_key.key_id, command=Command.LOCK, counter=1, now=NOW
     )
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         verify(other)
     assert refused.value.code == "command_wrong_vehicle"
     stranger = remote.sign_envelope(OTHER, vehicle_id=VID, command=Command.LOCK, counter=1, now=NOW)
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         verify(stranger)
     assert refused.value.code == "unknown_key"
 
@@ -82,7 +83,7 @@ def test_forged_kid_does_not_verify() -> None:
     fparts = list(cbor2.loads(forged).value)
     fparts[1] = {4: PHONE.public_key.key_id}
     forged = cbor2.dumps(cbor2.CBORTag(18, fparts), canonical=True)
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         verify(forged)
     assert refused.value.code == "command_bad_signature"
 
@@ -116,32 +117,32 @@ def test_forged_kid_does_not_verify() -> None:
     ],
 )
 def test_envelope_rules(body: dict[str, object], code: str) -> None:
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         verify(_resign(body))
     assert refused.value.code == code
 
 
 def test_signing_refuses_what_the_car_would_refuse() -> None:
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         envelope(Command.START)
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         remote.sign_envelope(PHONE, vehicle_id=VID, command=Command.LOCK, counter=0, now=NOW)
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xff", cbor2.dumps([1, 2]), b"\xa0" * 20000])
 def test_garbage_is_a_typed_refusal(garbage: bytes) -> None:
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         verify(garbage)
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         remote.parse_receipt(garbage)
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         remote.parse_result(garbage)
 
 
 def test_payload_not_a_map() -> None:
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         verify(cose.sign1(PHONE, cbor2.dumps([1])))
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         verify(cose.sign1(PHONE, b"\x1c"))
 
 
@@ -151,7 +152,7 @@ def test_any_flipped_bit_is_refused(data: st.DataObject) -> None:
     raw = bytearray(envelope())
     bit = data.draw(st.integers(0, len(raw) * 8 - 1))
     raw[bit // 8] ^= 1 << (bit % 8)
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         verify(bytes(raw))
 
 
@@ -161,15 +162,15 @@ def test_result_binds_car_and_command() -> None:
     got = remote.verify_result(result, vehicle_key=CAR.public_key, envelope_raw=raw)
     assert (got.ok, got.reason, got.message) == (False, "no_right", "No.")
     assert remote.parse_result(result).request == got.request
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_result(result, vehicle_key=CAR.public_key, envelope_raw=envelope(counter=6))
     assert refused.value.code == "result_mismatch"
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_result(result, vehicle_key=OTHER.public_key, envelope_raw=raw)
     assert refused.value.code == "result_bad_signature"
     # A "server" that re-signs a success with its own key is not the car.
     forged = remote.sign_result(OTHER, raw, ok=True, reason="", message="Done.", now=NOW)
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         remote.verify_result(forged, vehicle_key=CAR.public_key, envelope_raw=raw)
 
 
@@ -204,7 +205,7 @@ def test_a_locate_result_carries_the_signed_position() -> None:
     ],
 )
 def test_malformed_results(body: dict[str, object]) -> None:
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_result(_resign(body, CAR), vehicle_key=CAR.public_key, envelope_raw=b"")
     assert refused.value.code == "result_malformed"
 
@@ -213,14 +214,14 @@ def test_receipts() -> None:
     receipt = remote.sign_receipt(CAR, b"revocation", seq=7, ok=True, reason="", now=NOW)
     got = remote.verify_receipt(receipt, vehicle_key=CAR.public_key)
     assert (got.seq, got.ok, got.vehicle_id) == (7, True, VID)
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_receipt(receipt, vehicle_key=OTHER.public_key)
     assert refused.value.code == "receipt_mismatch"
     forged = remote.sign_receipt(OTHER, b"revocation", seq=7, ok=True, reason="", now=NOW)
     parts = cbor2.loads(forged).value
     body = cbor2.loads(parts[2])
     body["aud"] = VID.hex()
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_receipt(_resign(body, OTHER), vehicle_key=CAR.public_key)
     assert refused.value.code == "receipt_bad_signature"
 
@@ -235,7 +236,7 @@ def test_receipts() -> None:
     ],
 )
 def test_malformed_receipts(body: dict[str, object]) -> None:
-    with pytest.raises(remote.RemoteError):
+    with pytest.raises(RemoteError):
         remote.verify_receipt(_resign(body, CAR), vehicle_key=CAR.public_key)
 
 
@@ -243,11 +244,11 @@ def test_state() -> None:
     signed = remote.sign_state(CAR, {"Vehicle.Speed": 0.0}, now=NOW)
     got = remote.verify_state(signed, vehicle_key=CAR.public_key)
     assert got.signals == {"Vehicle.Speed": 0.0}
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_state(signed, vehicle_key=OTHER.public_key)
     assert refused.value.code == "state_mismatch"
     body = {"aud": VID.hex(), "at": NOW, "state": {"Vehicle.Speed": 99.0}}
-    with pytest.raises(remote.RemoteError) as refused:
+    with pytest.raises(RemoteError) as refused:
         remote.verify_state(_resign(body, OTHER), vehicle_key=CAR.public_key)
     assert refused.value.code == "state_bad_signature"
     bad_states: list[dict[str, object]] = [
@@ -255,6 +256,6 @@ def test_state() -> None:
         {"aud": VID.hex(), "at": 1, "state": {1: 2}},
     ]
     for bad in bad_states:
-        with pytest.raises(remote.RemoteError) as refused:
+        with pytest.raises(RemoteError) as refused:
             remote.verify_state(_resign(bad, CAR), vehicle_key=CAR.public_key)
         assert refused.value.code == "state_malformed"

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from tether.errors import (
     AuthenticationFailed,
+    GrantError,
     LocalProtocolError,
     MalformedMessage,
     PeerError,
@@ -384,14 +385,13 @@ def test_a_granted_key_enrols_on_first_use_and_then_goes_fast() -> None:
 
 
 def test_a_copied_grant_is_useless_without_its_private_key() -> None:
-    from tether.protocol import credentials
 
     world, credential = _friend_world(holder_is_grantee=False)
     phone_tx = world.phone_tx(fast=False)
     phone_tx._credential = credential
     car_tx = world.vehicle_tx()
     phone_tx.start()
-    with pytest.raises(credentials.GrantError) as info:
+    with pytest.raises(GrantError) as info:
         pump(phone_tx, car_tx, now=100.0)
     assert info.value.code == "grant_key_mismatch"
 

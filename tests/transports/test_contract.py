@@ -8,15 +8,8 @@ from typing import Any
 
 import pytest
 
-from tether.errors import TransportError, UsageError
-from tether.transport.base import (
-    MAX_FRAME,
-    BadFrame,
-    FrameTooLarge,
-    LinkKind,
-    Transport,
-    TransportClosed,
-)
+from tether.errors import BadFrame, FrameTooLarge, TransportClosed, TransportError, UsageError
+from tether.transport.base import MAX_FRAME, LinkKind, Transport
 from tether.transport.memory import MemoryListener, memory_pair
 from tether.transport.tcp import connect, listen, parse_address
 

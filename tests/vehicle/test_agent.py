@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tether.errors import AuthenticationFailed, PeerError, TransportError
+from tether.errors import AuthenticationFailed, PeerError, TransportClosed, TransportError
 from tether.phone import client
 from tether.protocol import codec
 from tether.protocol.commands import Command
 from tether.protocol.crypto import DeterministicEntropy
 from tether.protocol.messages import Error, PairRequest, Record, VehicleHello
 from tether.protocol.vss import DOORS, POWER, SPEED
-from tether.transport.base import TransportClosed
 from tether.transport.memory import MemoryListener
 from tether.vehicle.agent import VehicleAgent
 from tether.vehicle.body.virtual import VirtualBody
@@ -37,7 +36,7 @@ async def test_pair_unlock_lock_start(rig: Rig) -> None:
     entries = [(e.command, e.result, e.detail) for e in rig.store.audit_entries()]
     assert ("unlock", "ok", "standard") in entries and ("lock", "ok", "fast") in entries
     assert rig.store.verify_audit() == []
-    kinds = [e.kind for e in rig.events]
+    kinds = [str(e.kind) for e in rig.events]
     assert kinds.count("command") == 3 and "paired" in kinds
 
 

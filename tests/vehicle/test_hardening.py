@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tether.errors import TransportClosed
 from tether.phone import client
 from tether.phone.wallet import CarKey
 from tether.protocol import codec, credentials
@@ -22,7 +23,7 @@ from tether.protocol.machine import Event
 from tether.protocol.messages import Error, StandardHello, VehicleHello
 from tether.protocol.session import PhoneSession, ResultReceived, SessionClosed
 from tether.protocol.vss import SPEED, SPEED_LIMIT
-from tether.transport.base import Transport, TransportClosed
+from tether.transport.base import Transport
 
 from ..integration.procs import tether
 from .conftest import Rig

@@ -12,12 +12,11 @@ import can
 import cantools
 import pytest
 
-from tether.errors import UsageError
+from tether.errors import BodyFault, UsageError
 from tether.protocol.commands import Command, DenialReason
 from tether.protocol.credentials import Limits
 from tether.protocol.crypto import DeterministicEntropy
 from tether.protocol.vss import DOORS, POWER, SPEED, TRUNK_OPEN
-from tether.vehicle.body.base import BodyFault
 from tether.vehicle.body.can import CanBody
 from tether.vehicle.body.virtual import SAVE_DELAY, VirtualBody
 from tether.vehicle.keystore import Endpoint

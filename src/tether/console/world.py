@@ -44,7 +44,7 @@ from tether.vehicle.agent import AgentEvent, VehicleAgent
 from tether.vehicle.body.virtual import VirtualBody
 from tether.vehicle.cloud_link import CloudLink
 from tether.vehicle.hands_free import Reading
-from tether.vehicle.headunit import HeadUnitEvent
+from tether.vehicle.headunit import HeadUnitEvent, ScreenEventKind
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.ranging import locate
 from tether.vehicle.simulation import EarlyAnswer, Relay, SimulatedRanger
@@ -262,7 +262,7 @@ class DemoWorld:
         self._emit("state", None)
 
     def _on_screen(self, event: HeadUnitEvent) -> None:
-        if event.kind == "shown" and event.screen is not None:
+        if event.kind is ScreenEventKind.SHOWN and event.screen is not None:
             data = event.screen.data
             self.screen = {
                 "status": "shown",
@@ -289,7 +289,7 @@ class DemoWorld:
                     f"seat set to {shown['seat']}",
                 )
             )
-        elif event.kind == "forgotten":
+        elif event.kind is ScreenEventKind.FORGOTTEN:
             self.screen = {"status": "empty", "reason": event.reason, "data": {}}
             self._note(
                 Step(

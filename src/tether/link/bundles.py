@@ -8,9 +8,9 @@ from typing import Any
 
 import cbor2
 
-from tether.errors import MalformedMessage, UsageError
+from tether.errors import GrantError, MalformedMessage, UsageError
 from tether.link.b64 import b64, unb64
-from tether.protocol.credentials import Grant, GrantError, encode_chain, read_credential
+from tether.protocol.credentials import Grant, encode_chain, read_credential
 from tether.protocol.crypto import PublicKey
 
 REQUEST_KIND = "tether/key-request"

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import re
 
-from tether.errors import AuthenticationFailed, Code, LocalCode
+from tether.errors import AuthenticationFailed, SignatureRefused
 from tether.protocol.crypto import PublicKey, Signer
 
 ALG = "ecdsa-p256-sha256"
@@ -31,12 +31,6 @@ _INPUT = re.compile(
     r';tag="tether"$'
 )
 _SIGNATURE = re.compile(r"^sig1=:(?P<sig>[A-Za-z0-9+/]{86}==):$")
-
-
-class SignatureRefused(AuthenticationFailed):
-    """A request's signature is missing, malformed, stale, replayed or does not verify."""
-
-    code: Code = LocalCode.BAD_REQUEST_SIGNATURE
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tether.errors import LocalCode, TransportError
+from tether.errors import LocalCode, TransportClosed, TransportError
 from tether.phone.wallet import CarKey
 from tether.protocol.commands import Command
 from tether.protocol.crypto import Entropy, PrivateKey
@@ -30,7 +30,7 @@ from tether.protocol.transaction import (
     PersistentKeyChanged,
     PhoneTransaction,
 )
-from tether.transport.base import Transport, TransportClosed
+from tether.transport.base import Transport
 from tether.transport.exchange import flush, run_exchange
 
 HANDSHAKE_TIMEOUT = 10.0

@@ -11,7 +11,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from tether.errors import LocalCode, TransportError, UsageError
+from tether.errors import LocalCode, RemoteError, TransportError, UsageError
 from tether.link import bundles
 from tether.link.b64 import b64, unb64
 from tether.phone import sharing
@@ -181,7 +181,7 @@ async def revocations(car: CarKey, server: str) -> list[RevocationStatus]:
         if item.get("receipt"):
             try:
                 receipt = remote.verify_receipt(unb64(item["receipt"]), vehicle_key=car.vehicle_key)
-            except remote.RemoteError:
+            except RemoteError:
                 status, reason = "unverified", "the server's receipt is not signed by the car"
             else:
                 if receipt.revocation.hex() == item["id"]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from tether.errors import UsageError
+from tether.errors import GrantError, UsageError
 from tether.link.bundles import Bundle, KeyRequest
 from tether.phone.wallet import CarKey, IssuedGrant, KeyStatus, PhoneWallet
 from tether.protocol.credentials import (
     MAX_CHAIN,
     SERIAL_SIZE,
     Grant,
-    GrantError,
     Limits,
     encode_chain,
     issue_grant,

@@ -16,7 +16,7 @@ from typing import Any
 
 import cbor2
 
-from tether.errors import AuthenticationFailed, Code, MalformedMessage, ProtocolError, WireCode
+from tether.errors import AuthenticationFailed, GrantError, MalformedMessage, WireCode
 from tether.protocol import codec
 from tether.protocol.codec import (
     Shape,
@@ -44,12 +44,6 @@ MAX_REVOKED = 256
 
 # CWT claim keys (RFC 8392) and tether's private claims (text keys, as RFC 8392 allows).
 ISS, SUB, AUD, EXP, NBF, IAT, CTI, CNF = 1, 2, 3, 4, 5, 6, 7, 8
-
-
-class GrantError(ProtocolError):
-    """A grant, chain or revocation is refused; ``code`` says why (audited, shown to the user)."""
-
-    code: Code = WireCode.GRANT_REFUSED
 
 
 # -- the declared payloads (docs/protocol.md §9) ----------------------------------------------

@@ -15,12 +15,11 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from tether.errors import AuthenticationFailed, Code, MalformedMessage, WireCode
+from tether.errors import AuthenticationFailed, MalformedMessage, RemoteError, WireCode
 from tether.protocol import codec
 from tether.protocol.codec import Shape, boolean, bstr, hexid, shape, signals, tstr, uint
 from tether.protocol.commands import Command
 from tether.protocol.cose import Sign1, open_sign1, sign1
-from tether.protocol.credentials import GrantError
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer, sha256
 
 #: The longest an envelope may live: a relay cannot hold a command for later use.
@@ -29,12 +28,6 @@ MAX_ENVELOPE_LIFETIME = 300
 REMOTE_COMMANDS = frozenset(
     {Command.LOCK, Command.UNLOCK, Command.TRUNK, Command.LOCATE, Command.HONK, Command.STOP}
 )
-
-
-class RemoteError(GrantError):
-    """A remote command, result or receipt is refused; ``code`` says why."""
-
-    code: Code = WireCode.REMOTE_REFUSED
 
 
 # -- the declared payloads ------------------------------------------------------------------

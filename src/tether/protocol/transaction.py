@@ -29,7 +29,13 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, Protocol
 
-from tether.errors import AuthenticationFailed, LocalProtocolError, MalformedMessage, WireCode
+from tether.errors import (
+    AuthenticationFailed,
+    GrantError,
+    LocalProtocolError,
+    MalformedMessage,
+    WireCode,
+)
 from tether.protocol import credentials, crypto
 from tether.protocol.channel import ChannelKeys
 from tether.protocol.credentials import VerifiedChain
@@ -410,7 +416,7 @@ class VehicleTransaction(StateMachine[TxState]):
                 max_depth=self._directory.max_depth,
             )
             if chain.leaf.grantee.key_id != endpoint_id:
-                raise credentials.GrantError(
+                raise GrantError(
                     "the credential was given to another key", code=WireCode.GRANT_KEY_MISMATCH
                 )
             phone_key = chain.leaf.grantee

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from tether.errors import Code, LocalCode, TransportError
+from tether.errors import FrameTooLarge, TransportClosed, TransportError
 from tether.protocol.codec import MAX_MESSAGE_SIZE
 
 #: The largest message a transport carries (the protocol's own limit).
@@ -26,24 +26,6 @@ class LinkKind(enum.StrEnum):
     def near(self) -> bool:
         """A short-range radio: the phone is at the car (ranging still decides how near)."""
         return self is LinkKind.BLE
-
-
-class TransportClosed(TransportError):
-    """The peer closed the connection (or it was cut): nothing more will arrive."""
-
-    code: Code = LocalCode.CLOSED
-
-
-class BadFrame(TransportError):
-    """A frame the transport cannot carry as a message (docs/protocol.md §2.1): refused."""
-
-    code: Code = LocalCode.BAD_FRAME
-
-
-class FrameTooLarge(BadFrame):
-    """A frame announced or sent a size over :data:`MAX_FRAME`."""
-
-    code: Code = LocalCode.FRAME_TOO_LARGE
 
 
 def check_outgoing(message: bytes, *, closed: bool) -> None:

@@ -21,15 +21,15 @@ from bumble.core import UUID
 from bumble.device import Connection, Device, Peer
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from tether.errors import LocalCode, TransportError, UsageError, peer_text
-from tether.transport.base import (
-    MAX_FRAME,
+from tether.errors import (
     FrameTooLarge,
-    Handler,
-    LinkKind,
+    LocalCode,
     TransportClosed,
-    check_outgoing,
+    TransportError,
+    UsageError,
+    peer_text,
 )
+from tether.transport.base import MAX_FRAME, Handler, LinkKind, check_outgoing
 
 SERVICE_UUID = "6b7a0001-3c1f-4d8a-9b1e-6e5f7a2b9c01"
 RX_UUID = "6b7a0002-3c1f-4d8a-9b1e-6e5f7a2b9c01"  # phone -> car (write)

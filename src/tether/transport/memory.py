@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from tether.errors import LocalCode, TransportError
-from tether.transport.base import (
-    Handler,
-    LinkKind,
-    TransportClosed,
-    check_outgoing,
-)
+from tether.errors import LocalCode, TransportClosed, TransportError
+from tether.transport.base import Handler, LinkKind, check_outgoing
 
 _ids = itertools.count(1)
 _CLOSED = b""  # an empty message never occurs in the protocol, so it marks the end

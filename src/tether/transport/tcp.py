@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import struct
 
-from tether.errors import LocalCode, TransportError, UsageError, peer_text
-from tether.transport.base import (
-    MAX_FRAME,
+from tether.errors import (
     FrameTooLarge,
-    Handler,
-    LinkKind,
+    LocalCode,
     TransportClosed,
-    check_outgoing,
-    serve_connection,
+    TransportError,
+    UsageError,
+    peer_text,
 )
+from tether.transport.base import MAX_FRAME, Handler, LinkKind, check_outgoing, serve_connection
 
 _HEADER = struct.Struct(">I")
 CONNECT_TIMEOUT = 5.0

@@ -19,16 +19,15 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from tether.errors import LocalCode, TransportError, UsageError, peer_text
-from tether.transport.base import (
-    MAX_FRAME,
+from tether.errors import (
     BadFrame,
-    Handler,
-    LinkKind,
+    LocalCode,
     TransportClosed,
-    check_outgoing,
-    serve_connection,
+    TransportError,
+    UsageError,
+    peer_text,
 )
+from tether.transport.base import MAX_FRAME, Handler, LinkKind, check_outgoing, serve_connection
 
 CONNECT_TIMEOUT = 5.0
 _SEND_TIMEOUT = 10.0

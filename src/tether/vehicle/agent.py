@@ -14,16 +14,20 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import enum
 import logging
 import time
 from collections.abc import Callable
 
 from tether.errors import (
+    BadFrame,
+    GrantError,
     LocalCode,
     PairingError,
     PeerError,
     ProtocolError,
     StorageError,
+    TransportClosed,
     TransportError,
     UsageError,
     WireCode,
@@ -62,7 +66,7 @@ from tether.protocol.transaction import (
     VehicleTransaction,
 )
 from tether.protocol.vss import LATITUDE, LONGITUDE, SPEED, SPEED_LIMIT
-from tether.transport.base import BadFrame, LinkKind, Transport, TransportClosed
+from tether.transport.base import LinkKind, Transport
 from tether.transport.exchange import flush, run_exchange
 from tether.vehicle.authority import Authority, Entry, Request
 from tether.vehicle.body.base import PERSONAL, Body, Signals
@@ -191,11 +195,23 @@ class _Summary:
     count: int = 0
 
 
+class AgentEventKind(enum.StrEnum):
+    """What happened, for an :class:`AgentEvent`'s observers."""
+
+    PAIRED = "paired"
+    ENROLLED = "enrolled"
+    SESSION = "session"
+    COMMAND = "command"
+    REFUSED = "refused"
+    ERROR = "error"
+    REVOKED = "revoked"
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AgentEvent:
     """Something observers (console, head unit, tests) may want to see; no secrets inside."""
 
-    kind: str  # "paired", "session", "command", "refused", "error"
+    kind: AgentEventKind
     key_id: str = ""
     command: str = ""
     ok: bool = True
@@ -537,7 +553,7 @@ class VehicleAgent:
             )
         self._emit(
             AgentEvent(
-                kind="error" if result == "error" else "refused",
+                kind=AgentEventKind.ERROR if result == "error" else AgentEventKind.REFUSED,
                 key_id=key_id.hex() if key_id else "",
                 command=command,
                 ok=False,
@@ -597,7 +613,9 @@ class VehicleAgent:
             for event in events:
                 if isinstance(event, PhoneEnrolled):
                     self.store.enroll_owner(event.public_key, name=event.name, now=self.now())
-                    self._emit(AgentEvent(kind="paired", key_id=event.public_key.key_id.hex()))
+                    self._emit(
+                        AgentEvent(kind=AgentEventKind.PAIRED, key_id=event.public_key.key_id.hex())
+                    )
 
         try:
             await run_exchange(
@@ -623,7 +641,9 @@ class VehicleAgent:
                 reason=exc.code,
                 detail=exc.message,
             )
-            self._emit(AgentEvent(kind="refused", command="pair", ok=False, reason=exc.code))
+            self._emit(
+                AgentEvent(kind=AgentEventKind.REFUSED, command="pair", ok=False, reason=exc.code)
+            )
         except ProtocolError as exc:
             self._record(exc, command="pair", key_id=None)
 
@@ -645,7 +665,9 @@ class VehicleAgent:
                 if isinstance(event, CredentialAccepted):
                     # Durable before the phone hears Finished.
                     endpoint = self.store.enroll_grant(event.chain, now=self.now())
-                    self._emit(AgentEvent(kind="enrolled", key_id=endpoint.endpoint_id.hex()))
+                    self._emit(
+                        AgentEvent(kind=AgentEventKind.ENROLLED, key_id=endpoint.endpoint_id.hex())
+                    )
                 elif isinstance(event, PersistentKeyChanged):
                     self.store.set_persistent_key(event.endpoint_id, event.key, now=self.now())
                 elif isinstance(event, Established):
@@ -673,7 +695,11 @@ class VehicleAgent:
         if self._key_closed(session.endpoint_id):
             self._end(conn, "revoked")
             return
-        self._emit(AgentEvent(kind="session", key_id=session.endpoint_id.hex(), fast=session.fast))
+        self._emit(
+            AgentEvent(
+                kind=AgentEventKind.SESSION, key_id=session.endpoint_id.hex(), fast=session.fast
+            )
+        )
         await self._session(conn, session)
 
     async def _flush_session(self, conn: _Connection, session: VehicleSession) -> None:
@@ -768,7 +794,7 @@ class VehicleAgent:
             )
             self._emit(
                 AgentEvent(
-                    kind="refused",
+                    kind=AgentEventKind.REFUSED,
                     key_id=key_id.hex(),
                     command=command,
                     ok=False,
@@ -828,7 +854,7 @@ class VehicleAgent:
             )
             self._emit(
                 AgentEvent(
-                    kind="refused",
+                    kind=AgentEventKind.REFUSED,
                     key_id=key_id.hex(),
                     command="speed-limit",
                     ok=False,
@@ -857,12 +883,12 @@ class VehicleAgent:
                 raw, vehicle_id=self.store.vehicle_id, owner_key=self.store.owner_key
             )
             fresh, seq = self.store.apply_revocation(revocation, now=now)
-        except credentials.GrantError as exc:
+        except GrantError as exc:
             self._record(exc, command="revoke", key_id=via, result="denied")
             return RevocationOutcome(
                 ok=False, seq=self.store.revocation_seq(), reason=exc.code, message=exc.message
             )
-        self._emit(AgentEvent(kind="revoked", key_id=via.hex() if via else ""))
+        self._emit(AgentEvent(kind=AgentEventKind.REVOKED, key_id=via.hex() if via else ""))
         # Every open session of a revoked key ends now (the caller's own, if it revoked itself,
         # is closed by the caller after it has been answered).
         self.end_revoked_sessions(spare=via)
@@ -892,7 +918,7 @@ class VehicleAgent:
                 now=now,
             )
             self.store.accept_remote(envelope.key_id, envelope.counter, now=now)
-        except credentials.GrantError as exc:
+        except GrantError as exc:
             known = key_id if key_id and self.store.endpoint(key_id) else None
             self._record(exc, command="remote", key_id=known, result="denied")
             return remote.sign_result(
@@ -1078,7 +1104,7 @@ class VehicleAgent:
         ranging = request.entry in (Entry.PASSIVE_UNLOCK, Entry.PASSIVE_LOCK, Entry.PUSH_BUTTON)
         self._emit(
             AgentEvent(
-                kind="command",
+                kind=AgentEventKind.COMMAND,
                 key_id=request.key_id.hex(),
                 command=request.entry.value if ranging else command.value,
                 ok=reason is None,

@@ -18,10 +18,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from tether.errors import BodyFault
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason
 from tether.protocol.vss import SPEED
 from tether.transport.base import LinkKind
-from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.body.base import Body, Signals
 from tether.vehicle.hands_free import Reading, placed_for
 from tether.vehicle.keystore import VehicleStore
 from tether.vehicle.policy import authorize

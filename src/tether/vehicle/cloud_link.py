@@ -25,7 +25,7 @@ from tether.link.client import CloudClient
 from tether.protocol import remote
 from tether.protocol.crypto import sha256
 from tether.protocol.names import Role
-from tether.vehicle.agent import AgentEvent, VehicleAgent
+from tether.vehicle.agent import AgentEvent, AgentEventKind, VehicleAgent
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,18 @@ class LinkStats:
     commands: int = 0
     inbox_checks: int = 0
     mqtt_connects: int = 0
+
+
+#: The events a car uploads to its owner's audit view.
+_UPLOADED = frozenset(
+    {
+        AgentEventKind.COMMAND,
+        AgentEventKind.REFUSED,
+        AgentEventKind.REVOKED,
+        AgentEventKind.PAIRED,
+        AgentEventKind.ERROR,
+    }
+)
 
 
 class CloudLink:
@@ -215,7 +227,7 @@ class CloudLink:
             log.info("could not report a %s (the inbox will bring it back): %s", kind, exc)
 
     def _on_event(self, event: AgentEvent) -> None:
-        if event.kind in ("command", "refused", "revoked", "paired", "error"):
+        if event.kind in _UPLOADED:
             self._dirty.set()
 
     async def report(self) -> None:

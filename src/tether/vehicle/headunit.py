@@ -9,6 +9,7 @@ is forgotten.
 from __future__ import annotations
 
 import dataclasses
+import enum
 from collections.abc import Callable
 from typing import Any
 
@@ -24,9 +25,18 @@ class Screen:
     denied: tuple[str, ...]
 
 
+class ScreenEventKind(enum.StrEnum):
+    """What the screen did: showed a driver's data, or forgot it."""
+
+    SHOWN = "shown"
+    FORGOTTEN = "forgotten"
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class HeadUnitEvent:
-    kind: str  # "shown" or "forgotten"
+    """The screen changed (for the console and `vehicle run`'s event stream)."""
+
+    kind: ScreenEventKind
     key_id: str
     screen: Screen | None = None
     reason: str = ""
@@ -42,12 +52,12 @@ class HeadUnit:
     def show(self, key_id: str, data: dict[str, Any], denied: tuple[str, ...]) -> Screen:
         screen = Screen(key_id=key_id, data=data, denied=denied)
         self._screens[key_id] = screen
-        self._tell(HeadUnitEvent(kind="shown", key_id=key_id, screen=screen))
+        self._tell(HeadUnitEvent(kind=ScreenEventKind.SHOWN, key_id=key_id, screen=screen))
         return screen
 
     def forget(self, key_id: str, reason: str) -> None:
         if self._screens.pop(key_id, None) is not None:
-            self._tell(HeadUnitEvent(kind="forgotten", key_id=key_id, reason=reason))
+            self._tell(HeadUnitEvent(kind=ScreenEventKind.FORGOTTEN, key_id=key_id, reason=reason))
 
     def forget_all(self, reason: str) -> None:
         for key_id in list(self._screens):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tether import storage
-from tether.errors import PairingError, StorageError, UsageError, WireCode
+from tether.errors import GrantError, PairingError, StorageError, UsageError, WireCode
 from tether.protocol import credentials
 from tether.protocol.credentials import Limits, Revocation, VerifiedChain
 from tether.protocol.crypto import Entropy, PrivateKey, PublicKey, Signer, sha256
@@ -619,7 +619,7 @@ class VehicleStore:
                 (endpoint_id, counter),
             )
             if cur.rowcount != 1:
-                raise credentials.GrantError(
+                raise GrantError(
                     "this command was already seen (a replay)", code=WireCode.COMMAND_REPLAYED
                 )
         self._bump_floor(now)
@@ -646,7 +646,7 @@ class VehicleStore:
             return False, revocation.seq
         current = self.revocation_seq()
         if revocation.seq <= current:
-            raise credentials.GrantError(
+            raise GrantError(
                 f"revocation {revocation.seq} is older than the car's {current}",
                 code=WireCode.REVOCATION_REPLAYED,
             )

@@ -304,7 +304,7 @@ async def _serve_headunit(
     """
     import json
 
-    from tether.vehicle.headunit import HeadUnitEvent
+    from tether.vehicle.headunit import HeadUnitEvent, ScreenEventKind
 
     viewers: set[asyncio.StreamWriter] = set()
 
@@ -337,7 +337,9 @@ async def _serve_headunit(
 
     async def viewer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for screen in agent.headunit.screens().values():
-            writer.write(line(HeadUnitEvent(kind="shown", key_id=screen.key_id, screen=screen)))
+            writer.write(
+                line(HeadUnitEvent(kind=ScreenEventKind.SHOWN, key_id=screen.key_id, screen=screen))
+            )
         viewers.add(writer)
         try:
             await reader.read()  # until the viewer leaves, or the agent stops

@@ -19,7 +19,7 @@ from tether.cloud.api import cars, commands, fleets, home, sharing
 from tether.cloud.api.access import PROBLEMS, Hub
 from tether.cloud.api.limits import BodyLimit, validation_problem
 from tether.cloud.api.objects import accept_uplink, accept_uplinks
-from tether.link import httpsig
+from tether.errors import SignatureRefused
 
 __all__ = ["Hub", "accept_uplink", "accept_uplinks", "create_app"]
 
@@ -50,8 +50,8 @@ def create_app(hub: Hub, *, lifespan: Any = None) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_exception_handler(RequestValidationError, validation_problem)
 
-    @app.exception_handler(httpsig.SignatureRefused)
-    async def refused(_: Request, exc: httpsig.SignatureRefused) -> JSONResponse:
+    @app.exception_handler(SignatureRefused)
+    async def refused(_: Request, exc: SignatureRefused) -> JSONResponse:
         return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=401)
 
     return app

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from tether.cloud import db
 from tether.cloud.api.rates import RateLimits
 from tether.cloud.mosquitto import DynamicSecurity
-from tether.errors import MalformedMessage
+from tether.errors import MalformedMessage, SignatureRefused
 from tether.link import b64 as link_b64
 from tether.link import httpsig
 from tether.protocol.crypto import PublicKey
@@ -154,7 +154,7 @@ def check_signature(
         elif introduced is not None and introduced.key_id == claimed.key_id:
             key, kind = introduced, "new"
         else:
-            raise httpsig.SignatureRefused("this key is not known here")
+            raise SignatureRefused("this key is not known here")
         httpsig.verify_request(
             key,
             method=request.method,
@@ -172,7 +172,7 @@ def check_signature(
             )
         nonce = {"key_id": claimed.key_id, "nonce": claimed.nonce, "created_at": now}
         if not db.insert_new(conn, db.nonces, nonce):
-            raise httpsig.SignatureRefused("this request was already received (a replay)")
+            raise SignatureRefused("this request was already received (a replay)")
     return Caller(key_id=claimed.key_id, kind=kind)
 
 

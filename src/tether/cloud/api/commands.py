@@ -27,6 +27,7 @@ from tether.cloud.api.access import (
 from tether.cloud.api.bodies import (
     CommandIn,
 )
+from tether.errors import RemoteError
 from tether.link.b64 import b64
 from tether.protocol import remote
 
@@ -58,7 +59,7 @@ async def post_command(
             vehicle_key(conn, vid)
             try:
                 envelope = remote.parse_envelope(raw)
-            except remote.RemoteError as exc:
+            except RemoteError as exc:
                 raise HTTPException(400, f"command refused ({exc.code}): {exc.message}") from None
             if envelope.vehicle_id != vid or envelope.key_id != caller.key_id:
                 raise HTTPException(400, "the envelope is not for this car or not signed by you")

@@ -17,7 +17,7 @@ from tether.cloud.api.access import (
     owner_lookup,
     owners_of,
 )
-from tether.errors import TetherError
+from tether.errors import RemoteError, TetherError
 from tether.link.b64 import b64
 from tether.link.bundles import read_bundle
 from tether.protocol import credentials, remote
@@ -272,7 +272,7 @@ def _accept_states(
             continue
         try:
             state = remote.verify_state(body, vehicle_key=key)
-        except remote.RemoteError:
+        except RemoteError:
             out[index] = ("forged", b"", b"")
             continue
         rows.append({"vehicle_id": vid, "at": float(state.at), "state": state.signals})
@@ -304,7 +304,7 @@ def _accept_one(
     if kind == "result":
         try:
             result = remote.parse_result(body)  # which command it answers: decoded once
-        except remote.RemoteError:
+        except RemoteError:
             return "malformed", b"", b""
     key = find_vehicle_key(conn, vehicle_id)
     if key is None:
@@ -331,7 +331,7 @@ def _accept_result(conn: Connection, key: PublicKey, result: remote.Result, now:
         return "duplicate"
     try:
         remote.verify_result(result, vehicle_key=key, envelope_raw=bytes(row.envelope))
-    except remote.RemoteError:
+    except RemoteError:
         return "forged"
     conn.execute(
         sa.update(db.commands)
@@ -345,7 +345,7 @@ def _accept_result(conn: Connection, key: PublicKey, result: remote.Result, now:
 def _accept_receipt(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
     try:
         receipt = remote.verify_receipt(body, vehicle_key=key)
-    except remote.RemoteError:
+    except RemoteError:
         return "forged"
     updated = conn.execute(
         sa.update(db.revocations)
@@ -362,7 +362,7 @@ def _accept_receipt(conn: Connection, key: PublicKey, body: bytes, now: float) -
 def _accept_state(conn: Connection, key: PublicKey, body: bytes, now: float) -> str:
     try:
         state = remote.verify_state(body, vehicle_key=key)
-    except remote.RemoteError:
+    except RemoteError:
         return "forged"
     conn.execute(
         sa.update(db.vehicles)

@@ -1,5 +1,5 @@
 """Bodies: what turns an authorised command into doors, trunk and ignition (virtual or CAN)."""
 
-from tether.vehicle.body.base import Body, BodyFault, Signals
+from tether.vehicle.body.base import Body, Signals
 
 __all__ = ["Body", "BodyFault", "Signals"]

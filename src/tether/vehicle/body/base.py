@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tether.errors import Code, TetherError, WireCode
 from tether.protocol.commands import Command
 from tether.protocol.vss import (
     BATTERY,
@@ -63,12 +62,6 @@ def from_disk(saved: object) -> Signals:
     if not isinstance(saved, dict):
         return {}
     return {k: v for k, v in saved.items() if k in DEFAULT_STATE and k not in PERSONAL}
-
-
-class BodyFault(TetherError):
-    """The body could not carry out a command (bus down, actuator fault)."""
-
-    code: Code = WireCode.BODY_FAULT
 
 
 def apply(state: Signals, command: Command) -> Signals:

@@ -23,9 +23,9 @@ import cantools
 import cantools.database
 from cantools.database.errors import UnsupportedDatabaseFormatError
 
-from tether.errors import UsageError
+from tether.errors import BodyFault, UsageError
 from tether.protocol.commands import Command
-from tether.vehicle.body.base import DEFAULT_STATE, BodyFault, Signals, apply, for_disk, from_disk
+from tether.vehicle.body.base import DEFAULT_STATE, Signals, apply, for_disk, from_disk
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
