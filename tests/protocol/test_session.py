@@ -281,6 +281,11 @@ def test_data_requests_and_answers_round_trip_and_refuse_garbage() -> None:
         cbor2.dumps([1]),
         cbor2.dumps([{"category": 1}]),
         cbor2.dumps([{"category": "a", "extra": 1}]),
+        # A query is declared too: a car cannot hand the phone's vault a limit it cannot count
+        # with, a huge one, or a key the vault does not know.
+        cbor2.dumps([{"category": "contacts", "query": {"limit": "abc"}}], canonical=True),
+        cbor2.dumps([{"category": "contacts", "query": {"limit": 10**6}}], canonical=True),
+        cbor2.dumps([{"category": "contacts", "query": {"sql": "1=1"}}], canonical=True),
     ):
         phone, car = sessions()
         car._send(DataRequest(request_id=1, items=items, purpose="p", retain=False))

@@ -139,3 +139,23 @@ def test_every_signed_object_names_its_car_the_same_way() -> None:
     for data in signed:
         claims = cbor2.loads(cose.open_sign1(data, "object").payload)
         assert claims.get("aud", claims.get(3)) == vid.hex()
+
+
+def test_people_pass_requests_and_bundles_in_any_encoding_of_their_declared_map() -> None:
+    from tether.errors import UsageError
+    from tether.link import bundles
+
+    key = DeterministicEntropy(b"req").new_private_key().public_key
+    made = bundles.make_request(key, "Bea")
+    assert bundles.read_request(made).label == "Bea"
+    # An older phone wrote its fields in the order it thought of them: still a request.
+    loose = cbor2.dumps({"kind": "tether/key-request", "v": 1, "key": key.encoded, "label": "B"})
+    assert loose != made and bundles.read_request(loose).key == key
+    for bad in (
+        {"kind": "tether/key-request", "v": 2, "key": key.encoded},
+        {"kind": "tether/key-request", "v": 1, "key": b"short"},
+        {"kind": "tether/key-request", "v": 1, "key": key.encoded, "extra": 1},
+        {"kind": "tether/grant", "v": 1, "key": key.encoded},
+    ):
+        with pytest.raises(UsageError):
+            bundles.read_request(cbor2.dumps(bad))

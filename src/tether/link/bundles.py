@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
-
-import cbor2
 
 from tether.errors import GrantError, MalformedMessage, UsageError
 from tether.link.b64 import b64, unb64
-from tether.protocol.credentials import Grant, encode_chain, read_credential
+from tether.protocol import codec
+from tether.protocol.codec import SH, Shape, bstr, shape, tstr, uint
+from tether.protocol.credentials import MAX_CREDENTIAL_SIZE, Grant, encode_chain, read_credential
 from tether.protocol.crypto import PublicKey
 
 REQUEST_KIND = "tether/key-request"
@@ -51,43 +50,63 @@ class Bundle:
         return self.grants[-1]
 
     def encode(self) -> bytes:
-        body: dict[str, Any] = {
-            "kind": BUNDLE_KIND,
-            "v": 1,
-            "chain": encode_chain(self.chain),
-            "vehicle_key": self.vehicle_key.encoded,
-            "vehicle_name": self.vehicle_name,
-            "address": self.address,
-        }
-        if self.owner_key is not None:
-            body["owner_key"] = self.owner_key.encoded
-        return cbor2.dumps(body, canonical=True)
+        return codec.dump(
+            BundleDoc(
+                kind=BUNDLE_KIND,
+                v=1,
+                chain=encode_chain(self.chain),
+                vehicle_key=self.vehicle_key.encoded,
+                vehicle_name=self.vehicle_name,
+                address=self.address,
+                owner_key=self.owner_key.encoded if self.owner_key is not None else None,
+            )
+        )
 
     def link(self) -> str:
         return LINK_PREFIX + b64(self.encode())
 
 
-def _bytes(value: Any) -> bytes:
-    return value if type(value) is bytes else b""
+@shape
+class RequestDoc(Shape):
+    """A key request as a file or link carries it."""
+
+    kind: str = tstr("kind", max_size=32)
+    v: int = uint("v", min_value=1, max_value=1)
+    key: bytes = bstr("key", size=65)
+    label: str | None = tstr("label", max_size=256, default=None)
 
 
-def _load(data: bytes, kind: str, what: str) -> dict[str, Any]:
+@shape
+class BundleDoc(Shape):
+    """A grant bundle as a file, link or the server's mailbox carries it."""
+
+    kind: str = tstr("kind", max_size=32)
+    v: int = uint("v", min_value=1, max_value=1)
+    chain: bytes = bstr("chain", max_size=MAX_CREDENTIAL_SIZE)
+    vehicle_key: bytes = bstr("vehicle_key", size=65)
+    vehicle_name: str = tstr("vehicle_name", max_size=256)
+    address: str = tstr("address", max_size=512)
+    owner_key: bytes | None = bstr("owner_key", size=65, default=None)
+
+
+def _load(data: bytes, cls: type[SH], kind: str, what: str) -> SH:
     if len(data) > _MAX_FILE:
         raise UsageError(f"this {what} is too large to be one")
     try:
-        obj = cbor2.loads(data)
-    except Exception as exc:  # any garbage: one clear sentence
-        raise UsageError(f"this is not a tether {what} (not CBOR)") from exc
-    if type(obj) is not dict or obj.get("kind") != kind or obj.get("v") != 1:
+        # Not signed and passed around by people: any encoding of the declared map will do.
+        doc = codec.load(data, cls, what, deterministic=False)
+    except MalformedMessage as exc:
+        raise UsageError(f"this is not a tether {what} ({exc.message})") from None
+    if getattr(doc, "kind", None) != kind:
         raise UsageError(f"this is not a tether {what}")
-    return obj
+    return doc
 
 
 REQUEST_LINK_PREFIX = "tether://key-request/"
 
 
 def make_request(key: PublicKey, label: str) -> bytes:
-    return cbor2.dumps({"kind": REQUEST_KIND, "v": 1, "key": key.encoded, "label": label[:64]})
+    return codec.dump(RequestDoc(kind=REQUEST_KIND, v=1, key=key.encoded, label=label[:64]))
 
 
 def request_link(data: bytes) -> str:
@@ -108,15 +127,12 @@ def read_request(data: bytes | str) -> KeyRequest:
     """A key request from a file's bytes or a tether://key-request/ link."""
     if isinstance(data, str):
         data = _unlink(data, REQUEST_LINK_PREFIX, "key request")
-    obj = _load(data, REQUEST_KIND, "key request")
-    label = obj.get("label", "")
+    doc = _load(data, RequestDoc, REQUEST_KIND, "key request")
     try:
-        key = PublicKey(_bytes(obj.get("key")))
+        key = PublicKey(doc.key)
     except MalformedMessage:
         raise UsageError("the key request holds no valid public key") from None
-    if type(label) is not str:
-        raise UsageError("the key request's name is not text")
-    return KeyRequest(key=key, label=label[:64])
+    return KeyRequest(key=key, label=(doc.label or "")[:64])
 
 
 def read_bundle(data: bytes | str) -> Bundle:
@@ -127,30 +143,21 @@ def read_bundle(data: bytes | str) -> Bundle:
                 "this is an invitation, not a grant: answer it with `phone request-key LINK`"
             )
         data = _unlink(data, LINK_PREFIX, "grant")
-    obj = _load(data, BUNDLE_KIND, "grant")
+    doc = _load(data, BundleDoc, BUNDLE_KIND, "grant")
     try:
-        grants = tuple(read_credential(_bytes(obj.get("chain"))))
-        leaf = grants[-1]
-        vehicle_key = PublicKey(_bytes(obj.get("vehicle_key")))
+        grants = tuple(read_credential(doc.chain))
+        vehicle_key = PublicKey(doc.vehicle_key)
+        owner_key = PublicKey(doc.owner_key) if doc.owner_key is not None else None
     except (GrantError, MalformedMessage) as exc:
         raise UsageError(f"the grant is damaged: {exc.message}") from None
-    if vehicle_key.key_id != leaf.vehicle_id:
+    if vehicle_key.key_id != grants[-1].vehicle_id:
         raise UsageError("the grant names a different car than the key it came with")
-    name, address = obj.get("vehicle_name"), obj.get("address")
-    if type(name) is not str or type(address) is not str:
-        raise UsageError("the grant's car name or address is malformed")
-    owner_key = None
-    if "owner_key" in obj:
-        try:
-            owner_key = PublicKey(_bytes(obj.get("owner_key")))
-        except MalformedMessage:
-            raise UsageError("the grant's owner key is damaged") from None
-        if owner_key.key_id != grants[0].issuer_id:
-            raise UsageError("the grant's owner key did not sign it")
+    if owner_key is not None and owner_key.key_id != grants[0].issuer_id:
+        raise UsageError("the grant's owner key did not sign it")
     return Bundle(
         grants=grants,
         vehicle_key=vehicle_key,
-        vehicle_name=name,
-        address=address,
+        vehicle_name=doc.vehicle_name,
+        address=doc.address,
         owner_key=owner_key,
     )

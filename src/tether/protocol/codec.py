@@ -452,18 +452,33 @@ def dump(obj: Shape) -> bytes:
     return cbor2.dumps(_wire_map(obj), canonical=True)
 
 
-def load(data: bytes, cls: type[SH], what: str) -> SH:
-    """Decode one declared map strictly: the only decoder of every signed object's payload.
-
-    Exactly one encoding is valid, as for messages: the value must re-encode to ``data``.
-    """
+def _loads(data: bytes, what: str) -> Any:
     if type(data) is not bytes or len(data) > MAX_MESSAGE_SIZE:
         raise MalformedMessage(f"{what} is not a bounded byte string")
     try:
-        raw = cbor2.loads(data)
+        return cbor2.loads(data)
     except Exception as exc:  # cbor2 raises many types; a peer's garbage must be ours only
         raise MalformedMessage(f"{what} is not valid CBOR") from exc
-    value = _build_shape(cls, raw, what)
-    if dump(value) != data:
+
+
+def load(data: bytes, cls: type[SH], what: str, *, deterministic: bool = True) -> SH:
+    """Decode one declared map strictly: the only decoder of every signed object's payload.
+
+    Exactly one encoding is valid, as for messages: the value must re-encode to ``data``
+    (``deterministic=False`` only for documents people pass around that nobody signs).
+    """
+    value = _build_shape(cls, _loads(data, what), what)
+    if deterministic and dump(value) != data:
         raise MalformedMessage(f"{what} is not deterministic CBOR (or has trailing bytes)")
     return value
+
+
+def load_array(
+    data: bytes, item: FieldSpec, what: str, *, min_size: int = 0, max_size: int
+) -> tuple[Any, ...]:
+    """Decode one array of declared items (e.g. a data request's items) as strictly."""
+    spec = FieldSpec(0, Kind.ARRAY, min_size=min_size, max_size=max_size, item=item)
+    values = _decode_value(what, spec, _loads(data, what))
+    if cbor2.dumps(_wire_value(spec, values), canonical=True) != data:
+        raise MalformedMessage(f"{what} is not deterministic CBOR (or has trailing bytes)")
+    return tuple(values)

@@ -23,6 +23,7 @@ from tether.errors import (
 )
 from tether.protocol import codec, crypto
 from tether.protocol.channel import ChannelKeys, SecureChannel
+from tether.protocol.codec import Shape, item_shape, nested, shape, tstr, uint
 from tether.protocol.commands import FAST_COMMANDS, Command, DenialReason, explain
 from tether.protocol.machine import Event, StateMachine, Step, rule
 from tether.protocol.messages import (
@@ -110,21 +111,34 @@ def _cbor(data: bytes, what: str) -> Any:
         raise MalformedMessage(f"{what} is not valid CBOR") from exc
 
 
+@shape
+class DataQuery(Shape):
+    """What narrows a data request (§8.2): a name prefix and a count, a time window, a kind."""
+
+    prefix: str | None = tstr("prefix", max_size=64, default=None)
+    limit: int | None = uint("limit", max_value=500, default=None)
+    since: str | None = tstr("from", max_size=40, default=None)
+    until: str | None = tstr("to", max_size=40, default=None)
+    kind: str | None = tstr("kind", max_size=32, default=None)
+
+
+@shape
+class _Item(Shape):
+    category: str = tstr("category", max_size=32)
+    query: DataQuery | None = nested("query", DataQuery, default=None)
+
+
 def _items(data: bytes) -> tuple[DataItem, ...]:
-    raw = _cbor(data, "a data request")
-    if type(raw) is not list or not 1 <= len(raw) <= len(CATEGORIES):
-        raise MalformedMessage("a data request lists one to five items")
-    items = []
-    for item in raw:
-        if (
-            type(item) is not dict
-            or type(item.get("category")) is not str
-            or type(item.get("query", {})) is not dict
-            or not set(item) <= {"category", "query"}
-        ):
-            raise MalformedMessage("a data request item is {category, query}")
-        items.append(DataItem(category=item["category"], query=dict(item.get("query", {}))))
-    return tuple(items)
+    items = codec.load_array(
+        data, item_shape(_Item), "a data request", min_size=1, max_size=len(CATEGORIES)
+    )
+    return tuple(
+        DataItem(
+            category=item.category,
+            query={str(k): v for k, v in codec.to_map(item.query).items()} if item.query else {},
+        )
+        for item in items
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
