@@ -15,6 +15,7 @@ from tether.cli import defaults
 from tether.cli.output import Table, emit_json, err, hand_over, out, read_link, styled, when
 from tether.cli.phone import DirOption, JsonOption, _hex, _open, _time, app
 from tether.errors import UsageError
+from tether.link.status import Status
 from tether.phone import cloud
 from tether.phone.wallet import PhoneWallet
 from tether.protocol import credentials, vss
@@ -239,7 +240,7 @@ def revocations(
         return
     table = Table("sequence", "status", "reason", title="Revocations")
     for s in states:
-        colour = {"applied": "green", "pending": "yellow"}.get(s.status, "red")
+        colour = {Status.APPLIED: "green", Status.PENDING: "yellow"}.get(s.status, "red")
         table.add_row(str(s.seq), styled(s.status, colour), s.reason)
     out.print(table)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from tether.cloud.server import Server, ServerSettings
 from tether.errors import LocalCode, ProtocolError, TetherError
+from tether.link.status import Status
 from tether.phone import client, cloud, consent, flows
 from tether.phone.vault import Vault
 from tether.phone.wallet import CarKey, KeyStatus, PhoneWallet
@@ -550,7 +551,7 @@ class DemoWorld:
         )
         for _ in range(100):
             states = {s.seq: s for s in await cloud.revocations(ada, self.url)}
-            if states.get(status.seq) and states[status.seq].status == "applied":
+            if states.get(status.seq) and states[status.seq].status == Status.APPLIED:
                 return Step(
                     action="revoke",
                     phone=phone,

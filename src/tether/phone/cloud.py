@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from tether.errors import LocalCode, RemoteError, TransportError, UsageError
 from tether.link import bundles
 from tether.link.b64 import b64, unb64
+from tether.link.status import Status
 from tether.phone import sharing
 from tether.phone.wallet import CarKey, IssuedGrant, PhoneWallet
 from tether.protocol import credentials, remote
@@ -66,7 +67,7 @@ async def pending_requests(car: CarKey, server: str) -> list[dict[str, Any]]:
     """(Owner) Key requests that friends sent for this car and that were not granted yet."""
     async with client_for(server, car.endpoint_key) as client:
         answer = await client.call("GET", f"/v1/vehicles/{car.vehicle_id.hex()}/requests")
-    return [r for r in answer.get("requests", []) if r.get("status") == "pending"]
+    return [r for r in answer.get("requests", []) if r.get("status") == Status.PENDING]
 
 
 async def grant_requests(
@@ -146,7 +147,7 @@ async def fetch_grants(wallet: PhoneWallet, server: str, *, now: float) -> list[
 class RevocationStatus:
     id: str
     seq: int
-    status: str  # pending | applied | refused (the last two with the car's verified receipt)
+    status: Status  # applied and refused only with the car's verified receipt
     reason: str = ""
 
 
@@ -177,18 +178,18 @@ async def revocations(car: CarKey, server: str) -> list[RevocationStatus]:
         answer = await client.call("GET", f"/v1/vehicles/{car.vehicle_id.hex()}/revocations")
     out = []
     for item in answer.get("revocations", []):
-        status, reason = "pending", ""
+        status, reason = Status.PENDING, ""
         if item.get("receipt"):
             try:
                 receipt = remote.verify_receipt(unb64(item["receipt"]), vehicle_key=car.vehicle_key)
             except RemoteError:
-                status, reason = "unverified", "the server's receipt is not signed by the car"
+                status, reason = Status.UNVERIFIED, "the server's receipt is not signed by the car"
             else:
                 if receipt.revocation.hex() == item["id"]:
-                    status = "applied" if receipt.ok else "refused"
+                    status = Status.APPLIED if receipt.ok else Status.REFUSED
                     reason = receipt.reason
                 else:
-                    status, reason = "unverified", "the receipt is for another revocation"
+                    status, reason = Status.UNVERIFIED, "the receipt is for another revocation"
         out.append(RevocationStatus(id=item["id"], seq=item["seq"], status=status, reason=reason))
     return out
 
@@ -211,7 +212,7 @@ async def command(
             params={"wait": wait},
             timeout=wait + 10,
         )
-    if status.get("status") != "done" or not status.get("result"):
+    if status.get("status") != Status.DONE or not status.get("result"):
         raise TransportError(
             "the car did not answer in time (it may be offline; the command expires by itself)",
             code=LocalCode.CAR_OFFLINE,
@@ -313,7 +314,7 @@ async def fleet_grant_pending(
                 continue
             answer = await client.call("GET", f"/v1/vehicles/{vehicle['vehicle_id']}/requests")
             for request in answer["requests"]:
-                if request["status"] != "pending":
+                if request["status"] != Status.PENDING:
                     continue
                 bundle, grant = sharing.grant(
                     car,

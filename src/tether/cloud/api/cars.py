@@ -31,6 +31,7 @@ from tether.cloud.api.objects import (
 )
 from tether.link import topics
 from tether.link.b64 import b64
+from tether.link.status import Status
 
 router = APIRouter(prefix="/v1")
 
@@ -196,14 +197,14 @@ def inbox(vehicle_id: VehicleId, caller: SignedBy, hub: HubDep) -> dict[str, Any
         )
         revs = conn.execute(
             sa.select(db.revocations.c.raw)
-            .where(db.revocations.c.vehicle_id == vid, db.revocations.c.status == "pending")
+            .where(db.revocations.c.vehicle_id == vid, db.revocations.c.status == Status.PENDING)
             .order_by(db.revocations.c.seq)
         ).all()
         cmds = conn.execute(
             sa.select(db.commands.c.envelope)
             .where(
                 db.commands.c.vehicle_id == vid,
-                db.commands.c.status == "pending",
+                db.commands.c.status == Status.PENDING,
                 db.commands.c.expires_at > now,
             )
             .order_by(db.commands.c.created_at)

@@ -29,6 +29,7 @@ from tether.cloud.api.bodies import (
 )
 from tether.errors import RemoteError
 from tether.link.b64 import b64
+from tether.link.status import Status
 from tether.protocol import remote
 
 router = APIRouter(prefix="/v1")
@@ -73,7 +74,7 @@ async def post_command(
                 "envelope": raw,
                 "expires_at": float(envelope.expires),
                 "created_at": now,
-                "status": "pending",
+                "status": Status.PENDING,
             }
             # Sent before (a retry, or a race with another server): its answer, not a second run.
             return envelope, db.insert_new(conn, db.commands, command)
@@ -83,7 +84,7 @@ async def post_command(
         if new:
             hub.publish(vid, {"t": "command", "raw": raw})
         answer = await _answer(hub, envelope.digest, caller, wait, event)
-    if answer["status"] == "done":
+    if answer["status"] == Status.DONE:
         response.status_code = 200
     return answer
 
@@ -134,7 +135,7 @@ async def _answer(
     if row is None or bytes(row.key_id) != caller.key_id:
         raise HTTPException(404, "no such command of yours")
     deadline = hub.clock() + wait
-    while row.status == "pending" and hub.clock() < deadline:
+    while row.status == Status.PENDING and hub.clock() < deadline:
         with contextlib.suppress(TimeoutError):
             # Woken by this process's uplink or another instance's notification; the re-read
             # is only a safety net, frequent when no notification can come.
@@ -143,7 +144,7 @@ async def _answer(
         event.clear()
         result = hub.delivered.get(digest)
         if result is not None:  # stored and verified by this process's uplink: no re-read
-            return {"id": digest.hex(), "status": "done", "result": b64(result)}
+            return {"id": digest.hex(), "status": Status.DONE, "result": b64(result)}
         row = await to_thread.run_sync(read)
     return {
         "id": digest.hex(),

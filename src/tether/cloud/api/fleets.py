@@ -38,6 +38,7 @@ from tether.cloud.api.objects import (
 )
 from tether.errors import TetherError
 from tether.link.bundles import read_bundle
+from tether.link.status import Status
 from tether.protocol import credentials
 
 router = APIRouter(prefix="/v1")
@@ -146,7 +147,7 @@ def get_fleet(fleet_id: FleetId, caller: SignedBy, hub: HubDep) -> dict[str, Any
                 .select_from(db.revocations)
                 .where(
                     db.revocations.c.vehicle_id == car.vehicle_id,
-                    db.revocations.c.status == "pending",
+                    db.revocations.c.status == Status.PENDING,
                 )
             ).scalar()
             requests = conn.execute(
@@ -154,7 +155,7 @@ def get_fleet(fleet_id: FleetId, caller: SignedBy, hub: HubDep) -> dict[str, Any
                 .select_from(db.key_requests)
                 .where(
                     db.key_requests.c.vehicle_id == car.vehicle_id,
-                    db.key_requests.c.status == "pending",
+                    db.key_requests.c.status == Status.PENDING,
                 )
             ).scalar()
             out.append(

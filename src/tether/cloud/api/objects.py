@@ -20,6 +20,7 @@ from tether.cloud.api.access import (
 from tether.errors import RemoteError, TetherError
 from tether.link.b64 import b64
 from tether.link.bundles import read_bundle
+from tether.link.status import Status
 from tether.protocol import credentials, remote
 from tether.protocol.credentials import Revocation
 from tether.protocol.crypto import PublicKey, sha256
@@ -66,7 +67,7 @@ def store_grant(conn: Connection, vehicle_id: bytes, raw_bundle: bytes, now: flo
     conn.execute(
         sa.update(db.key_requests)
         .where(db.key_requests.c.key_id == leaf.grantee.key_id)
-        .values(status="granted")
+        .values(status=Status.GRANTED)
     )
     return leaf.serial.hex()
 
@@ -125,7 +126,7 @@ def store_revocations(
             "seq": revocation.seq,
             "raw": raw,
             "created_at": now,
-            "status": "pending",
+            "status": Status.PENDING,
         }
         for (vid, raw, revocation), digest in zip(items, digests, strict=True)
         if digest not in known
@@ -162,7 +163,7 @@ def store_revocations(
             [{"vid": vid, "kid": key} for vid, key in sorted(closed)],
         )
     return [
-        {"id": digest.hex(), "seq": revocation.seq, "status": known.get(digest, "pending")}
+        {"id": digest.hex(), "seq": revocation.seq, "status": known.get(digest, Status.PENDING)}
         for (_, _, revocation), digest in zip(items, digests, strict=True)
     ]
 
@@ -194,7 +195,7 @@ def publish_revocations(
     """Push the stored, still pending revocations to their cars (after the commit), once each."""
     pushed: set[str] = set()
     for (vid, raw, _), answer in zip(items, stored, strict=True):
-        if answer["status"] == "pending" and answer["id"] not in pushed:
+        if answer["status"] == Status.PENDING and answer["id"] not in pushed:
             pushed.add(answer["id"])
             hub.publish(vid, {"t": "revocation", "raw": raw})
 
@@ -327,7 +328,7 @@ def _accept_result(conn: Connection, key: PublicKey, result: remote.Result, now:
     ).first()
     if row is None:
         return "unknown command"
-    if row.status == "done":
+    if row.status == Status.DONE:
         return "duplicate"
     try:
         remote.verify_result(result, vehicle_key=key, envelope_raw=bytes(row.envelope))
@@ -336,7 +337,7 @@ def _accept_result(conn: Connection, key: PublicKey, result: remote.Result, now:
     conn.execute(
         sa.update(db.commands)
         .where(db.commands.c.digest == digest)
-        .values(status="done", result=body, done_at=now)
+        .values(status=Status.DONE, result=body, done_at=now)
     )
     wakeup.notify(conn, digest)  # the request may be waiting on another instance
     return "stored"
@@ -352,9 +353,9 @@ def _accept_receipt(conn: Connection, key: PublicKey, body: bytes, now: float) -
         .where(
             db.revocations.c.digest == receipt.revocation,
             db.revocations.c.vehicle_id == key.key_id,
-            db.revocations.c.status == "pending",
+            db.revocations.c.status == Status.PENDING,
         )
-        .values(status="applied" if receipt.ok else "refused", receipt=body, done_at=now)
+        .values(status=Status.APPLIED if receipt.ok else Status.REFUSED, receipt=body, done_at=now)
     )
     return "stored" if updated.rowcount else "duplicate"
 

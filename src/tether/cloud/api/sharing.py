@@ -40,6 +40,7 @@ from tether.cloud.api.objects import (
 from tether.errors import TetherError
 from tether.link.b64 import b64
 from tether.link.bundles import read_bundle
+from tether.link.status import Status
 
 router = APIRouter(prefix="/v1")
 
@@ -126,7 +127,7 @@ async def answer_invitation(
                     public_key=key.encoded,
                     label=body.label or row.label,
                     created_at=now,
-                    status="pending",
+                    status=Status.PENDING,
                 )
             )
             return {"vehicle_id": bytes(row.vehicle_id).hex(), "key_id": key.key_id.hex()}
