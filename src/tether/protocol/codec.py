@@ -380,17 +380,28 @@ def decode_as(data: bytes, cls: type[M]) -> M:
 
 
 def _build(cls: type[M], body: Mapping[Any, Any]) -> M:
-    if not body.keys() <= cls._KEYS:
-        unknown = next(k for k in body if k not in cls._KEYS)
-        raise MalformedMessage(f"{cls.__name__}: unknown field key {unknown!r}")
+    return cls(**_fields(cls.__name__, cls._SPECS, cls._KEYS, body))
+
+
+def _fields(
+    what: str,
+    specs: tuple[tuple[str, FieldSpec], ...],
+    keys: frozenset[Key],
+    body: Mapping[Any, Any],
+) -> dict[str, Any]:
+    """The declared fields of one map, each checked: the one path messages and shapes share."""
+    # bool is an int in Python; a CBOR simple value or float must never pass for a key.
+    if not body.keys() <= keys or not all(type(k) in (int, str) for k in body):
+        unknown = next(k for k in body if type(k) not in (int, str) or k not in keys)
+        raise MalformedMessage(f"{what}: unknown field {str(unknown)[:32]!r}")
     kwargs: dict[str, Any] = {}
-    for name, spec in cls._SPECS:
+    for name, spec in specs:
         if spec.key not in body:
             if not spec.optional:
-                raise MalformedMessage(f"{cls.__name__}: missing field {name!r}")
+                raise MalformedMessage(f"{what}: missing field {name!r}")
             continue
         kwargs[name] = _decode_value(name, spec, body[spec.key])
-    return cls(**kwargs)
+    return kwargs
 
 
 def registered_types() -> dict[int, type[Message]]:
@@ -402,18 +413,7 @@ def registered_types() -> dict[int, type[Message]]:
 def _build_shape(cls: type[SH], value: Any, what: str) -> SH:
     if type(value) is not dict:
         raise MalformedMessage(f"{what} must be a map")
-    for key in value:
-        # bool is an int in Python; a CBOR simple value or float must never pass for a key.
-        if type(key) not in (int, str) or key not in cls._NAMES:
-            raise MalformedMessage(f"{what}: unknown field {str(key)[:32]!r}")
-    kwargs: dict[str, Any] = {}
-    for name, spec in cls._FIELDS:
-        if spec.key not in value:
-            if not spec.optional:
-                raise MalformedMessage(f"{what}: missing field {name!r}")
-            continue
-        kwargs[name] = _decode_value(name, spec, value[spec.key])
-    return cls(**kwargs)
+    return cls(**_fields(what, cls._FIELDS, cls._NAMES, value))
 
 
 def _wire_value(spec: FieldSpec, value: Any) -> Any:

@@ -18,6 +18,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tether.errors import (
     BadFrame,
@@ -35,7 +36,7 @@ from tether.errors import (
 from tether.protocol import codec, credentials, remote, vss
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
-from tether.protocol.machine import Event
+from tether.protocol.machine import Event, StateMachine
 from tether.protocol.messages import (
     NONCE_SIZE,
     Error,
@@ -519,6 +520,24 @@ class VehicleAgent:
                 command="connect",
             )
 
+    async def _exchange(
+        self,
+        machine: StateMachine[Any],
+        transport: Transport,
+        deadline: float,
+        persist: Callable[[list[Event]], None],
+        first: bytes,
+    ) -> None:
+        """Run one handshake (pairing or a transaction) to its end, by the connection's deadline."""
+        await run_exchange(
+            machine,
+            transport,
+            receive=lambda: self._receive_by(transport, deadline),
+            clock=self.now,
+            persist=persist,
+            first=first,
+        )
+
     @staticmethod
     async def _receive_by(transport: Transport, deadline: float) -> bytes:
         """The next handshake message, by a deadline that nothing the peer sends moves."""
@@ -618,14 +637,7 @@ class VehicleAgent:
                     )
 
         try:
-            await run_exchange(
-                machine,
-                transport,
-                receive=lambda: self._receive_by(transport, deadline),
-                clock=self.now,
-                persist=persist,
-                first=first,
-            )
+            await self._exchange(machine, transport, deadline, persist, first)
         except PairingError as exc:
             if exc.code is not WireCode.WRONG_CODE:
                 self._record(exc, command="pair", key_id=None, result="denied")
@@ -677,14 +689,7 @@ class VehicleAgent:
                     log.debug("fast transaction fell back to standard")
 
         try:
-            await run_exchange(
-                machine,
-                transport,
-                receive=lambda: self._receive_by(transport, deadline),
-                clock=self.now,
-                persist=persist,
-                first=first,
-            )
+            await self._exchange(machine, transport, deadline, persist, first)
         except ProtocolError as exc:
             self._record(exc, command="transaction", key_id=None)
             return
