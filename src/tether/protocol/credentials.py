@@ -17,7 +17,7 @@ from typing import Any
 import cbor2
 
 from tether.errors import AuthenticationFailed, GrantError, MalformedMessage, WireCode
-from tether.protocol import codec
+from tether.protocol import codec, cose
 from tether.protocol.codec import (
     Shape,
     array,
@@ -274,19 +274,20 @@ def encode_chain(chain: Sequence[bytes]) -> bytes:
 
 
 def decode_chain(data: bytes) -> list[bytes]:
+    """A credential's grants as signed, root first: an array of one to eight byte strings."""
     if len(data) > MAX_CREDENTIAL_SIZE:
         raise GrantError("credential is too large", code=WireCode.GRANT_MALFORMED)
     try:
-        chain = cbor2.loads(data)
-    except Exception as exc:
-        raise GrantError("credential is not valid CBOR", code=WireCode.GRANT_MALFORMED) from exc
-    if (
-        type(chain) is not list
-        or not 1 <= len(chain) <= MAX_CHAIN
-        or not all(type(g) is bytes for g in chain)
-    ):
-        raise GrantError("credential must be a list of grants", code=WireCode.GRANT_MALFORMED)
-    return chain
+        chain = codec.load_array(
+            data,
+            item_bytes(max_size=cose.MAX_SIGNED_SIZE),
+            "credential",
+            min_size=1,
+            max_size=MAX_CHAIN,
+        )
+    except MalformedMessage as exc:
+        raise GrantError(exc.message, code=WireCode.GRANT_MALFORMED) from None
+    return list(chain)
 
 
 def read_credential(data: bytes) -> list[Grant]:
