@@ -86,6 +86,15 @@ def test_every_breach_of_a_declaration_is_malformed(raw: dict[object, object], w
         codec.load(cbor2.dumps(raw, canonical=True), Outer, "sample")
 
 
+def test_a_hex_id_is_hex_digits_even_where_no_encoding_is_compared() -> None:
+    raw = cbor2.loads(codec.dump(SAMPLE))
+    assert codec.from_map(Outer, raw, "sample") == SAMPLE
+    # bytes.fromhex reads "01 02 03" as three bytes: an id of the wrong size in the right length.
+    for who in ("01 02 03", "010203\n4", "+1020304"):
+        with pytest.raises(MalformedMessage, match="hex digits"):
+            codec.from_map(Outer, {**raw, "who": who}, "sample")
+
+
 def test_only_the_deterministic_encoding_is_accepted() -> None:
     data = codec.dump(SAMPLE)
     unsorted = cbor2.dumps(dict(reversed(list(cbor2.loads(data).items()))))

@@ -32,6 +32,7 @@ PROTOCOL_VERSION = 2
 MAX_MESSAGE_SIZE = 64 * 1024
 _MAX_TEXT = 1024
 _MAX_SIGNALS = 64
+_HEX = frozenset("0123456789abcdef")
 
 
 class Kind(enum.Enum):
@@ -290,12 +291,10 @@ def _decode_value(name: str, spec: FieldSpec, value: Any) -> Any:
         return value
     if kind is Kind.HEX:
         assert spec.size is not None
-        if type(value) is not str or len(value) != 2 * spec.size or value != value.lower():
+        # Checked digit by digit: bytes.fromhex would also take spaces (and a shorter id).
+        if type(value) is not str or len(value) != 2 * spec.size or not _HEX.issuperset(value):
             raise MalformedMessage(f"field {name!r} must be {2 * spec.size} lower-case hex digits")
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            raise MalformedMessage(f"field {name!r} must be hex digits") from None
+        return bytes.fromhex(value)
     if kind is Kind.ARRAY:
         assert spec.item is not None and spec.max_size is not None
         if type(value) is not list or not spec.min_size <= len(value) <= spec.max_size:
@@ -390,9 +389,8 @@ def _fields(
     body: Mapping[Any, Any],
 ) -> dict[str, Any]:
     """The declared fields of one map, each checked: the one path messages and shapes share."""
-    # bool is an int in Python; a CBOR simple value or float must never pass for a key.
-    if not body.keys() <= keys or not all(type(k) in (int, str) for k in body):
-        unknown = next(k for k in body if type(k) not in (int, str) or k not in keys)
+    if not body.keys() <= keys:
+        unknown = next(k for k in body if k not in keys)
         raise MalformedMessage(f"{what}: unknown field {str(unknown)[:32]!r}")
     kwargs: dict[str, Any] = {}
     for name, spec in specs:
@@ -413,6 +411,11 @@ def registered_types() -> dict[int, type[Message]]:
 def _build_shape(cls: type[SH], value: Any, what: str) -> SH:
     if type(value) is not dict:
         raise MalformedMessage(f"{what} must be a map")
+    # A message's keys were checked as integers already; a shape's may be any CBOR key, and a
+    # bool (an int in Python), simple value or float must never pass for one.
+    for key in value:
+        if type(key) not in (int, str):
+            raise MalformedMessage(f"{what}: unknown field {str(key)[:32]!r}")
     return cls(**_fields(what, cls._FIELDS, cls._NAMES, value))
 
 
