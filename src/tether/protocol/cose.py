@@ -40,6 +40,18 @@ class Sign1:
         key.verify(self.signature, sig_structure(self.protected, self.payload))
 
 
+class Signed:
+    """Base of every decoded signed object: it keeps its COSE_Sign1 as sent (``signed``)."""
+
+    __slots__ = ()
+    signed: Sign1
+
+    @property
+    def raw(self) -> bytes:
+        """The object's bytes exactly as signed and sent."""
+        return self.signed.raw
+
+
 def sig_structure(protected: bytes, payload: bytes) -> bytes:
     """The bytes an ES256 COSE_Sign1 signature covers (RFC 9052 §4.4, empty external AAD)."""
     return cbor2.dumps(["Signature1", protected, b"", payload], canonical=True)

@@ -31,7 +31,7 @@ from tether.protocol.codec import (
     tstr,
     uint,
 )
-from tether.protocol.cose import Sign1, open_sign1, sign1
+from tether.protocol.cose import Sign1, Signed, open_sign1, sign1
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer
 from tether.protocol.names import RIGHTS, Right
 
@@ -172,7 +172,7 @@ class Limits:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Grant:
+class Grant(Signed):
     """One decoded grant; its signature is checked only by :func:`verify_chain`."""
 
     serial: bytes
@@ -187,10 +187,6 @@ class Grant:
     parent: bytes | None
     label: str
     signed: Sign1
-
-    @property
-    def raw(self) -> bytes:
-        return self.signed.raw
 
 
 def issue_grant(
@@ -378,7 +374,7 @@ def verify_chain(
 
 # -- revocations ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Revocation:
+class Revocation(Signed):
     """An owner's signed order: these keys and grants (and everything below them) never again."""
 
     vehicle_id: bytes
@@ -388,10 +384,6 @@ class Revocation:
     issued_at: int
     issuer_id: bytes
     signed: Sign1
-
-    @property
-    def raw(self) -> bytes:
-        return self.signed.raw
 
 
 def issue_revocation(

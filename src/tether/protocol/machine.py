@@ -58,6 +58,11 @@ def rule(handler: Handler, *next_states: enum.Enum) -> Rule:
     return Rule(handler, frozenset(next_states))
 
 
+def refusal(exc: ProtocolError) -> bytes:
+    """The ``Error`` message that tells the peer why: a §10 code and our own bounded sentence."""
+    return codec.encode(Error(code=WireCode.parse(exc.code), message=codec.clip(exc.message, 512)))
+
+
 class StateMachine(Generic[S]):
     """Base class: table-driven transitions, an outbox, and the single place peer errors land."""
 
@@ -114,6 +119,4 @@ class StateMachine(Generic[S]):
     def _fail(self, exc: ProtocolError) -> None:
         self.state = self.FAILED  # type: ignore[assignment]
         if not isinstance(exc, PeerError):
-            self._outbox.append(
-                codec.encode(Error(code=exc.code, message=codec.clip(exc.message, 512)))
-            )
+            self._outbox.append(refusal(exc))

@@ -19,7 +19,7 @@ from tether.errors import AuthenticationFailed, MalformedMessage, RemoteError, W
 from tether.protocol import codec
 from tether.protocol.codec import Shape, boolean, bstr, hexid, shape, signals, tstr, uint
 from tether.protocol.commands import Command
-from tether.protocol.cose import Sign1, open_sign1, sign1
+from tether.protocol.cose import Sign1, Signed, open_sign1, sign1
 from tether.protocol.crypto import KEY_ID_SIZE, PublicKey, Signer, sha256
 
 #: The longest an envelope may live: a relay cannot hold a command for later use.
@@ -69,7 +69,7 @@ class StateClaims(Shape):
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Envelope:
+class Envelope(Signed):
     """A phone's signed order to one car, good once and for a few minutes."""
 
     vehicle_id: bytes
@@ -81,16 +81,12 @@ class Envelope:
     signed: Sign1
 
     @property
-    def raw(self) -> bytes:
-        return self.signed.raw
-
-    @property
     def digest(self) -> bytes:
         return sha256(self.signed.raw)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Result:
+class Result(Signed):
     """The car's signed answer to one envelope."""
 
     vehicle_id: bytes
@@ -103,13 +99,9 @@ class Result:
     #: Signals the answer reports (a ``locate`` carries the position); empty for most commands.
     state: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    @property
-    def raw(self) -> bytes:
-        return self.signed.raw
-
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
+class Receipt(Signed):
     """The car's signed statement about one revocation it received."""
 
     vehicle_id: bytes
@@ -119,10 +111,6 @@ class Receipt:
     reason: str
     at: int
     signed: Sign1
-
-    @property
-    def raw(self) -> bytes:
-        return self.signed.raw
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

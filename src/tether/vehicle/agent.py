@@ -36,10 +36,9 @@ from tether.errors import (
 from tether.protocol import codec, credentials, remote, vss
 from tether.protocol.commands import Command, DenialReason, explain
 from tether.protocol.crypto import Entropy, SystemEntropy
-from tether.protocol.machine import Event, StateMachine
+from tether.protocol.machine import Event, StateMachine, refusal
 from tether.protocol.messages import (
     NONCE_SIZE,
-    Error,
     FastProof,
     PairRequest,
     StandardHello,
@@ -612,8 +611,7 @@ class VehicleAgent:
 
     async def _refuse(self, transport: Transport, exc: ProtocolError, *, command: str) -> None:
         self._record(exc, command=command, key_id=None)
-        code = WireCode.parse(exc.code).value
-        await transport.send(codec.encode(Error(code=code, message=codec.clip(exc.message, 512))))
+        await transport.send(refusal(exc))
 
     # -- owner pairing --------------------------------------------------------------------------
     async def _pair(
