@@ -95,6 +95,16 @@ def test_a_hex_id_is_hex_digits_even_where_no_encoding_is_compared() -> None:
             codec.from_map(Outer, {**raw, "who": who}, "sample")
 
 
+def test_a_refusal_never_repeats_the_peers_text() -> None:
+    # The sentence is audited by the car: a peer's key name must not reach it.
+    raw = {**cbor2.loads(codec.dump(SAMPLE)), "<script>canary": 1}
+    with pytest.raises(MalformedMessage) as info:
+        codec.load(cbor2.dumps(raw, canonical=True), Outer, "sample")
+    assert "canary" not in info.value.message and "script" not in info.value.message
+    with pytest.raises(MalformedMessage, match="unknown field 99"):
+        codec.load(cbor2.dumps({**raw, 99: 1}, canonical=True), Outer, "sample")
+
+
 def test_only_the_deterministic_encoding_is_accepted() -> None:
     data = codec.dump(SAMPLE)
     unsorted = cbor2.dumps(dict(reversed(list(cbor2.loads(data).items()))))

@@ -382,6 +382,14 @@ def _build(cls: type[M], body: Mapping[Any, Any]) -> M:
     return cls(**_fields(cls.__name__, cls._SPECS, cls._KEYS, body))
 
 
+def _unknown(key: object) -> str:
+    """Which key was not declared, said without repeating the peer's text: refusals are audited
+    with our sentence, and nothing a peer says is stored (a number is ours to print)."""
+    if type(key) is int and -(2**63) <= key < 2**64:
+        return f"unknown field {key}"
+    return "an unknown field"
+
+
 def _fields(
     what: str,
     specs: tuple[tuple[str, FieldSpec], ...],
@@ -391,7 +399,7 @@ def _fields(
     """The declared fields of one map, each checked: the one path messages and shapes share."""
     if not body.keys() <= keys:
         unknown = next(k for k in body if k not in keys)
-        raise MalformedMessage(f"{what}: unknown field {str(unknown)[:32]!r}")
+        raise MalformedMessage(f"{what}: {_unknown(unknown)}")
     kwargs: dict[str, Any] = {}
     for name, spec in specs:
         if spec.key not in body:
@@ -415,7 +423,7 @@ def _build_shape(cls: type[SH], value: Any, what: str) -> SH:
     # bool (an int in Python), simple value or float must never pass for one.
     for key in value:
         if type(key) not in (int, str):
-            raise MalformedMessage(f"{what}: unknown field {str(key)[:32]!r}")
+            raise MalformedMessage(f"{what}: {_unknown(key)}")
     return cls(**_fields(what, cls._FIELDS, cls._NAMES, value))
 
 
